@@ -1,0 +1,120 @@
+"""The grader's side of the grading protocol (stdlib only: graders import it, the harness does not).
+
+A grader is a program the harness runs in a scratch directory outside the workspace. It reads one
+JSON request from standard input::
+
+    {"protocol": 1, "task_id": "...", "submission_dir": "/abs/path", "seed": 0, "nonce": "..."}
+
+and prints its result as one JSON object framed by two lines that carry the request's nonce::
+
+    --- innovator-result <nonce> ---
+    {"valid": true, "metric": 0.71, "metrics": {...}, "message": "..."}
+    --- end innovator-result <nonce> ---
+
+Anything else on stdout is ignored, so a noisy grader (or code it runs) cannot corrupt the result,
+and code that does not know the nonce cannot forge one. Exit 0 for a valid or an invalid
+submission; a non-zero exit or a timeout is a grader failure.
+
+Graders that execute the agent's code use `run_untrusted`, which runs it in its own process
+group with a clean environment (no nonce) and a timeout, and captures its output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROTOCOL = 1
+
+
+def result_frame(nonce: str) -> tuple[str, str]:
+    return f"--- innovator-result {nonce} ---", f"--- end innovator-result {nonce} ---"
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    task_id: str
+    submission_dir: Path
+    seed: int
+    nonce: str
+
+
+def read_request() -> GradeRequest:
+    data = json.loads(sys.stdin.read())
+    return GradeRequest(
+        task_id=str(data["task_id"]),
+        submission_dir=Path(data["submission_dir"]),
+        seed=int(data.get("seed", 0)),
+        nonce=str(data["nonce"]),
+    )
+
+
+def report(
+    request: GradeRequest,
+    *,
+    valid: bool,
+    metric: float | None = None,
+    message: str = "",
+    metrics: dict[str, float] | None = None,
+) -> None:
+    """Print the framed result; call once, at the end of grading."""
+    if valid and (metric is None or not math.isfinite(metric)):
+        raise ValueError(f"a valid result needs a finite metric, got {metric!r}")
+    payload: dict[str, Any] = {
+        "valid": valid,
+        "metric": None if metric is None else float(metric),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "message": message,
+    }
+    start, end = result_frame(request.nonce)
+    sys.stdout.write(f"\n{start}\n{json.dumps(payload)}\n{end}\n")
+    sys.stdout.flush()
+
+
+def invalid(request: GradeRequest, message: str) -> None:
+    report(request, valid=False, message=message)
+
+
+def run_untrusted(
+    argv: list[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the agent's code: own process group, clean environment, killed whole on timeout.
+
+    Raises subprocess.TimeoutExpired after killing the group.
+    """
+    clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(cwd)}
+    clean_env.update(env or {})
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=clean_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever it left in the background
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -1,0 +1,124 @@
+"""The evaluation ledger: budget, every evaluation, hint use, time and steps of an episode.
+
+It is persisted as JSON in the run directory after every change (written to a temporary file and
+renamed, so a crash leaves the previous version), which is what lets a resume continue with the
+budget that was left rather than a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .scores import with_hint_penalty
+
+LEDGER_SCHEMA = 1
+
+EvalKind = Literal["agent", "final"]
+EvalStatus = Literal["scored", "invalid", "grader_failed"]
+
+
+@dataclass
+class Evaluation:
+    index: int
+    kind: EvalKind
+    status: EvalStatus
+    metric: float | None
+    score: float | None  # normalised, before the hint penalty; None for a grader failure
+    message: str
+    step: int
+    working_time_s: float
+    at: float  # wall clock, seconds since the epoch
+    grader_seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    log: str = ""  # the grader's output, relative to the run directory
+
+
+@dataclass
+class EvalLedger:
+    task_id: str
+    budget: int
+    hint_penalty: float
+    evaluations: list[Evaluation] = field(default_factory=list)
+    hint_viewed: bool = False
+    hint_viewed_step: int | None = None
+    steps: int = 0
+    working_time_s: float = 0.0
+    end_reason: str | None = None
+    protected_start: dict[str, Any] = field(default_factory=dict)
+    protected_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def agent_evals_used(self) -> int:
+        """Evaluations the agent asked for that counted: a grader failure costs the agent nothing."""
+        return sum(1 for e in self.evaluations if e.kind == "agent" and e.status != "grader_failed")
+
+    @property
+    def evals_remaining(self) -> int:
+        return max(0, self.budget - self.agent_evals_used)
+
+    def effective(self, score: float | None) -> float | None:
+        if score is None:
+            return None
+        return with_hint_penalty(score, self.hint_viewed, self.hint_penalty)
+
+    @property
+    def final_evaluation(self) -> Evaluation | None:
+        finals = [e for e in self.evaluations if e.kind == "final"]
+        return finals[-1] if finals else None
+
+    @property
+    def final_score(self) -> float | None:
+        final = self.final_evaluation
+        return None if final is None else self.effective(final.score)
+
+    @property
+    def best_evaluation(self) -> Evaluation | None:
+        scored = [e for e in self.evaluations if e.score is not None]
+        return max(scored, key=lambda e: e.score or 0.0) if scored else None
+
+    @property
+    def best_score(self) -> float | None:
+        best = self.best_evaluation
+        return None if best is None else self.effective(best.score)
+
+    def record(self, evaluation: Evaluation) -> None:
+        self.evaluations.append(evaluation)
+
+    def next_index(self) -> int:
+        return len(self.evaluations) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = LEDGER_SCHEMA
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvalLedger:
+        data = dict(data)
+        schema = data.pop("schema", None)
+        if schema != LEDGER_SCHEMA:
+            raise ValueError(f"ledger schema {schema!r} is not supported (expected {LEDGER_SCHEMA})")
+        data["evaluations"] = [Evaluation(**e) for e in data.get("evaluations", [])]
+        return cls(**data)
+
+    def save(self, path: Path, durable: bool = True) -> None:
+        """durable=False skips fsync: for the per-step time and step counters, not evaluations."""
+        write_json_atomic(path, self.to_json(), durable=durable)
+
+    @classmethod
+    def load(cls, path: Path) -> EvalLedger:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
