@@ -1,0 +1,356 @@
+"""ResearchEnv: the agent's whole world. `step(tool, arguments) -> Observation`.
+
+It owns the clock (working time, with grading excluded), the limits, the evaluation ledger and
+the trajectory. Every step is written to the trajectory before its observation is returned, and
+the ledger is persisted in the run directory, so a resume continues with the budget that was left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .grading import run_grader
+from .ledger import EvalKind, EvalLedger, Evaluation, write_json_atomic
+from .protected import from_json, to_json
+from .results import EpisodeResult
+from .scores import normalize
+from .sessions import SessionError
+from .task import Task
+from .tools import TOOLS, Observation, Tool
+from .trajectory import TrajectoryWriter
+from .workspace import Workspace, WorkspaceError
+
+HintMode = Literal["off", "tool", "prompt"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    time_limit_s: float
+    step_limit: int
+    eval_budget: int
+    hints: HintMode = "off"
+
+
+class WorkingClock:
+    """Monotonic working time that continues from `used_s` and can be paused (while grading)."""
+
+    def __init__(self, used_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._base = used_s
+        self._started = clock()
+        self._paused_s = 0.0
+
+    @property
+    def elapsed_s(self) -> float:
+        return self._base + (self._clock() - self._started) - self._paused_s
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        start = self._clock()
+        try:
+            yield
+        finally:
+            self._paused_s += self._clock() - start
+
+
+def format_validation_error(tool: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "(arguments)"
+        message = "unknown argument" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{field}: {message}")
+    return f"bad arguments for {tool}: " + "; ".join(problems)
+
+
+class ResearchEnv:
+    def __init__(
+        self,
+        task: Task,
+        workspace: Workspace,
+        run_dir: Path,
+        limits: Limits,
+        *,
+        agent_name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        grade_seed: int = 0,
+    ):
+        self.task = task
+        self.workspace = workspace
+        self.run_dir = run_dir
+        self.limits = limits
+        self.agent_name = agent_name
+        self.grade_seed = grade_seed
+        self.ledger_path = run_dir / "ledger.json"
+        if self.ledger_path.exists():
+            self.ledger = EvalLedger.load(self.ledger_path)
+        else:
+            self.ledger = EvalLedger(
+                task_id=task.id,
+                budget=limits.eval_budget,
+                hint_penalty=task.spec.hint.penalty if task.spec.hint else 0.0,
+                protected_start=to_json(self._protected_state()),
+            )
+            self.ledger.save(self.ledger_path)
+        self.clock = WorkingClock(self.ledger.working_time_s, clock)
+        self.trajectory = TrajectoryWriter(
+            run_dir / "trajectory.jsonl",
+            {"task": task.id, "task_version": task.spec.version, "agent": agent_name,
+             "backend": workspace.backend, "limits": limits.__dict__},
+        )
+        self.session_commands: dict[str, str] = {}
+        self.done = self.ledger.end_reason is not None
+        self.end_reason: str | None = self.ledger.end_reason
+        self._result: EpisodeResult | None = None
+
+    # --- what the agent may know ---------------------------------------------------------
+
+    @property
+    def working_time_s(self) -> float:
+        return self.clock.elapsed_s
+
+    @property
+    def remaining_time_s(self) -> float:
+        return max(0.0, self.limits.time_limit_s - self.working_time_s)
+
+    @property
+    def steps(self) -> int:
+        return self.ledger.steps
+
+    @property
+    def evals_remaining(self) -> int:
+        return self.ledger.evals_remaining
+
+    def available_tools(self) -> list[Tool]:
+        return [t for t in TOOLS.values() if t.name != "view_hint" or self._hint_offered()]
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        return [t.openai_schema() for t in self.available_tools()]
+
+    def instruction(self) -> str:
+        """The task's instruction; with hints in 'prompt' mode, the hint too (and its penalty)."""
+        text = self.task.instruction()
+        if self.limits.hints == "prompt" and self.task.hint_path:
+            self._mark_hint_viewed()
+            text += "\n\n## Hint\n\n" + self.task.hint_path.read_text(encoding="utf-8")
+        return text
+
+    def _hint_offered(self) -> bool:
+        return self.limits.hints == "tool" and self.task.hint_path is not None
+
+    # --- stepping --------------------------------------------------------------------------
+
+    def step(self, name: str, arguments: dict[str, Any] | str | None = None) -> Observation:
+        started = time.monotonic()
+        if self.done:
+            return Observation(name, False, f"the episode has ended ({self.end_reason}); no more steps", done=True)
+        if self.remaining_time_s <= 0:
+            self.end("time_limit")
+            observation = Observation(name, False, "the working time is used up; the final evaluation runs now", done=True)
+            self._record(name, arguments, observation, started)
+            return observation
+        self.ledger.steps += 1
+        observation = self._dispatch(name, arguments)
+        if not self.done and self.ledger.steps >= self.limits.step_limit:
+            self.end("step_limit")
+            observation.output += f"\n[step limit of {self.limits.step_limit} reached; the final evaluation runs now]"
+        observation.done = self.done
+        self._record(name, arguments, observation, started)
+        return observation
+
+    def _dispatch(self, name: str, arguments: dict[str, Any] | str | None) -> Observation:
+        tool = TOOLS.get(name)
+        if tool is None or (name == "view_hint" and not self._hint_offered()):
+            names = ", ".join(t.name for t in self.available_tools())
+            return Observation(name, False, f"unknown tool {name!r}; available tools: {names}")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                return Observation(name, False, f"arguments are not valid JSON ({exc}); send a JSON object")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            return Observation(name, False, f"arguments must be a JSON object, got {type(arguments).__name__}")
+        try:
+            parsed = tool.args.model_validate(arguments)
+        except ValidationError as exc:
+            return Observation(name, False, format_validation_error(name, exc))
+        try:
+            return tool.handler(self, parsed)
+        except (WorkspaceError, SessionError, ValueError, OSError) as exc:
+            return Observation(name, False, str(exc))
+        except Exception as exc:  # a harness bug: keep the episode alive, keep the evidence
+            return Observation(name, False, f"internal error in {name}: {type(exc).__name__}: {exc}",
+                               data={"traceback": traceback.format_exc()})
+
+    def _record(self, name: str, arguments: Any, observation: Observation, started: float) -> None:
+        self.ledger.working_time_s = self.working_time_s
+        self.ledger.save(self.ledger_path, durable=False)
+        extra = {"traceback": observation.data["traceback"]} if "traceback" in observation.data else None
+        self.trajectory.step(step=self.ledger.steps, working_time_s=self.working_time_s, tool=name,
+                             arguments=arguments, ok=observation.ok, observation=observation.output,
+                             duration_s=time.monotonic() - started, extra=extra)
+
+    def note_command(self, session: str, command: str) -> None:
+        self.session_commands[session] = command
+
+    def end(self, reason: str) -> None:
+        if not self.done:
+            self.done = True
+            self.end_reason = reason
+            self.ledger.end_reason = reason
+            self.ledger.save(self.ledger_path)
+
+    # --- system tools ----------------------------------------------------------------------
+
+    def wait(self, seconds: float, session: str | None) -> Observation:
+        """Sleep up to `seconds`; return early when the watched command (or any running one) ends."""
+        timeout = min(seconds, self.remaining_time_s)
+        started = time.monotonic()
+        sessions = self.workspace.sessions
+        if session is not None and sessions.get(session).status().busy:
+            finished = sessions.get(session).wait(timeout)
+        elif session is None and any(s.busy for s in sessions.list()):
+            finished = sessions.watch_any(timeout)
+        else:
+            time.sleep(timeout)
+            finished = False
+        waited = time.monotonic() - started
+        busy = [s.name for s in sessions.list() if s.busy]
+        state = f"still running: {', '.join(busy)}" if busy else "no command is running"
+        why = "a command finished" if finished else "time is up"
+        return Observation("wait", True, f"waited {waited:.1f}s ({why}); {state}")
+
+    def view_hint(self) -> Observation:
+        assert self.task.hint_path is not None
+        first = not self.ledger.hint_viewed
+        self._mark_hint_viewed()
+        penalty = self.ledger.hint_penalty
+        note = f"[hint viewed: final and best scores are multiplied by {1 - penalty:g}]" if first else "[hint shown again: no further penalty]"
+        return Observation("view_hint", True, f"{note}\n{self.task.hint_path.read_text(encoding='utf-8')}")
+
+    def _mark_hint_viewed(self) -> None:
+        if not self.ledger.hint_viewed:
+            self.ledger.hint_viewed = True
+            self.ledger.hint_viewed_step = self.ledger.steps
+            self.ledger.save(self.ledger_path)
+            self.trajectory.event("hint", step=self.ledger.steps, working_time_s=self.working_time_s,
+                                  penalty=self.ledger.hint_penalty)
+
+    def evaluate_for_agent(self) -> Observation:
+        used, budget = self.ledger.agent_evals_used, self.ledger.budget
+        if used >= budget:
+            return Observation("evaluate", False, f"no evaluations left ({used} of {budget} used); this request "
+                               "used nothing, and the final evaluation still runs when the episode ends")
+        evaluation = self._evaluate("agent")
+        return Observation("evaluate", evaluation.status != "grader_failed", self._describe(evaluation),
+                           {"score": self.ledger.effective(evaluation.score), "status": evaluation.status})
+
+    def _describe(self, e: Evaluation) -> str:
+        left = f"{self.ledger.evals_remaining} of {self.ledger.budget} evaluations left"
+        if e.status == "grader_failed":
+            return f"the grader failed ({e.message}); this did not use an evaluation ({left})"
+        if e.status == "invalid":
+            return f"invalid submission: score 0 ({left}).\n{e.message}"
+        hint = " after the hint penalty" if self.ledger.hint_viewed else ""
+        return (f"score {self.ledger.effective(e.score):.2f}/100{hint} "
+                f"({self.task.spec.scoring.metric} = {e.metric:g}; {left}).\n{e.message}")
+
+    def _protected_state(self) -> dict[str, Any]:
+        return self.workspace.protected_state(self.task.spec.protected)
+
+    def _check_protected(self) -> list[str]:
+        if not self.task.spec.protected:
+            return []
+        before = from_json(self.ledger.protected_start)
+        changes = self.workspace.protected_changes(before, self.task.spec.protected)
+        seen = {(c["path"], c["what"]) for c in self.ledger.protected_changes}
+        new = [c for c in changes if (c.path, c.what) not in seen]
+        for change in new:
+            self.ledger.protected_changes.append({"path": change.path, "what": change.what, "step": self.ledger.steps})
+            self.trajectory.event("protected_change", step=self.ledger.steps, working_time_s=self.working_time_s,
+                                  path=change.path, what=change.what)
+        return [f"{c.path}: {c.what}" for c in new]
+
+    def _evaluate(self, kind: EvalKind) -> Evaluation:
+        changes = self._check_protected()
+        index = self.ledger.next_index()
+        log_path = self.run_dir / "grader" / f"eval-{index}.log"
+
+        def fill(submission: Path) -> None:
+            for output in self.task.spec.outputs:
+                self.workspace.copy_out(output, submission / output)
+
+        with self.clock.paused():
+            outcome = run_grader(self.task, fill, log_path, seed=self.grade_seed)
+        score = normalize(outcome.metric, self.task.spec.scoring) if outcome.metric is not None else (
+            0.0 if outcome.status == "invalid" else None)
+        message = outcome.message
+        if changes:
+            message += "\nprotected files changed (recorded for review): " + "; ".join(changes)
+        evaluation = Evaluation(
+            index=index, kind=kind, status=outcome.status, metric=outcome.metric, score=score,
+            message=message, step=self.ledger.steps, working_time_s=self.working_time_s, at=time.time(),
+            grader_seconds=outcome.seconds, metrics=outcome.metrics, log=str(log_path.relative_to(self.run_dir)),
+        )
+        self.ledger.record(evaluation)
+        self.ledger.save(self.ledger_path)
+        self.trajectory.event("evaluation", step=self.ledger.steps, working_time_s=self.working_time_s,
+                              kind=kind, index=index, status=outcome.status, metric=outcome.metric,
+                              score=self.ledger.effective(score), message=message)
+        return evaluation
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def solution_dir(self) -> str:
+        """A copy of the task's reference solution, outside the workspace (for the oracle agent only)."""
+        target = self.run_dir / "oracle_solution"
+        if not target.exists():
+            shutil.copytree(self.task.solution_dir, target)
+        return str(target)
+
+    def finalize(self, reason: str = "agent_returned") -> EpisodeResult:
+        """End the episode (if not ended) and run the final evaluation once; idempotent."""
+        if self._result is not None:
+            return self._result
+        self.end(reason)
+        self.ledger.working_time_s = self.working_time_s
+        final = self.ledger.final_evaluation or self._evaluate("final")
+        self.trajectory.event("end", step=self.ledger.steps, working_time_s=self.working_time_s,
+                              end_reason=self.end_reason, score_final=self.ledger.final_score,
+                              score_best=self.ledger.best_score)
+        self.trajectory.close()
+        best = self.ledger.best_evaluation
+        self._result = EpisodeResult(
+            innovator_task=self.task.id,
+            innovator_domain=self.task.spec.domain,
+            innovator_agent=self.agent_name,
+            score_final=self.ledger.final_score,
+            score_best=self.ledger.best_score,
+            metric_final=final.metric,
+            metric_best=best.metric if best else None,
+            evals_used=self.ledger.agent_evals_used,
+            evals_budget=self.ledger.budget,
+            hint_used=self.ledger.hint_viewed,
+            steps=self.ledger.steps,
+            working_time_s=round(self.ledger.working_time_s, 3),
+            end_reason=self.end_reason or reason,
+            run_dir=str(self.run_dir),
+            final_status=final.status,
+            final_message=final.message,
+            protected_changes=len(self.ledger.protected_changes),
+            backend=self.workspace.backend,
+            task_version=self.task.spec.version,
+        )
+        write_json_atomic(self.run_dir / "result.json", self._result.to_json())
+        return self._result

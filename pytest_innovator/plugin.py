@@ -1,0 +1,260 @@
+"""The pytest plugin: every task.toml becomes a test item whose body runs the agent.
+
+Fixtures (all function-scoped): innovator_task, innovator_run_dir, gpu_lease, workspace,
+sessions, research_env, agent. A user's own test can ask for them with
+``@pytest.mark.innovator_task("mini/scaffold_construction")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import report
+from .options import Settings, add_options, resolve_settings
+from .task import KNOWN_DOMAINS, Task, TaskError, load_task
+
+settings_key = pytest.StashKey[Settings]()
+run_id_key = pytest.StashKey[str]()
+task_key = pytest.StashKey[Task]()
+result_key = pytest.StashKey[Any]()
+body_started_key = pytest.StashKey[bool]()
+
+BUILTIN_MARKERS = {
+    "innovator": "innovator(task, domain, ...): metadata of a benchmark task item",
+    "innovator_task(path)": "run this test with the fixtures of the task at path (suite/task, relative to task_suites/ or the rootdir)",
+    "gpu(n)": "the item needs n GPUs (leased exclusively for it)",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, text in BUILTIN_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {text}")
+    for domain in KNOWN_DOMAINS:
+        config.addinivalue_line("markers", f"{domain}: tasks of the {domain} domain")
+    settings = resolve_settings(config)
+    config.stash[settings_key] = settings
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[run_id_key] = workerinput["innovator_run_id"] if workerinput else new_run_id()
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(), "innovator-xdist")
+    if workerinput is None:
+        config.pluginmanager.register(report.ResultsReporter(config, settings, config.stash[run_id_key]), "innovator-reporter")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class XdistHooks:
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["innovator_run_id"] = node.config.stash[run_id_key]
+
+
+# --- collection ----------------------------------------------------------------------------
+
+broken_task_files_key = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """A broken task file is reported as a collection error, but never stops the other tasks."""
+    broken = session.config.stash.get(broken_task_files_key, 0)
+    if broken and session.testsfailed == broken:
+        session.config.option.continue_on_collection_errors = True
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name == "task.toml":
+        return TaskFile.from_parent(parent, path=file_path)
+    return None
+
+
+class TaskFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            task = load_task(self.path)
+        except TaskError as exc:
+            self.config.stash[broken_task_files_key] = self.config.stash.get(broken_task_files_key, 0) + 1
+            raise self.CollectError(str(exc)) from None
+        item = TaskItem.from_parent(self, name=task.id, callobj=run_task_body)
+        item.stash[task_key] = task
+        settings = self.config.stash[settings_key]
+        self.config.addinivalue_line("markers", f"{task.spec.domain}: tasks of the {task.spec.domain} domain")
+        item.add_marker(pytest.mark.innovator(task=task.id, domain=task.spec.domain, version=task.spec.version,
+                                               time_limit_s=task.spec.time_limit, eval_budget=task.spec.eval_budget))
+        item.add_marker(getattr(pytest.mark, task.spec.domain))
+        if task.spec.resources.gpus:
+            item.add_marker(pytest.mark.gpu(task.spec.resources.gpus))
+        item.add_marker(pytest.mark.timeout(item_timeout(task, settings)))
+        yield item
+
+    class CollectError(Exception):
+        pass
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, self.CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+def item_timeout(task: Task, settings: Settings) -> float:
+    """Working time, every possible grader run, and a grace period: kills a hung item, never a slow honest one."""
+    budget = settings.max_evals if settings.max_evals is not None else task.spec.eval_budget
+    return round(task.spec.time_limit * settings.time_scale + task.spec.grader.timeout * (budget + 1) + settings.timeout_grace, 1)
+
+
+class TaskItem(pytest.Function):
+    """A benchmark task as a test item: a pytest.Function so fixtures resolve."""
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"innovator task {self.name}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, report.ScoreFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
+
+    def _prunetraceback(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:  # no module to prune against
+        pass
+
+
+def run_task_body(request: pytest.FixtureRequest, research_env: Any, agent: Any) -> None:
+    """The test body of every task item: run the agent, grade, compare with the pass score."""
+    from .agents import run_episode
+
+    request.node.stash[body_started_key] = True
+    result = run_episode(agent, research_env)
+    record_result(request.node, result)
+    settings: Settings = request.config.stash[settings_key]
+    failure = report.verdict(result, settings.pass_score, research_env)
+    if failure is not None:
+        raise failure
+
+
+def record_result(node: pytest.Item, result: Any) -> None:
+    if result_key in node.stash:
+        return
+    node.stash[result_key] = result
+    node.user_properties.extend(result.properties())
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+def _task_for(request: pytest.FixtureRequest) -> Task:
+    node = request.node
+    if task_key in node.stash:
+        return node.stash[task_key]
+    marker = node.get_closest_marker("innovator_task")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(
+            f"{node.nodeid}: innovator fixtures need a task; add @pytest.mark.innovator_task('suite/task')")
+    return resolve_task_reference(str(marker.args[0]), request.config)
+
+
+def resolve_task_reference(reference: str, config: pytest.Config) -> Task:
+    root = Path(config.rootpath)
+    candidates = [Path(reference), root / reference, root / "task_suites" / reference]
+    for candidate in candidates:
+        if (candidate / "task.toml").is_file() or candidate.name == "task.toml":
+            return load_task(candidate)
+    raise pytest.UsageError(f"innovator_task({reference!r}): no task.toml found at {', '.join(map(str, candidates))}")
+
+
+@pytest.fixture
+def innovator_task(request: pytest.FixtureRequest) -> Task:
+    return _task_for(request)
+
+
+@pytest.fixture
+def innovator_run_dir(request: pytest.FixtureRequest, innovator_task: Task) -> Path:
+    settings: Settings = request.config.stash[settings_key]
+    run_dir = settings.results / "runs" / request.config.stash[run_id_key] / innovator_task.id
+    if run_dir.exists():  # the same task collected twice in one run (e.g. through two paths)
+        run_dir = run_dir.with_name(f"{innovator_task.id}-{uuid.uuid4().hex[:6]}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+@pytest.fixture
+def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path) -> Iterator[Any]:
+    from .gpus import GpuLeaser
+
+    settings: Settings = request.config.stash[settings_key]
+    needed = innovator_task.spec.resources.gpus
+    if needed > len(settings.gpus):
+        pytest.skip(f"task {innovator_task.id} needs {needed} GPUs, this host has {len(settings.gpus)} "
+                    f"({','.join(settings.gpus) or 'none detected'}); name them with --innovator-gpus")
+    leaser = GpuLeaser(settings.gpu_lock_dir, settings.gpus)
+    lease = leaser.acquire(needed, owner=f"{request.node.nodeid} (pid {os.getpid()})")
+    record = {"devices": list(lease.devices), "acquired_at": lease.acquired_at, "owner": lease.owner}
+    (innovator_run_dir / "gpu_lease.json").write_text(json.dumps(record))
+    try:
+        yield lease
+    finally:
+        leaser.release(lease)
+        record["released_at"] = time.time()
+        (innovator_run_dir / "gpu_lease.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def workspace(innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any) -> Iterator[Any]:
+    from .workspace import LocalWorkspace
+
+    env = {"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id}
+    ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env)
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+@pytest.fixture
+def sessions(workspace: Any) -> Any:
+    return workspace.sessions
+
+
+@pytest.fixture
+def agent(request: pytest.FixtureRequest) -> Any:
+    from .agents import AgentError, load_agent
+
+    settings: Settings = request.config.stash[settings_key]
+    try:
+        return load_agent(settings.agent, settings.agent_options())
+    except (AgentError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture
+def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path) -> Iterator[Any]:
+    from .agents import agent_label
+    from .env import Limits, ResearchEnv
+
+    settings: Settings = request.config.stash[settings_key]
+    spec = innovator_task.spec
+    limits = Limits(
+        time_limit_s=spec.time_limit * settings.time_scale,
+        step_limit=settings.max_steps or spec.step_limit,
+        eval_budget=settings.max_evals if settings.max_evals is not None else spec.eval_budget,
+        hints=settings.hints,  # type: ignore[arg-type]
+    )
+    agent_name = settings.agent if "agent" not in request.fixturenames else agent_label(request.getfixturevalue("agent"))
+    env = ResearchEnv(innovator_task, workspace, innovator_run_dir, limits, agent_name=agent_name)
+    try:
+        yield env
+    finally:
+        # The body started but did not finish: a timeout or Ctrl-C cut the agent off.
+        cut_off = request.node.stash.get(body_started_key, False) and result_key not in request.node.stash
+        result = env.finalize("interrupted" if cut_off else "agent_returned")
+        record_result(request.node, result)

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_innovator.agents import load_agent, run_episode
+from pytest_innovator.env import Limits, ResearchEnv
+from pytest_innovator.ledger import EvalLedger
+from pytest_innovator.task import load_task
+from pytest_innovator.trajectory import read_trajectory
+from pytest_innovator.workspace import LocalWorkspace
+
+
+def make_env(task_dir: Path, run_dir: Path, **limits: object) -> ResearchEnv:
+    task = load_task(task_dir)
+    workspace, _ = LocalWorkspace.create(task, run_dir)
+    settings = {"time_limit_s": 300.0, "step_limit": 50, "eval_budget": 3, "hints": "tool", **limits}
+    return ResearchEnv(task, workspace, run_dir, Limits(**settings), agent_name="test")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def env(number_task_dir: Path, tmp_path: Path) -> Iterator[ResearchEnv]:
+    environment = make_env(number_task_dir, tmp_path / "run")
+    yield environment
+    environment.workspace.close()
+
+
+def test_null_scores_zero_and_oracle_scores_eighty(number_task_dir: Path, tmp_path: Path) -> None:
+    results = {}
+    for name in ("null", "oracle"):
+        environment = make_env(number_task_dir, tmp_path / name)
+        try:
+            results[name] = run_episode(load_agent(name), environment)
+        finally:
+            environment.workspace.close()
+    assert results["null"].score_final == 0 and results["null"].end_reason == "finished"
+    assert results["oracle"].score_final == pytest.approx(80)
+    assert results["oracle"].metric_final == 0.9
+    assert results["oracle"].evals_used == 0  # the final evaluation is not the agent's
+
+
+def test_replayed_episode_is_recorded_exactly(env: ResearchEnv, tmp_path: Path) -> None:
+    """A session runs a long command while the agent keeps working, reads by offset, evaluates,
+    views the hint and finishes; the ledger and trajectory show exactly that."""
+    calls = [
+        ("create_session", {"name": "train"}),
+        ("run_command", {"session": "train", "command": "echo start; sleep 1.5; echo 0.6 > answer.txt; echo end", "wait": 0.2}),
+        ("write_file", {"path": "notes.md", "content": "working while it trains\n"}),
+        ("wait", {"seconds": 30, "session": "train"}),
+        ("read_output", {"session": "train", "since": 0}),
+        ("evaluate", {}),
+        ("view_hint", {}),
+        ("finish", {"summary": "done"}),
+    ]
+    observations = [env.step(tool, args) for tool, args in calls]
+    assert all(o.ok for o in observations), [str(o) for o in observations]
+    assert observations[1].data["done"] is False
+    assert "start\nend\n" in observations[4].output
+    assert "score 45.71/100" in observations[5].output
+    assert "multiplied by 0.75" in observations[6].output
+    result = env.finalize()
+    assert result.score_final == pytest.approx(45.714286 * 0.75, rel=1e-5)
+    assert result.score_best == result.score_final
+    assert (result.evals_used, result.hint_used, result.steps, result.end_reason) == (1, True, 8, "finished")
+
+    ledger = EvalLedger.load(env.run_dir / "ledger.json")
+    assert [(e.kind, e.status, e.metric) for e in ledger.evaluations] == [("agent", "scored", 0.6), ("final", "scored", 0.6)]
+    assert ledger.hint_viewed_step == 7
+    records = read_trajectory(env.run_dir / "trajectory.jsonl")
+    assert records[0]["type"] == "header" and records[0]["version"] == 1
+    steps = [r for r in records if r["type"] == "step"]
+    assert [s["tool"] for s in steps] == [c[0] for c in calls]
+    assert [s["step"] for s in steps] == list(range(1, 9))
+    events = [r["event"] for r in records if r["type"] == "event"]
+    assert events == ["evaluation", "hint", "evaluation", "end"]
+
+
+def test_fourth_evaluation_is_refused_and_final_still_runs(env: ResearchEnv) -> None:
+    env.workspace.write_file("answer.txt", b"0.55")
+    for _ in range(3):
+        assert env.step("evaluate").ok
+    refused = env.step("evaluate")
+    assert not refused.ok and "no evaluations left (3 of 3 used)" in refused.output and "used nothing" in refused.output
+    assert env.ledger.agent_evals_used == 3 and len(env.ledger.evaluations) == 3
+    result = env.finalize()
+    assert [e.kind for e in env.ledger.evaluations] == ["agent"] * 3 + ["final"]
+    assert result.evals_used == 3 and result.score_final == pytest.approx(40)
+
+
+def test_grader_failure_does_not_use_the_budget(env: ResearchEnv) -> None:
+    env.workspace.write_file("answer.txt", b"crash")
+    failed = env.step("evaluate")
+    assert not failed.ok and "grader failed" in failed.output and "did not use an evaluation" in failed.output
+    assert env.ledger.evals_remaining == 3
+    env.workspace.write_file("answer.txt", b"nonsense")
+    invalid = env.step("evaluate")
+    assert invalid.ok and "invalid submission: score 0" in invalid.output
+    assert env.ledger.evals_remaining == 2
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "expected"),
+    [
+        ("fly", {}, "unknown tool 'fly'; available tools: list_files"),
+        ("read_file", "{not json", "arguments are not valid JSON"),
+        ("read_file", {"path": "answer.txt", "colour": 1}, "colour: unknown argument"),
+        ("read_file", {}, "path: Field required"),
+        ("run_command", {"session": "nope", "command": "ls"}, "nope"),
+        ("read_file", {"path": "../../etc/passwd"}, "outside the workspace"),
+        ("search_files", {"pattern": "x", "path": "../"}, "'..' is not allowed"),
+        ("edit_file", {"path": "answer.txt", "old": "zzz", "new": "y"}, "not found"),
+    ],
+)
+def test_bad_calls_become_error_observations(env: ResearchEnv, tool: str, arguments: object, expected: str) -> None:
+    observation = env.step(tool, arguments)  # type: ignore[arg-type]
+    assert not observation.ok
+    assert expected in observation.output
+
+
+def test_step_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path) -> None:
+    environment = make_env(number_task_dir, tmp_path / "run", step_limit=2)
+    try:
+        environment.step("think", {"thought": "one"})
+        last = environment.step("think", {"thought": "two"})
+        assert last.done and "step limit of 2 reached" in last.output
+        assert not environment.step("think", {"thought": "three"}).ok
+        result = environment.finalize()
+        assert result.end_reason == "step_limit" and result.final_status == "scored" and result.steps == 2
+    finally:
+        environment.workspace.close()
+
+
+def test_time_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path) -> None:
+    environment = make_env(number_task_dir, tmp_path / "run", time_limit_s=0.5)
+    try:
+        waited = environment.step("wait", {"seconds": 60})
+        assert waited.ok and "time is up" in waited.output
+        after = environment.step("think", {"thought": "late"})
+        assert after.done and "working time is used up" in after.output
+        assert environment.finalize().end_reason == "time_limit"
+    finally:
+        environment.workspace.close()
+
+
+def test_protected_change_is_recorded(env: ResearchEnv) -> None:
+    env.step("write_file", {"path": "data/facts.txt", "content": "tampered"})
+    observation = env.step("evaluate")
+    assert "protected files changed" in observation.output and "data/facts.txt" in observation.output
+    result = env.finalize()
+    assert result.protected_changes == 1
+    assert env.ledger.protected_changes[0]["path"] == "data/facts.txt"
+
+
+def test_hidden_parts_are_not_in_the_workspace(env: ResearchEnv) -> None:
+    listing = env.step("list_files", {"path": ".", "depth": 3}).output
+    assert "answer.txt" in listing
+    for hidden in ("grade.py", "hint.md", "solution", "task.toml"):
+        assert hidden not in listing
+
+
+def test_ledger_survives_a_new_env(number_task_dir: Path, tmp_path: Path) -> None:
+    """A second ResearchEnv on the same run directory continues the budget; it never resets it."""
+    first = make_env(number_task_dir, tmp_path / "run")
+    first.workspace.write_file("answer.txt", b"0.4")
+    first.step("evaluate")
+    first.step("evaluate")
+    first.workspace.close()
+    first.trajectory.close()
+    second = make_env(number_task_dir, tmp_path / "run2")
+    assert second.ledger.evals_remaining == 3
+    (tmp_path / "run2" / "ledger.json").write_text((tmp_path / "run" / "ledger.json").read_text())
+    third = ResearchEnv(second.task, second.workspace, tmp_path / "run2", second.limits)
+    assert third.ledger.evals_remaining == 1 and third.steps == 2
+    second.workspace.close()
+    data = json.loads((tmp_path / "run" / "ledger.json").read_text())
+    assert data["schema"] == 1
