@@ -118,8 +118,8 @@ def item_timeout(task: Task, settings: Settings) -> float:
 class TaskItem(pytest.Function):
     """A benchmark task as a test item: a pytest.Function so fixtures resolve."""
 
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"innovator task {self.name}"
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"innovator task {self.name}"
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, report.ScoreFailure):
