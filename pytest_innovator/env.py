@@ -194,8 +194,10 @@ class ResearchEnv:
                                data={"traceback": traceback.format_exc()})
 
     def _record(self, name: str, arguments: Any, observation: Observation, started: float) -> None:
+        # The trajectory line carries the step count and working time; the ledger file is
+        # rewritten only when an evaluation, the hint or the end changes it (a rename per step
+        # costs milliseconds on ext4).
         self.ledger.working_time_s = self.working_time_s
-        self.ledger.save(self.ledger_path, durable=False)
         extra = {"traceback": observation.data["traceback"]} if "traceback" in observation.data else None
         self.trajectory.step(step=self.ledger.steps, working_time_s=self.working_time_s, tool=name,
                              arguments=arguments, ok=observation.ok, observation=observation.output,

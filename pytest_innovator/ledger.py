@@ -1,8 +1,9 @@
 """The evaluation ledger: budget, every evaluation, hint use, time and steps of an episode.
 
-It is persisted as JSON in the run directory after every change (written to a temporary file and
-renamed, so a crash leaves the previous version), which is what lets a resume continue with the
-budget that was left rather than a fresh one.
+It is persisted as JSON in the run directory whenever an evaluation, the hint or the end of the
+episode changes it (written to a temporary file, synced and renamed, so a crash leaves the
+previous version), which is what lets a resume continue with the budget that was left rather than
+a fresh one. Steps and working time between those saves are in the trajectory, one line a step.
 """
 
 from __future__ import annotations
@@ -105,20 +106,18 @@ class EvalLedger:
         data["evaluations"] = [Evaluation(**e) for e in data.get("evaluations", [])]
         return cls(**data)
 
-    def save(self, path: Path, durable: bool = True) -> None:
-        """durable=False skips fsync: for the per-step time and step counters, not evaluations."""
-        write_json_atomic(path, self.to_json(), durable=durable)
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> EvalLedger:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
-def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
