@@ -13,6 +13,8 @@ from pytest_innovator.task import load_task
 from pytest_innovator.trajectory import read_trajectory
 from pytest_innovator.workspace import LocalWorkspace
 
+from .conftest import FIXTURES
+
 
 def make_env(task_dir: Path, run_dir: Path, **limits: object) -> ResearchEnv:
     task = load_task(task_dir)
@@ -42,26 +44,20 @@ def test_null_scores_zero_and_oracle_scores_eighty(number_task_dir: Path, tmp_pa
     assert results["oracle"].evals_used == 0  # the final evaluation is not the agent's
 
 
-def test_replayed_episode_is_recorded_exactly(env: ResearchEnv, tmp_path: Path) -> None:
+def test_replayed_episode_is_recorded_exactly(env: ResearchEnv) -> None:
     """A session runs a long command while the agent keeps working, reads by offset, evaluates,
     views the hint and finishes; the ledger and trajectory show exactly that."""
-    calls = [
-        ("create_session", {"name": "train"}),
-        ("run_command", {"session": "train", "command": "echo start; sleep 1.5; echo 0.6 > answer.txt; echo end", "wait": 0.2}),
-        ("write_file", {"path": "notes.md", "content": "working while it trains\n"}),
-        ("wait", {"seconds": 30, "session": "train"}),
-        ("read_output", {"session": "train", "since": 0}),
-        ("evaluate", {}),
-        ("view_hint", {}),
-        ("finish", {"summary": "done"}),
-    ]
-    observations = [env.step(tool, args) for tool, args in calls]
-    assert all(o.ok for o in observations), [str(o) for o in observations]
-    assert observations[1].data["done"] is False
-    assert "start\nend\n" in observations[4].output
-    assert "score 45.71/100" in observations[5].output
-    assert "multiplied by 0.75" in observations[6].output
-    result = env.finalize()
+    replay = FIXTURES / "replays" / "number_long_command.jsonl"
+    result = run_episode(load_agent("replay", {"replay": str(replay)}), env)
+    records = read_trajectory(env.run_dir / "trajectory.jsonl")
+    steps = [r for r in records if r["type"] == "step"]
+    assert all(s["ok"] for s in steps), steps
+    assert [s["tool"] for s in steps] == ["create_session", "run_command", "write_file", "wait", "read_output",
+                                          "evaluate", "view_hint", "finish"]
+    assert "still running" in steps[1]["observation"]
+    assert "start\nend\n" in steps[4]["observation"]
+    assert "score 45.71/100" in steps[5]["observation"]
+    assert "multiplied by 0.75" in steps[6]["observation"]
     assert result.score_final == pytest.approx(45.714286 * 0.75, rel=1e-5)
     assert result.score_best == result.score_final
     assert (result.evals_used, result.hint_used, result.steps, result.end_reason) == (1, True, 8, "finished")
@@ -69,10 +65,7 @@ def test_replayed_episode_is_recorded_exactly(env: ResearchEnv, tmp_path: Path) 
     ledger = EvalLedger.load(env.run_dir / "ledger.json")
     assert [(e.kind, e.status, e.metric) for e in ledger.evaluations] == [("agent", "scored", 0.6), ("final", "scored", 0.6)]
     assert ledger.hint_viewed_step == 7
-    records = read_trajectory(env.run_dir / "trajectory.jsonl")
     assert records[0]["type"] == "header" and records[0]["version"] == 1
-    steps = [r for r in records if r["type"] == "step"]
-    assert [s["tool"] for s in steps] == [c[0] for c in calls]
     assert [s["step"] for s in steps] == list(range(1, 9))
     events = [r["event"] for r in records if r["type"] == "event"]
     assert events == ["evaluation", "hint", "evaluation", "end"]
@@ -177,3 +170,22 @@ def test_ledger_survives_a_new_env(number_task_dir: Path, tmp_path: Path) -> Non
     second.workspace.close()
     data = json.loads((tmp_path / "run" / "ledger.json").read_text())
     assert data["schema"] == 1
+
+
+def test_replay_from_yaml(env: ResearchEnv) -> None:
+    result = run_episode(load_agent("replay", {"replay": str(FIXTURES / "replays" / "number_answer.yaml")}), env)
+    assert (result.score_final, result.evals_used, result.end_reason) == (pytest.approx(40), 1, "finished")
+
+
+def test_agent_exception_still_runs_the_final_evaluation(env: ResearchEnv) -> None:
+    class Crashing:
+        name, version = "crashing", "1"
+
+        def run(self, env: ResearchEnv) -> None:
+            env.step("write_file", {"path": "answer.txt", "content": "0.9"})
+            raise RuntimeError("model endpoint vanished")
+
+    result = run_episode(Crashing(), env)
+    assert result.end_reason == "agent_error" and result.score_final == pytest.approx(80)
+    events = [r for r in read_trajectory(env.run_dir / "trajectory.jsonl") if r.get("event") == "agent_error"]
+    assert "model endpoint vanished" in events[0]["error"]
