@@ -321,7 +321,7 @@ class ResearchEnv:
             shutil.copytree(self.task.solution_dir, target)
         return str(target)
 
-    def finalize(self, reason: str = "agent_returned") -> EpisodeResult:
+    def finalize(self, reason: str = "agent_returned", agent_properties: dict[str, Any] | None = None) -> EpisodeResult:
         """End the episode (if not ended) and run the final evaluation once; idempotent."""
         if self._result is not None:
             return self._result
@@ -353,6 +353,7 @@ class ResearchEnv:
             protected_changes=len(self.ledger.protected_changes),
             backend=self.workspace.backend,
             task_version=self.task.spec.version,
+            agent_properties=dict(agent_properties or {}),
         )
         write_json_atomic(self.run_dir / "result.json", self._result.to_json())
         return self._result

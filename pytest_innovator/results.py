@@ -5,7 +5,7 @@ Only builtin types go in here (a numpy float in a user property crashes xdist's 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 RESULTS_SCHEMA = 1
@@ -43,10 +43,15 @@ class EpisodeResult:
     protected_changes: int
     backend: str
     task_version: str
+    agent_properties: dict[str, Any] = field(default_factory=dict)  # e.g. model, tokens_in, cost_usd
+
+    def flat(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {**{k: v for k, v in data.items() if k != "agent_properties"}, **data["agent_properties"]}
 
     def properties(self) -> list[tuple[str, Any]]:
         """(name, value) pairs for item.user_properties; floats rounded for readable XML."""
-        return [(k, round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()]
+        return [(k, round(v, 4) if isinstance(v, float) else v) for k, v in self.flat().items()]
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": RESULTS_SCHEMA, **asdict(self)}
+        return {"schema": RESULTS_SCHEMA, **self.flat()}

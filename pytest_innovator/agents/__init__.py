@@ -22,6 +22,9 @@ ENTRY_POINT_GROUP = "pytest_innovator.agents"
 
 
 class Agent(Protocol):
+    """An agent may also define `properties() -> dict` of builtin values (model, tokens, cost):
+    they are added to the item's properties after the episode."""
+
     name: str
     version: str
 
@@ -79,4 +82,5 @@ def run_episode(agent: Agent, env: ResearchEnv) -> EpisodeResult:
         reason = "agent_error"
         env.trajectory.event("agent_error", step=env.steps, working_time_s=env.working_time_s,
                              error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    return env.finalize(reason)
+    properties = getattr(agent, "properties", None)
+    return env.finalize(reason, agent_properties=properties() if callable(properties) else None)
