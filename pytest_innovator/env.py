@@ -294,7 +294,7 @@ class ResearchEnv:
                 self.workspace.copy_out(output, submission / output)
 
         with self.clock.paused():
-            outcome = run_grader(self.task, fill, log_path, seed=self.grade_seed)
+            outcome = run_grader(self.task, fill, log_path, seed=self.grade_seed, wrap=self.workspace.wrap_grader)
         score = normalize(outcome.metric, self.task.spec.scoring) if outcome.metric is not None else (
             0.0 if outcome.status == "invalid" else None)
         message = outcome.message
@@ -319,7 +319,7 @@ class ResearchEnv:
         target = self.run_dir / "oracle_solution"
         if not target.exists():
             shutil.copytree(self.task.solution_dir, target)
-        return str(target)
+        return self.workspace.expose(target)
 
     def finalize(self, reason: str = "agent_returned", agent_properties: dict[str, Any] | None = None) -> EpisodeResult:
         """End the episode (if not ended) and run the final evaluation once; idempotent."""

@@ -84,7 +84,7 @@ def run_grader(
     log_path: Path,
     *,
     seed: int = 0,
-    wrap: Callable[[list[str]], list[str]] | None = None,
+    wrap: Callable[[list[str], Path], list[str]] | None = None,
 ) -> GradeOutcome:
     """Grade once. `fill_submission(dir)` copies the declared outputs into dir.
 
@@ -109,7 +109,7 @@ def run_grader(
         }
         argv = ["bash", "-c", task.spec.grader.command]
         if wrap is not None:
-            argv = wrap(argv)
+            argv = wrap(argv, scratch)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 argv,

@@ -208,12 +208,21 @@ def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
         (innovator_run_dir / "gpu_lease.json").write_text(json.dumps(record))
 
 
+def hidden_paths(task: Task, settings: Settings) -> list[Path]:
+    """What sandboxed commands must not see: this task's directory and its sibling tasks (graders,
+    solutions, hints), and the results directory (ledgers, other items' workspaces)."""
+    siblings = [d for d in task.root.parent.iterdir() if (d / "task.toml").is_file()]
+    return sorted({task.root, *siblings, settings.results})
+
+
 @pytest.fixture
-def workspace(innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any) -> Iterator[Any]:
+def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any) -> Iterator[Any]:
     from .workspace import LocalWorkspace
 
+    settings: Settings = request.config.stash[settings_key]
     env = {"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id}
-    ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env)
+    hidden = hidden_paths(innovator_task, settings) if settings.backend == "sandbox" else ()
+    ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden)
     try:
         yield ws
     finally:

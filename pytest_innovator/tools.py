@@ -221,7 +221,8 @@ def describe_command(result: CommandResult) -> str:
 
 def create_session(env: ResearchEnv, a: CreateSession) -> Observation:
     session = env.workspace.sessions.create(a.name)
-    return _ok("create_session", f"created session {session.name!r} in {env.workspace.root}", session=session.name)
+    return _ok("create_session", f"created session {session.name!r} in {env.workspace.root}\n[{env.workspace.protects}]",
+               session=session.name)
 
 
 def run_command(env: ResearchEnv, a: RunCommand) -> Observation:

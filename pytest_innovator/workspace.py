@@ -1,22 +1,27 @@
-"""The Workspace protocol and the `local` backend.
+"""The Workspace protocol and the host backends, `local` and `sandbox`.
 
 A workspace is where the agent works: its files, its command sessions, one-shot commands. The
 environment and the tools talk to this protocol only, so a sandbox, a container or a remote host
 can stand behind it.
 
-What `local` protects: file tools cannot leave the workspace (paths are resolved, symlinks
-included, and must stay inside), hidden task parts are never copied in, and every process a
-session starts is reaped at close. What it does not: a shell command runs as the harness's user
-and can read or write anything that user can, the grader's scratch directory included. Use the
-sandbox backend for scores that must be trusted.
+Both host backends confine the file tools to the workspace (paths are resolved, symlinks
+included, and must stay inside), never copy hidden task parts in, reap every process a session
+starts, and give commands the harness's environment minus anything that looks like a secret.
+`local` runs shell commands as the harness's user with nothing else in the way: they can read the
+grader and write outside the workspace. `sandbox` runs every command and the grader in bubblewrap
+(see sandbox.py): the host read-only, the workspace the only writable place, the task's hidden
+parts and the results directory invisible, its own PID namespace, no network unless the task
+allows it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +29,19 @@ from typing import Protocol
 
 from .protected import FileState, ProtectedChange, check_protected, checksum_protected
 from .provision import ProvisionReport, provision
+from .sandbox import Sandbox
 from .sessions import SessionManager
 from .task import Task
+
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def command_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The harness's environment without secrets (API keys, tokens), its Python first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(extra or {})
+    return env
 
 
 class WorkspaceError(Exception):
@@ -56,34 +72,53 @@ class Workspace(Protocol):
     def list_dir(self, path: str, depth: int = 1) -> list[DirEntry]: ...
     def exec(self, command: str, timeout: float) -> ExecResult: ...
     def copy_out(self, path: str, dest: Path) -> bool: ...
+    def expose(self, host_path: Path) -> str: ...
+    def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]: ...
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]: ...
     def protected_changes(self, before: dict[str, FileState], patterns: Sequence[str]) -> list[ProtectedChange]: ...
     def close(self) -> None: ...
 
 
 class LocalWorkspace:
-    """A directory on this host; sessions are PTY shells started in it."""
+    """A directory on this host; sessions are PTY shells started in it, sandboxed or not."""
 
-    backend = "local"
-    protects = (
-        "local backend: file tools are confined to the workspace and sessions are reaped at close; "
-        "shell commands are NOT sandboxed (they can read the grader and write outside the workspace)"
-    )
-
-    def __init__(self, host_root: Path, sessions: SessionManager, env: dict[str, str]):
+    def __init__(self, host_root: Path, sessions: SessionManager, env: dict[str, str], sandbox: Sandbox | None = None):
         self.host_root = host_root
         self.root = str(host_root)
         self.sessions = sessions
         self.env = env
+        self.sandbox = sandbox
+
+    @property
+    def backend(self) -> str:
+        return "sandbox" if self.sandbox else "local"
+
+    @property
+    def protects(self) -> str:
+        if self.sandbox:
+            network = "network allowed" if self.sandbox.network else "no network"
+            return ("sandbox backend (bubblewrap): only the workspace is writable; the grader, the hint, the "
+                    f"solution and the results are not visible; own PID namespace; {network}")
+        return ("local backend: file tools are confined to the workspace and sessions are reaped at close; "
+                "shell commands are NOT sandboxed (they can read the grader and write outside the workspace)")
 
     @classmethod
-    def create(cls, task: Task, run_dir: Path, env: dict[str, str] | None = None) -> tuple[LocalWorkspace, ProvisionReport]:
+    def create(cls, task: Task, run_dir: Path, env: dict[str, str] | None = None, *,
+               hidden: Sequence[Path] = ()) -> tuple[LocalWorkspace, ProvisionReport]:
+        """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed."""
         host_root = run_dir / "workspace"
-        # Hard links would share the task's own files with a writable workspace: never here.
+        # Hard links would share the task's own files with the workspace: only under a sandbox's
+        # read-only mount, which this backend does not make per file, so never.
         report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=False)
-        full_env = {**os.environ, **(env or {})}
-        sessions = SessionManager(host_root, run_dir / "sessions", env=full_env)
-        return cls(host_root, sessions, full_env), report
+        command_env = command_environment(env)
+        log_dir = run_dir / "sessions"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        sandbox = None
+        if hidden:
+            sandbox = Sandbox(writable=[host_root], readonly=[log_dir], hidden=list(hidden),
+                              network=task.spec.network, chdir=host_root)
+        sessions = SessionManager(host_root, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
+        return cls(host_root, sessions, command_env, sandbox), report
 
     def resolve(self, path: str) -> Path:
         """Host path for a workspace path; refuses anything that leaves the workspace."""
@@ -98,9 +133,6 @@ class LocalWorkspace:
         if full != root and root not in full.parents:
             raise WorkspaceError(f"{path}: resolves outside the workspace; use a path inside {self.root}")
         return full
-
-    def relative(self, host_path: Path) -> str:
-        return str(host_path.relative_to(self.host_root.resolve())) or "."
 
     def read_file(self, path: str) -> bytes:
         full = self.resolve(path)
@@ -137,8 +169,9 @@ class LocalWorkspace:
 
     def exec(self, command: str, timeout: float) -> ExecResult:
         try:
+            argv = ["bash", "-c", command]
             proc = subprocess.run(
-                ["bash", "-c", command], cwd=self.host_root, env=self.env, capture_output=True,
+                self.sandbox.argv(argv) if self.sandbox else argv, cwd=self.host_root, env=self.env, capture_output=True,
                 timeout=timeout, start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
@@ -165,6 +198,19 @@ class LocalWorkspace:
         else:
             return False
         return True
+
+    def expose(self, host_path: Path) -> str:
+        """Make a host directory readable to commands started from now on; its path inside."""
+        if self.sandbox:
+            self.sandbox.extra_readonly.append(host_path)
+        return str(host_path)
+
+    def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]:
+        """Run the grader in the same kind of sandbox as the agent, its scratch directory writable."""
+        if not self.sandbox:
+            return argv
+        grader_box = Sandbox(writable=[scratch], hidden=self.sandbox.hidden, network=False, chdir=scratch / "grader")
+        return grader_box.argv(argv)
 
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]:
         return checksum_protected(self.host_root, patterns)

@@ -24,8 +24,9 @@ class OracleAgent:
         if solution is None:
             raise RuntimeError(f"task {env.task.id} has no [solution]; the oracle cannot run on it")
         session = "oracle"
+        solution_dir = env.solution_dir()  # before the session starts, so a sandbox can show it
         env.step("create_session", {"name": session})
-        command = f"export INNOVATOR_SOLUTION_DIR={shlex.quote(env.solution_dir())}\n{solution.command}"
+        command = f"export INNOVATOR_SOLUTION_DIR={shlex.quote(solution_dir)}\n{solution.command}"
         observation = env.step("run_command", {"session": session, "command": command, "wait": POLL_S})
         while not env.done and not observation.data.get("done"):
             env.step("wait", {"seconds": POLL_S, "session": session})
