@@ -1,20 +1,29 @@
 """Bubblewrap sandboxes: what the agent's commands (and graders that run its code) can see.
 
-A sandboxed process sees the host filesystem read-only, a fresh /tmp, its own PID, IPC and UTS
-namespaces, no network unless allowed, and none of the hidden paths (each is covered by an empty
-tmpfs). Writable and read-only paths are then bound back in; bwrap applies mounts in order, so a
-path can be re-exposed inside a hidden directory. `--die-with-parent` ends the sandbox with its
-owner, and everything inside dies with the namespace's init.
+A sandboxed process sees only the system (/usr, /etc, /sys and the usual symlinks), the Python
+installation the harness runs on (its prefixes, site-packages, and the directories editable
+installs point to), read-only; a fresh /tmp; and the paths given as writable or read-only. Home
+directories, checkouts (with their .git objects) and every other copy of a task's hidden files
+are not there at all. Within what is visible, `hidden` paths are covered by empty tmpfs mounts;
+bwrap applies mounts in order, so a path can be re-exposed inside a hidden directory. It has its
+own PID, IPC and UTS namespaces and no network unless allowed; `--die-with-parent` ends it with
+its owner, and everything inside dies with the namespace's init.
 """
 
 from __future__ import annotations
 
 import functools
 import shutil
+import site
 import subprocess
+import sys
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+SYSTEM_DIRS = ("/usr", "/etc", "/sys")
+ROOT_SYMLINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
 @functools.cache
@@ -25,6 +34,52 @@ def bwrap_path() -> str | None:
         return None
     probe = subprocess.run([path, "--ro-bind", "/", "/", "--unshare-pid", "--", "true"], capture_output=True)
     return path if probe.returncode == 0 else None
+
+
+def _pth_directories(site_dir: Path) -> list[Path]:
+    """Directories that .pth files in site_dir add to sys.path (editable installs)."""
+    found = []
+    for pth in site_dir.glob("*.pth"):
+        for line in pth.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith(("#", "import ")) and Path(line).is_dir():
+                found.append(Path(line))
+    return found
+
+
+@functools.cache
+def python_paths() -> tuple[Path, ...]:
+    """Everything the harness's Python needs to run inside a sandbox, and nothing around it."""
+    import pytest_innovator
+
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        paths.add(Path(sysconfig.get_paths()[key]))
+    site_dirs = [Path(p) for p in (*site.getsitepackages(), site.getusersitepackages()) if Path(p).is_dir()]
+    for site_dir in site_dirs:
+        paths.add(site_dir)
+        paths.update(_pth_directories(site_dir))
+    paths.add(Path(pytest_innovator.__file__).resolve().parent)
+    existing = sorted(p.resolve() for p in paths if p.exists())
+    # Keep only the outermost of nested paths.
+    return tuple(p for p in existing if not any(q != p and q in p.parents for q in existing))
+
+
+def _system_args() -> list[str]:
+    args = []
+    for path in SYSTEM_DIRS:
+        if Path(path).is_dir():
+            args += ["--ro-bind", path, path]
+    for path in ROOT_SYMLINKS:
+        link = Path(path)
+        if link.is_symlink():
+            args += ["--symlink", str(link.readlink()), path]
+        elif link.is_dir():
+            args += ["--ro-bind", path, path]
+    for path in python_paths():
+        if not any(Path(d) in (path, *path.parents) for d in SYSTEM_DIRS):
+            args += ["--ro-bind", str(path), str(path)]
+    return args
 
 
 @dataclass
@@ -44,7 +99,7 @@ class Sandbox:
         args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.network:
             args.append("--unshare-net")
-        args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *_system_args()]
         for path in self.hidden:
             if Path(path).is_dir():
                 args += ["--tmpfs", str(path)]

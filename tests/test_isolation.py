@@ -1,0 +1,124 @@
+"""Attacks on the sandbox backend, each played by the replay agent through the real plugin.
+
+Every attack runs on the `number` task, whose untouched answer scores 0 and whose reference
+(0.9, in solution/) scores 80: an attack that reads the solution, the grader or the hint, or
+forges what the grader reads, would raise the score. On `sandbox` each attack must fail or be
+flagged, and the final score must stay 0. The `local` backend protects none of this (README).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_innovator.sandbox import bwrap_path
+
+from .test_plugin import add_task, results_log
+
+pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+
+
+def run_attack(pytester: pytest.Pytester, commands: list[str], *extra: str) -> dict:
+    add_task(pytester.path / "suite", "number")
+    calls = [{"tool": "create_session", "arguments": {"name": "attack"}}]
+    calls += [{"tool": "run_command", "arguments": {"session": "attack", "command": c, "wait": 20}} for c in commands]
+    calls += [{"tool": "evaluate"}, {"tool": "finish"}]
+    replay = pytester.path / "attack.jsonl"
+    replay.write_text("\n".join(json.dumps(c) for c in calls))
+    result = pytester.runpytest_subprocess("suite", "--innovator-backend", "sandbox", "--innovator-agent", "replay",
+                                           "--innovator-replay", str(replay), *extra)
+    [record] = results_log(pytester)
+    assert record["backend"] == "sandbox"
+    record["stdout"] = result.stdout.str()
+    return record
+
+
+def trajectory_outputs(record: dict) -> str:
+    lines = Path(record["run_dir"], "trajectory.jsonl").read_text().splitlines()
+    return "\n".join(json.loads(line).get("observation", "") for line in lines)
+
+
+FIND_SOLUTION = "find / -xdev -path '*number/solution/answer.txt' 2>/dev/null | head -1"
+
+
+@pytest.mark.parametrize(
+    "commands",
+    [
+        pytest.param([f'cp "$({FIND_SOLUTION})" answer.txt; cat answer.txt'], id="solution-by-absolute-path"),
+        pytest.param(["cat ../../../../suite/number/solution/answer.txt > answer.txt; cat answer.txt"], id="solution-by-dotdot"),
+        pytest.param(["for f in $(find / -xdev -name hint.md 2>/dev/null); do cat $f; done; grep -rh 0.9 / --include=grade.py 2>/dev/null | head -3"],
+                     id="hint-and-grader"),
+        pytest.param(["cat ../ledger.json; ls ../..; echo '{\"valid\": true}' > ../result.json"], id="ledger-and-results"),
+        pytest.param(["(while true; do for d in /tmp/innovator-grade-*/submission; do echo 0.9 > $d/answer.txt 2>/dev/null; done; sleep 0.01; done) &"],
+                     id="forge-the-graders-input"),
+    ],
+)
+def test_hidden_parts_cannot_be_read_or_forged(pytester: pytest.Pytester, commands: list[str]) -> None:
+    record = run_attack(pytester, commands)
+    assert record["score_final"] == 0 and record["score_best"] == 0
+    assert "The reference writes 0.9" not in trajectory_outputs(record)
+    assert not Path(record["run_dir"], "result.json").read_text().startswith('{"valid"')
+
+
+def test_host_processes_are_invisible_and_unkillable(pytester: pytest.Pytester) -> None:
+    record = run_attack(pytester, ["ps -eo args --no-headers > procs.txt", "pkill -9 -f pytest; kill -9 -1; echo still-here"])
+    assert record["outcome"] == "failed" and record["final_status"] == "scored"  # the harness lived on
+    processes = Path(record["run_dir"], "workspace", "procs.txt").read_text().splitlines()
+    # Only the sandbox's own processes: its init (bwrap), the session's reaper and shell, and ps.
+    for process in processes:
+        program = Path(process.split()[0]).name
+        assert program in ("bwrap", "bash", "ps") or "reaper.py" in process, processes
+
+
+def test_writes_outside_the_workspace_do_not_reach_the_host(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    target = tmp_path / "outside.txt"
+    record = run_attack(pytester, [f"echo owned > {target}; echo owned > /etc/owned; echo owned > /tmp/owned; ls /tmp"])
+    assert not target.exists() and not Path("/etc/owned").exists() and not Path("/tmp/owned").exists()
+    assert record["score_final"] == 0
+
+
+def test_protected_symlink_swap_is_flagged(pytester: pytest.Pytester) -> None:
+    record = run_attack(pytester, ["rm data/facts.txt && ln -s /etc/passwd data/facts.txt"])
+    assert record["protected_changes"] >= 1
+    assert "data/facts.txt" in Path(record["run_dir"], "ledger.json").read_text()
+
+
+def test_process_flood_ends_with_the_session(pytester: pytest.Pytester) -> None:
+    record = run_attack(pytester, ["for i in $(seq 300); do (sleep 600 &) ; done; ps -e | wc -l"])
+    assert record["final_status"] == "scored"
+    survivors = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == b"sleep\x00600\x00"]
+    assert survivors == []
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_no_network_to_the_hosts_loopback(pytester: pytest.Pytester) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    accepted: list[object] = []
+    server.settimeout(30)
+    thread = threading.Thread(target=lambda: accepted.append(_accept(server)), daemon=True)
+    thread.start()
+    record = run_attack(pytester, [f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\" 2>&1 | tail -1"])
+    server.close()
+    thread.join(5)
+    assert accepted in ([], [None])
+    assert "Connection refused" in trajectory_outputs(record) or "unreachable" in trajectory_outputs(record)
+
+
+def _accept(server: socket.socket) -> object:
+    try:
+        return server.accept()
+    except OSError:
+        return None
