@@ -91,7 +91,7 @@ OPTIONS = [
     Option("hints", "off: no hint; tool: offer view_hint; prompt: put the hint in the instruction (both pay the penalty)", "off", _choice("off", "tool", "prompt")),
     Option("gpus", "GPU ids this host may lease, e.g. 0,1,2,3 (default: detected with NVML)", None, _text),
     Option("gpu_lock_dir", "host-wide directory of GPU lease locks", None, _text),
-    Option("backend", "workspace backend", "local", _choice("local")),
+    Option("backend", "workspace backend: sandbox (bubblewrap; the default where bwrap works) or local", None, _choice("local", "sandbox")),
     Option("replay", "tool-call file (or directory of <task>.jsonl) for the replay agent", "", _text),
     Option("timeout_grace", "seconds added to each item's pytest-timeout beyond its time limit and grading", "300", _positive_float),
 ]
@@ -139,6 +139,12 @@ def _raw_value(config: pytest.Config, option: Option) -> tuple[str | None, str]:
     return option.default, "default"
 
 
+def default_backend() -> str:
+    from .sandbox import bwrap_path
+
+    return "sandbox" if bwrap_path() else "local"
+
+
 def resolve_settings(config: pytest.Config) -> Settings:
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -168,7 +174,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         hints=values["hints"],
         gpus=gpus,
         gpu_lock_dir=Path(values["gpu_lock_dir"] or _default_lock_dir()),
-        backend=values["backend"],
+        backend=values["backend"] or default_backend(),
         replay=values["replay"],
         timeout_grace=values["timeout_grace"],
     )
