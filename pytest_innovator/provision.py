@@ -87,11 +87,16 @@ def provision(
 ) -> ProvisionReport:
     """Copy the workspace directory ``source`` into ``dest`` (absent or empty), copy-on-write.
 
-    ``read_only`` holds glob patterns, relative to ``source``, of files the run may only read.
-    ``strategy``: ``auto`` links read-only files when ``allow_links``, reflinks the rest when the
-    filesystem can (files of REFLINK_MIN_BYTES or more), copies otherwise; ``reflink`` clones every file; ``link`` links the read-only
-    files and copies the rest; ``copy`` copies everything. A strategy that cannot be used raises
-    ValueError. On any failure ``dest`` is left as it was found.
+    ``read_only`` holds glob patterns, relative to ``source``, of files the run may only read
+    (the pattern rules of :mod:`pytest_innovator.protected`). ``strategy``:
+
+    * ``auto``: hard-link read-only files when ``allow_links``; clone files of REFLINK_MIN_BYTES
+      or more when the filesystem can; copy the rest;
+    * ``reflink``: clone every file; ``link``: hard-link the read-only files, copy the rest;
+      ``copy``: copy everything.
+
+    A strategy that cannot be used raises ValueError, as do a symlink leaving the workspace and a
+    ``dest`` that is not empty. On any failure ``dest`` is left as it was found.
     """
     started = time.perf_counter()
     source, dest = Path(source), Path(dest)
@@ -166,7 +171,7 @@ def _check_arguments(source: Path, dest: Path, allow_links: bool, strategy: str)
 
 
 def _scan(source: Path, relative: str = "") -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry below ``source`` as (relative path, lstat), each directory before its contents."""
+    """Every entry below ``source`` as (relative path, lstat), a directory before its contents."""
     with os.scandir(source / relative) as listing:
         children = sorted(listing, key=lambda entry: entry.name)
     for entry in children:
@@ -237,8 +242,9 @@ def _place_file(
                 raise
             if strategy == "link":
                 raise ValueError(
-                    f"cannot hard-link {source} into {os.path.dirname(dest)} ({error.strerror}); hard links "
-                    "need both on one filesystem. Use strategy='auto' to fall back to copies."
+                    f"cannot hard-link {source} into {os.path.dirname(dest)} ({error.strerror}); "
+                    "hard links need both on one filesystem. Use strategy='auto' to fall back to "
+                    "copies."
                 ) from error
     if can_reflink and (strategy == "reflink" or info.st_size >= REFLINK_MIN_BYTES):
         try:
@@ -263,7 +269,7 @@ def _place_contents(
     info: os.stat_result,
     fill: Callable[[int, int, int], None],
 ) -> None:
-    """Create ``dest`` (it must not exist), fill it from ``source``, give it source's mode and times."""
+    """Create ``dest`` (it must not exist), fill it from ``source``, give it the mode and times."""
     source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
