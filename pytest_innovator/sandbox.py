@@ -90,6 +90,7 @@ class Sandbox:
     network: bool = False
     chdir: Path | None = None
     extra_readonly: list[Path] = field(default_factory=list)  # added later, e.g. the oracle's solution
+    readonly_inside: Sequence[Path] = ()  # bound read-only over paths inside the writable ones
 
     def argv(self, command: Sequence[str]) -> list[str]:
         bwrap = bwrap_path()
@@ -109,6 +110,8 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         for path in self.writable:
             args += ["--bind", str(path), str(path)]
+        for path in self.readonly_inside:
+            args += ["--ro-bind", str(path), str(path)]
         if self.chdir is not None:
             args += ["--chdir", str(self.chdir)]
         return [*args, "--", *command]

@@ -88,6 +88,7 @@ class LocalWorkspace:
         self.sessions = sessions
         self.env = env
         self.sandbox = sandbox
+        self.linked: frozenset[Path] = frozenset()  # the task's own files, shared read-only
 
     @property
     def backend(self) -> str:
@@ -107,18 +108,21 @@ class LocalWorkspace:
                hidden: Sequence[Path] = ()) -> tuple[LocalWorkspace, ProvisionReport]:
         """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed."""
         host_root = run_dir / "workspace"
-        # Hard links would share the task's own files with the workspace: only under a sandbox's
-        # read-only mount, which this backend does not make per file, so never.
-        report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=False)
+        # A hard link shares the task's own file, so read-only files are linked only in a sandbox,
+        # which mounts each of them read-only; the local backend copies (or reflinks) them.
+        report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=bool(hidden))
         command_env = command_environment(env)
         log_dir = run_dir / "sessions"
         log_dir.mkdir(parents=True, exist_ok=True)
         sandbox = None
         if hidden:
             sandbox = Sandbox(writable=[host_root], readonly=[log_dir], hidden=list(hidden),
-                              network=task.spec.network, chdir=host_root)
+                              network=task.spec.network, chdir=host_root,
+                              readonly_inside=[host_root / p for p in report.linked_paths])
         sessions = SessionManager(host_root, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
-        return cls(host_root, sessions, command_env, sandbox), report
+        workspace = cls(host_root, sessions, command_env, sandbox)
+        workspace.linked = frozenset((host_root / p).resolve() for p in report.linked_paths)
+        return workspace, report
 
     def resolve(self, path: str) -> Path:
         """Host path for a workspace path; refuses anything that leaves the workspace."""
@@ -147,6 +151,8 @@ class LocalWorkspace:
         full = self.resolve(path)
         if full.is_dir():
             raise WorkspaceError(f"{path}: is a directory")
+        if full in self.linked:
+            raise WorkspaceError(f"{path}: read-only (the task marks it read_only); write a new file instead")
         full.parent.mkdir(parents=True, exist_ok=True)
         full.write_bytes(data)
 

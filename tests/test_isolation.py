@@ -122,3 +122,27 @@ def _accept(server: socket.socket) -> object:
         return server.accept()
     except OSError:
         return None
+
+
+def test_read_only_files_are_shared_but_unwritable(pytester: pytest.Pytester) -> None:
+    task = add_task(pytester.path / "suite", "number")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace('protected = ["data/"]', 'protected = ["data/"]\nread_only = ["data/"]'))
+    source = task / "workspace" / "data" / "facts.txt"
+    calls = [
+        {"tool": "create_session", "arguments": {"name": "s"}},
+        {"tool": "run_command", "arguments": {"session": "s", "command": "echo changed >> data/facts.txt; rm -f data/facts.txt; ls data", "wait": 20}},
+        {"tool": "write_file", "arguments": {"path": "data/facts.txt", "content": "changed"}},
+        {"tool": "finish"},
+    ]
+    replay = pytester.path / "ro.jsonl"
+    replay.write_text("\n".join(json.dumps(c) for c in calls))
+    pytester.runpytest_subprocess("suite", "--innovator-backend", "sandbox", "--innovator-agent", "replay", "--innovator-replay", str(replay))
+    [record] = results_log(pytester)
+    assert source.read_text() == "reference data\n"
+    linked = Path(record["run_dir"], "workspace", "data", "facts.txt")
+    assert linked.stat().st_ino == source.stat().st_ino  # shared, not copied
+    steps = [json.loads(line) for line in Path(record["run_dir"], "trajectory.jsonl").read_text().splitlines()[1:]]
+    assert "Read-only file system" in steps[1]["observation"]
+    assert not steps[2]["ok"] and "read-only" in steps[2]["observation"]
+    assert record["protected_changes"] == 0
