@@ -284,8 +284,21 @@ class ResearchEnv:
                                   path=change.path, what=change.what)
         return [f"{c.path}: {c.what}" for c in new]
 
+    def _check_disk(self) -> list[str]:
+        """Flag (once) a workspace that grew past the task's disk limit."""
+        if any(flag["check"] == "disk_limit" for flag in self.ledger.monitor):
+            return []
+        usage, limit = self.workspace.disk_usage(), self.task.spec.resources.disk
+        if usage <= limit:
+            return []
+        flag = {"check": "disk_limit", "bytes": usage, "limit": limit}
+        self.ledger.monitor.append({**flag, "step": self.ledger.steps})
+        self.trajectory.event("monitor", step=self.ledger.steps, working_time_s=self.working_time_s, **flag)
+        return [f"the workspace uses {usage / 2**20:.1f} MiB, past the task's disk limit of {limit / 2**20:.1f} MiB"]
+
     def _evaluate(self, kind: EvalKind) -> Evaluation:
         changes = self._check_protected()
+        flags = self._check_disk()
         index = self.ledger.next_index()
         log_path = self.run_dir / "grader" / f"eval-{index}.log"
 
@@ -300,6 +313,8 @@ class ResearchEnv:
         message = outcome.message
         if changes:
             message += "\nprotected files changed (recorded for review): " + "; ".join(changes)
+        if flags:
+            message += "\nmonitor (recorded for review): " + "; ".join(flags)
         evaluation = Evaluation(
             index=index, kind=kind, status=outcome.status, metric=outcome.metric, score=score,
             message=message, step=self.ledger.steps, working_time_s=self.working_time_s, at=time.time(),
@@ -351,6 +366,7 @@ class ResearchEnv:
             final_status=final.status,
             final_message=final.message,
             protected_changes=len(self.ledger.protected_changes),
+            monitor_flags=len(self.ledger.monitor),
             backend=self.workspace.backend,
             task_version=self.task.spec.version,
             agent_properties=dict(agent_properties or {}),

@@ -51,6 +51,7 @@ class EvalLedger:
     end_reason: str | None = None
     protected_start: dict[str, Any] = field(default_factory=dict)
     protected_changes: list[dict[str, Any]] = field(default_factory=list)
+    monitor: list[dict[str, Any]] = field(default_factory=list)  # flags raised by the monitor (disk, ...)
 
     @property
     def agent_evals_used(self) -> int:

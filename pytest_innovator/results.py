@@ -41,6 +41,7 @@ class EpisodeResult:
     final_status: str  # "scored", "invalid", "grader_failed"
     final_message: str
     protected_changes: int
+    monitor_flags: int
     backend: str
     task_version: str
     agent_properties: dict[str, Any] = field(default_factory=dict)  # e.g. model, tokens_in, cost_usd

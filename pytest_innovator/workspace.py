@@ -74,6 +74,7 @@ class Workspace(Protocol):
     def copy_out(self, path: str, dest: Path) -> bool: ...
     def expose(self, host_path: Path) -> str: ...
     def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]: ...
+    def disk_usage(self) -> int: ...
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]: ...
     def protected_changes(self, before: dict[str, FileState], patterns: Sequence[str]) -> list[ProtectedChange]: ...
     def close(self) -> None: ...
@@ -217,6 +218,17 @@ class LocalWorkspace:
             return argv
         grader_box = Sandbox(writable=[scratch], hidden=self.sandbox.hidden, network=False, chdir=scratch / "grader")
         return grader_box.argv(argv)
+
+    def disk_usage(self) -> int:
+        """Bytes the agent's files take, not counting the task's shared read-only files."""
+        total = 0
+        for directory, _, names in os.walk(self.host_root):
+            for name in names:
+                path = Path(directory, name)
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and path not in self.linked:
+                    total += st.st_blocks * 512
+        return total
 
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]:
         return checksum_protected(self.host_root, patterns)

@@ -189,3 +189,18 @@ def test_agent_exception_still_runs_the_final_evaluation(env: ResearchEnv) -> No
     assert result.end_reason == "agent_error" and result.score_final == pytest.approx(80)
     events = [r for r in read_trajectory(env.run_dir / "trajectory.jsonl") if r.get("event") == "agent_error"]
     assert "model endpoint vanished" in events[0]["error"]
+
+
+def test_disk_limit_is_flagged_once(number_task_dir: Path, tmp_path: Path) -> None:
+    toml = number_task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace("[grader]", '[resources]\ndisk = "64K"\n\n[grader]'))
+    environment = make_env(number_task_dir, tmp_path / "run")
+    try:
+        environment.step("write_file", {"path": "big.bin", "content": "x" * 200_000})
+        first = environment.step("evaluate")
+        assert "past the task's disk limit of 0.1 MiB" in first.output
+        assert "disk limit" not in environment.step("evaluate").output
+        result = environment.finalize()
+        assert result.monitor_flags == 1 and environment.ledger.monitor[0]["check"] == "disk_limit"
+    finally:
+        environment.workspace.close()
