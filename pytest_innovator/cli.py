@@ -1,4 +1,5 @@
-"""`pytest-innovator`: commands around the plugin (checking task files, listing agents)."""
+"""`pytest-innovator`: commands around the plugin (checking task files, listing agents, leaderboards,
+plots, HTML reports, the progress of a running benchmark)."""
 
 from __future__ import annotations
 
@@ -38,15 +39,110 @@ def list_agents() -> int:
     return 0
 
 
+def leaderboard(inputs: list[str], json_out: str | None, markdown_out: str | None, update: str | None,
+                force: bool) -> int:
+    from . import leaderboard as lb
+    from .result_inputs import InputError, read_inputs
+
+    if not (json_out or markdown_out or update):
+        print("nothing to write: give --json OUT.json, --markdown OUT.md or --update LEADERBOARD.json", file=sys.stderr)
+        return 2
+    try:
+        items = read_inputs(Path(p) for p in inputs)
+        existing = lb.load(Path(update)) if update and Path(update).exists() else None
+        board = lb.merge(existing, items, force=force, sources=inputs)
+    except (InputError, lb.LeaderboardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    added = board["history"][-1]["items_added"] if board is not existing else 0
+    for target in {t for t in (json_out, update) if t}:
+        if board is not existing or target != update:
+            lb.save(board, Path(target))
+    if markdown_out:
+        Path(markdown_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown_out).write_text(lb.to_markdown(board), encoding="utf-8")
+    print(f"{len(items)} items read, {added} new; leaderboard of {len(board['agents'])} agents, "
+          f"{len(board['tasks'])} tasks, {len(board['runs'])} runs")
+    return 0
+
+
+def plots(inputs: list[str], out: str) -> int:
+    from .result_inputs import InputError
+
+    try:
+        from .plots import write_plots
+    except ImportError as exc:
+        print(f"error: plots need matplotlib ({exc}); pip install 'pytest-innovator[report]'", file=sys.stderr)
+        return 1
+    try:
+        written = write_plots([Path(p) for p in inputs], Path(out))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+def report(run_dir: str, out: str | None) -> int:
+    from .html_report import ReportError, write_report
+
+    try:
+        path = write_report(Path(run_dir), Path(out) if out else None)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def status(results_dir: str, run_id: str | None, all_runs: bool, as_json: bool, watch: float | None) -> int:
+    from .status import StatusError, show_status
+
+    try:
+        return show_status(Path(results_dir), run_id=run_id, all_runs=all_runs, as_json=as_json, watch_s=watch)
+    except StatusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-innovator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("validate", help="check task.toml files")
     check.add_argument("paths", nargs="+")
     commands.add_parser("agents", help="list the registered agents")
+    board = commands.add_parser("leaderboard", help="a leaderboard (JSON and Markdown) from results logs and JUnit XML")
+    board.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="results.jsonl, a results directory (--innovator-results) or a JUnit XML file (*.xml)")
+    board.add_argument("--json", dest="json_out", metavar="OUT.json", help="write the leaderboard as JSON")
+    board.add_argument("--markdown", dest="markdown_out", metavar="OUT.md", help="write the leaderboard as Markdown")
+    board.add_argument("--update", metavar="LEADERBOARD.json",
+                       help="merge the inputs into this leaderboard (created if missing), keeping its history")
+    board.add_argument("--force", action="store_true", help="merge results of another task version anyway")
+    plot = commands.add_parser("plots", help="PNG and SVG plots: score over working time, performance profiles, domains")
+    plot.add_argument("inputs", nargs="+", metavar="INPUT", help="as for leaderboard, or a leaderboard JSON file")
+    plot.add_argument("--out", required=True, metavar="DIR")
+    html = commands.add_parser("report", help="one self-contained HTML file for a run")
+    html.add_argument("run_dir", metavar="RUN_DIR", help="<results>/runs/<run id> (or one item's directory)")
+    html.add_argument("--out", metavar="FILE", help="default: RUN_DIR/report.html")
+    progress = commands.add_parser("status", help="live progress of a run: each item's step, working time, evaluations, best score")
+    progress.add_argument("results_dir", metavar="RESULTS_DIR", help="the directory given to --innovator-results")
+    progress.add_argument("--run", dest="run_id", metavar="RUN_ID", help="this run (default: the latest)")
+    progress.add_argument("--all", dest="all_runs", action="store_true", help="every run in RESULTS_DIR")
+    progress.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    progress.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until nothing runs")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.paths)
+    if args.command == "leaderboard":
+        return leaderboard(args.inputs, args.json_out, args.markdown_out, args.update, args.force)
+    if args.command == "plots":
+        return plots(args.inputs, args.out)
+    if args.command == "report":
+        return report(args.run_dir, args.out)
+    if args.command == "status":
+        return status(args.results_dir, args.run_id, args.all_runs, args.as_json, args.watch)
     return list_agents()
 
 

@@ -41,6 +41,16 @@ class Limits:
     hints: HintMode = "off"
 
 
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    """When to snapshot: every N steps, every T minutes of working time, and after every
+    evaluation and hint (so a resume never loses or regains an evaluation)."""
+
+    every_steps: int | None = None
+    every_minutes: float | None = 30.0
+    keep_last: int = 3
+
+
 class WorkingClock:
     """Monotonic working time that continues from `used_s` and can be paused (while grading)."""
 
@@ -49,18 +59,35 @@ class WorkingClock:
         self._base = used_s
         self._started = clock()
         self._paused_s = 0.0
+        self._pause_started: float | None = None
 
     @property
     def elapsed_s(self) -> float:
-        return self._base + (self._clock() - self._started) - self._paused_s
+        now = self._clock()
+        pausing = now - self._pause_started if self._pause_started is not None else 0.0
+        return self._base + (now - self._started) - self._paused_s - pausing
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        start = self._clock()
+        if self._pause_started is not None:  # already paused by an outer block
+            yield
+            return
+        self._pause_started = self._clock()
         try:
             yield
         finally:
-            self._paused_s += self._clock() - start
+            self._paused_s += self._clock() - self._pause_started
+            self._pause_started = None
+
+
+def resume_notice(resumed: dict[str, Any]) -> str:
+    """What the agent is told at its first step after a resume."""
+    lines = [f"[the episode was resumed from snapshot {resumed.get('snapshot')} at step {resumed.get('step')}: "
+             "working time, evaluations and the hint stand as they were; every process was lost]"]
+    for session in resumed.get("sessions", []):
+        doing = f"was running: {session['command']}" if session.get("busy") else "was idle"
+        lines.append(f"[session {session['name']} is gone ({doing}); create a new session to continue]")
+    return "\n".join(lines)
 
 
 def format_validation_error(tool: str, exc: ValidationError) -> str:
@@ -83,6 +110,8 @@ class ResearchEnv:
         agent_name: str = "",
         clock: Callable[[], float] = time.monotonic,
         grade_seed: int = 0,
+        snapshots: SnapshotPolicy | None = None,
+        resumed: dict[str, Any] | None = None,
     ):
         self.task = task
         self.workspace = workspace
@@ -111,6 +140,19 @@ class ResearchEnv:
         self.done = self.ledger.end_reason is not None
         self.end_reason: str | None = self.ledger.end_reason
         self._result: EpisodeResult | None = None
+        self.snapshot_policy = snapshots
+        self.agent_state: Callable[[], dict[str, Any]] | None = None  # set by run_episode
+        self._snapshot_due = False  # an evaluation or the hint changed the ledger: snapshot after this step
+        self._last_snapshot = (self.ledger.steps, self.working_time_s)
+        # A resumed episode: the agent's saved state, and the sessions whose processes were lost.
+        self.resumed = resumed
+        self.lost_sessions: list[dict[str, Any]] = list((resumed or {}).get("sessions", []))
+        self._notice = ""
+        if resumed is not None:
+            self._notice = resume_notice(resumed)
+            self.trajectory.event("resume", step=self.ledger.steps, working_time_s=self.working_time_s,
+                                  source=resumed.get("source"), snapshot=resumed.get("snapshot"),
+                                  lost_sessions=self.lost_sessions)
 
     # --- what the agent may know ---------------------------------------------------------
 
@@ -164,7 +206,11 @@ class ResearchEnv:
             self.end("step_limit")
             observation.output += f"\n[step limit of {self.limits.step_limit} reached; the final evaluation runs now]"
         observation.done = self.done
+        if self._notice:
+            observation.output = f"{self._notice}\n{observation.output}"
+            self._notice = ""
         self._record(name, arguments, observation, started)
+        self._maybe_snapshot(force=self._snapshot_due)
         return observation
 
     def _dispatch(self, name: str, arguments: dict[str, Any] | str | None) -> Observation:
@@ -205,6 +251,45 @@ class ResearchEnv:
 
     def note_command(self, session: str, command: str) -> None:
         self.session_commands[session] = command
+
+    # --- snapshots -------------------------------------------------------------------------
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """Everything a resume needs besides the workspace's files."""
+        self.ledger.working_time_s = self.working_time_s
+        sessions = [{"name": s.name, "busy": s.busy, "command": s.command if s.busy else None,
+                     "last_command": self.session_commands.get(s.name)} for s in self.workspace.sessions.list()]
+        return {
+            "ledger": self.ledger.to_json(),
+            "trajectory_bytes": self.trajectory.position,
+            "agent": self.agent_state() if self.agent_state else None,
+            "agent_name": self.agent_name,
+            "sessions": sessions,
+        }
+
+    def snapshot(self) -> Any:
+        from .snapshots import SnapshotStore
+
+        store = SnapshotStore(self.run_dir / "snapshots")
+        info = store.take(Path(self.workspace.root), self.snapshot_state(), step=self.ledger.steps)
+        if self.snapshot_policy:
+            store.prune(keep_last=self.snapshot_policy.keep_last)
+        self._last_snapshot = (self.ledger.steps, self.working_time_s)
+        self.trajectory.event("snapshot", step=self.ledger.steps, working_time_s=self.working_time_s,
+                              name=info.name, bytes_added=info.bytes_added, seconds=round(info.seconds, 3))
+        return info
+
+    def _maybe_snapshot(self, force: bool = False) -> None:
+        policy = self.snapshot_policy
+        if policy is None or self.done:
+            return
+        steps, minutes = self.ledger.steps - self._last_snapshot[0], (self.working_time_s - self._last_snapshot[1]) / 60
+        due = (force or (policy.every_steps is not None and steps >= policy.every_steps)
+               or (policy.every_minutes is not None and minutes >= policy.every_minutes))
+        if due:
+            self._snapshot_due = False
+            with self.clock.paused():
+                self.snapshot()
 
     def end(self, reason: str) -> None:
         if not self.done:
@@ -248,6 +333,7 @@ class ResearchEnv:
             self.ledger.save(self.ledger_path)
             self.trajectory.event("hint", step=self.ledger.steps, working_time_s=self.working_time_s,
                                   penalty=self.ledger.hint_penalty)
+            self._snapshot_due = True
 
     def evaluate_for_agent(self) -> Observation:
         used, budget = self.ledger.agent_evals_used, self.ledger.budget
@@ -255,6 +341,7 @@ class ResearchEnv:
             return Observation("evaluate", False, f"no evaluations left ({used} of {budget} used); this request "
                                "used nothing, and the final evaluation still runs when the episode ends")
         evaluation = self._evaluate("agent")
+        self._snapshot_due = True
         return Observation("evaluate", evaluation.status != "grader_failed", self._describe(evaluation),
                            {"score": self.ledger.effective(evaluation.score), "status": evaluation.status})
 

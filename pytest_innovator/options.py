@@ -64,6 +64,29 @@ def _optional_positive_int(value: str) -> int | None:
     return number
 
 
+def _optional_positive_float(value: str) -> float | None:
+    if value == "":
+        return None
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be a number >= 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a whole number > 0")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number >= 0")
+    return number
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def convert(value: str) -> str:
         if value not in choices:
@@ -82,7 +105,7 @@ def _default_lock_dir() -> str:
 
 
 OPTIONS = [
-    Option("agent", "agent to run: a registered name (null, oracle, replay, ...) or module:Class", "null", _text),
+    Option("agent", "agent to run: a registered name (react, null, oracle, replay, ...) or module:Class; react with no endpoint and no key runs on the embedded model", "react", _text),
     Option("results", "directory for run directories and the results log", ".innovator", _text),
     Option("time_scale", "multiply every task's time limit by this factor (e.g. 0.1 for smoke runs)", "1", _positive_float),
     Option("pass_score", "an item passes when its final score is at least this", "1", _float),
@@ -94,6 +117,24 @@ OPTIONS = [
     Option("backend", "workspace backend: sandbox (bubblewrap; the default where bwrap works) or local", None, _choice("local", "sandbox")),
     Option("replay", "tool-call file (or directory of <task>.jsonl) for the replay agent", "", _text),
     Option("timeout_grace", "seconds added to each item's pytest-timeout beyond its time limit and grading", "300", _positive_float),
+    Option("model", "model name for LLM agents (with a base URL and no name: the first model the server lists)", "", _text),
+    Option("base_url", "OpenAI-compatible endpoint for LLM agents, e.g. http://127.0.0.1:8000/v1 (default: OpenAI's)", "", _text),
+    Option("api_key_env", "name of the environment variable that holds the API key (the key is never written anywhere)", "OPENAI_API_KEY", _text),
+    Option("max_tokens", "end an LLM agent's episode (end_reason cost_limit) once its tokens in + out reach this; 0: no limit", "", _optional_positive_int),
+    Option("max_cost", "end an LLM agent's episode (end_reason cost_limit) once its cost in USD reaches this; 0: no limit", "", _optional_positive_float),
+    Option("tool_protocol", "native: function calling; text: one fenced JSON action per reply; auto: native, text if the server rejects tools", "auto", _choice("auto", "native", "text")),
+    Option("context_tokens", "tokens of conversation an LLM agent keeps before it summarises the older turns", "64000", _positive_int),
+    Option("price_table", "JSON or TOML file of model prices (USD per million tokens) that extends the built-in table", "", _text),
+    Option("llm_timeout", "seconds an LLM request may take before it is retried", "600", _positive_float),
+    Option("llm_retries", "retries of an LLM request after a 429, 5xx, timeout or dropped connection", "6", _non_negative_int),
+    Option("llm_backoff", "seconds before the first retry; doubled each time (with jitter), at most 60", "1", _positive_float),
+    Option("vllm_model", "model path or name the vllm_server fixture serves with vLLM (unset: the fixture skips)", "", _text),
+    Option("vllm_args", "extra vLLM server arguments, e.g. \"--max-model-len 4096 --tensor-parallel-size 2\" (tp x pp GPUs are leased)", "", _text),
+    Option("vllm_command", "command that starts the vLLM server (default: this python -m vllm.entrypoints.openai.api_server)", "", _text),
+    Option("resume", "continue the items of an earlier run (RESULTS/runs/RUN_ID) from their last snapshots, or branch one item from a snapshot (RUN_DIR/ITEM@SNAPSHOT)", "", _text),
+    Option("snapshot_steps", "snapshot every N steps (default: the task's snapshot_steps; none)", "", _optional_positive_int),
+    Option("snapshot_minutes", "snapshot every T minutes of working time (default: the task's snapshot_minutes, else 30)", "", _optional_positive_float),
+    Option("snapshot_keep", "snapshots kept per item (older ones are pruned; the latest is always kept)", "3", _positive_int),
 ]
 
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
@@ -113,9 +154,32 @@ class Settings:
     backend: str
     replay: str
     timeout_grace: float
+    model: str
+    base_url: str
+    api_key_env: str
+    max_tokens: int | None
+    max_cost: float | None
+    tool_protocol: str
+    context_tokens: int
+    price_table: str
+    llm_timeout: float
+    llm_retries: int
+    llm_backoff: float
+    vllm_model: str = ""
+    vllm_args: str = ""
+    vllm_command: str = ""
+
+    resume: str = ""
+    snapshot_steps: int | None = None
+    snapshot_minutes: float | None = None
+    snapshot_keep: int = 3
 
     def agent_options(self) -> dict[str, Any]:
-        return {"replay": self.replay}
+        return {"replay": self.replay, "model": self.model, "base_url": self.base_url,
+                "api_key_env": self.api_key_env, "max_tokens": self.max_tokens, "max_cost": self.max_cost,
+                "tool_protocol": self.tool_protocol, "context_tokens": self.context_tokens,
+                "price_table": self.price_table, "llm_timeout": self.llm_timeout,
+                "llm_retries": self.llm_retries, "llm_backoff": self.llm_backoff}
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -177,4 +241,22 @@ def resolve_settings(config: pytest.Config) -> Settings:
         backend=values["backend"] or default_backend(),
         replay=values["replay"],
         timeout_grace=values["timeout_grace"],
+        model=values["model"],
+        base_url=values["base_url"],
+        api_key_env=values["api_key_env"],
+        max_tokens=values["max_tokens"],
+        max_cost=values["max_cost"],
+        tool_protocol=values["tool_protocol"],
+        context_tokens=values["context_tokens"],
+        price_table=values["price_table"],
+        llm_timeout=values["llm_timeout"],
+        llm_retries=values["llm_retries"],
+        llm_backoff=values["llm_backoff"],
+        vllm_model=values["vllm_model"],
+        vllm_args=values["vllm_args"],
+        vllm_command=values["vllm_command"],
+        resume=values["resume"],
+        snapshot_steps=values["snapshot_steps"],
+        snapshot_minutes=values["snapshot_minutes"],
+        snapshot_keep=values["snapshot_keep"],
     )

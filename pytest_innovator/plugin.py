@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from . import report
+from .llm_servers import embedded_llm_server, vllm_server  # noqa: F401  (registers the fixtures)
 from .options import Settings, add_options, resolve_settings
 from .task import KNOWN_DOMAINS, Task, TaskError, load_task
 
@@ -26,6 +27,9 @@ run_id_key = pytest.StashKey[str]()
 task_key = pytest.StashKey[Task]()
 result_key = pytest.StashKey[Any]()
 body_started_key = pytest.StashKey[bool]()
+resume_target_key = pytest.StashKey[Any]()
+carried_result_key = pytest.StashKey[dict]()
+resumed_key = pytest.StashKey[dict]()
 
 BUILTIN_MARKERS = {
     "innovator": "innovator(task, domain, ...): metadata of a benchmark task item",
@@ -45,6 +49,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{domain}: tasks of the {domain} domain")
     settings = resolve_settings(config)
     config.stash[settings_key] = settings
+    if settings.resume:
+        from .resume import ResumeError, parse_resume_option
+
+        try:
+            config.stash[resume_target_key] = parse_resume_option(settings.resume)
+        except ResumeError as exc:
+            raise pytest.UsageError(f"--innovator-resume: {exc}") from None
     workerinput = getattr(config, "workerinput", None)
     config.stash[run_id_key] = workerinput["innovator_run_id"] if workerinput else new_run_id()
     if config.pluginmanager.hasplugin("xdist"):
@@ -88,8 +99,15 @@ class TaskFile(pytest.File):
         except TaskError as exc:
             self.config.stash[broken_task_files_key] = self.config.stash.get(broken_task_files_key, 0) + 1
             raise self.CollectError(str(exc)) from None
-        item = TaskItem.from_parent(self, name=task.id, callobj=run_task_body)
+        carried = None
+        if resume_target_key in self.config.stash:
+            from .resume import finished_result
+
+            carried = finished_result(self.config.stash[resume_target_key], task.id)
+        item = TaskItem.from_parent(self, name=task.id, callobj=carry_over_body if carried else run_task_body)
         item.stash[task_key] = task
+        if carried:
+            item.stash[carried_result_key] = carried
         settings = self.config.stash[settings_key]
         self.config.addinivalue_line("markers", f"{task.spec.domain}: tasks of the {task.spec.domain} domain")
         item.add_marker(pytest.mark.innovator(task=task.id, domain=task.spec.domain, version=task.spec.version,
@@ -141,6 +159,20 @@ def run_task_body(request: pytest.FixtureRequest, research_env: Any, agent: Any)
     failure = report.verdict(result, settings.pass_score, research_env)
     if failure is not None:
         raise failure
+
+
+def carry_over_body(request: pytest.FixtureRequest) -> None:
+    """An item that finished in the run being resumed: report its result again, run nothing."""
+    carried = dict(request.node.stash[carried_result_key])
+    carried.pop("schema", None)
+    settings: Settings = request.config.stash[settings_key]
+    request.node.user_properties.extend([*carried.items(), ("resumed_from", carried["run_dir"])])
+    request.node.stash[result_key] = carried
+    score = carried.get("score_final")
+    if carried.get("final_status") == "grader_failed" or score is None or score < settings.pass_score:
+        raise report.ScoreFailure(
+            f"carried over from {carried['run_dir']}: final score {score} (pass score {settings.pass_score:g}), "
+            f"ended by {carried.get('end_reason')}; see that run directory for the evaluations and trajectory")
 
 
 def record_result(node: pytest.Item, result: Any) -> None:
@@ -222,6 +254,12 @@ def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
     settings: Settings = request.config.stash[settings_key]
     env = {"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id}
     hidden = hidden_paths(innovator_task, settings) if settings.backend == "sandbox" else ()
+    if resume_target_key in request.config.stash:
+        from .resume import prepare_run_dir, resume_point
+
+        point = resume_point(request.config.stash[resume_target_key], innovator_task.id)
+        if point is not None:
+            request.node.stash[resumed_key] = prepare_run_dir(point, innovator_run_dir)
     ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden)
     try:
         yield ws
@@ -234,13 +272,27 @@ def sessions(workspace: Any) -> Any:
     return workspace.sessions
 
 
+EMBEDDED_CONTEXT_TOKENS = 6000  # the embedded model's context is 8192 tokens
+
+
+def uses_embedded_model(settings: Settings) -> bool:
+    """The react agent with no endpoint and no key configured runs on the embedded model."""
+    return (settings.agent == "react" and not settings.base_url and not settings.model
+            and not os.environ.get(settings.api_key_env))
+
+
 @pytest.fixture
 def agent(request: pytest.FixtureRequest) -> Any:
     from .agents import AgentError, load_agent
 
     settings: Settings = request.config.stash[settings_key]
+    options = settings.agent_options()
+    if uses_embedded_model(settings):
+        endpoint = request.getfixturevalue("embedded_llm_server")
+        options.update(base_url=endpoint.base_url, model=endpoint.model,
+                       context_tokens=min(settings.context_tokens, EMBEDDED_CONTEXT_TOKENS))
     try:
-        return load_agent(settings.agent, settings.agent_options())
+        return load_agent(settings.agent, options)
     except (AgentError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -248,7 +300,7 @@ def agent(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path) -> Iterator[Any]:
     from .agents import agent_label
-    from .env import Limits, ResearchEnv
+    from .env import Limits, ResearchEnv, SnapshotPolicy
 
     settings: Settings = request.config.stash[settings_key]
     spec = innovator_task.spec
@@ -259,7 +311,13 @@ def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace
         hints=settings.hints,  # type: ignore[arg-type]
     )
     agent_name = settings.agent if "agent" not in request.fixturenames else agent_label(request.getfixturevalue("agent"))
-    env = ResearchEnv(innovator_task, workspace, innovator_run_dir, limits, agent_name=agent_name)
+    snapshots = SnapshotPolicy(
+        every_steps=settings.snapshot_steps or spec.snapshot_steps,
+        every_minutes=settings.snapshot_minutes or spec.snapshot_minutes or 30.0,
+        keep_last=settings.snapshot_keep,
+    )
+    env = ResearchEnv(innovator_task, workspace, innovator_run_dir, limits, agent_name=agent_name,
+                      snapshots=snapshots, resumed=request.node.stash.get(resumed_key, None))
     try:
         yield env
     finally:

@@ -139,6 +139,8 @@ class TaskSpec(_Strict):
     protected: tuple[str, ...] = ()
     read_only: tuple[str, ...] = ()
     network: bool = False
+    snapshot_steps: int | None = Field(None, ge=1)
+    snapshot_minutes: float | None = Field(None, gt=0)
     resources: Resources = Resources()
     grader: Grader
     scoring: Scoring

@@ -38,6 +38,11 @@ class TrajectoryWriter:
         self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
 
+    @property
+    def position(self) -> int:
+        """Bytes written so far: a snapshot records it, a resume keeps the trajectory up to it."""
+        return self._file.tell()
+
     def step(self, *, step: int, working_time_s: float, tool: str, arguments: Any, ok: bool,
              observation: str, duration_s: float, extra: dict[str, Any] | None = None) -> None:
         self._write({

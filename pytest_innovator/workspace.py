@@ -111,7 +111,10 @@ class LocalWorkspace:
         host_root = run_dir / "workspace"
         # A hard link shares the task's own file, so read-only files are linked only in a sandbox,
         # which mounts each of them read-only; the local backend copies (or reflinks) them.
-        report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=bool(hidden))
+        if host_root.exists():  # restored from a snapshot by a resume: nothing is shared with the task
+            report = ProvisionReport(files=0, bytes=0, reflinked=0, linked=0, copied=0, linked_paths=(), seconds=0.0)
+        else:
+            report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=bool(hidden))
         command_env = command_environment(env)
         log_dir = run_dir / "sessions"
         log_dir.mkdir(parents=True, exist_ok=True)

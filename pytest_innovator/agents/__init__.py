@@ -22,8 +22,9 @@ ENTRY_POINT_GROUP = "pytest_innovator.agents"
 
 
 class Agent(Protocol):
-    """An agent may also define `properties() -> dict` of builtin values (model, tokens, cost):
-    they are added to the item's properties after the episode."""
+    """An agent may also define `properties() -> dict` of builtin values (model, tokens, cost),
+    added to the item's properties after the episode, and `state_dict() -> dict` /
+    `load_state_dict(state)` (JSON-able), saved in snapshots and restored on resume."""
 
     name: str
     version: str
@@ -73,6 +74,13 @@ def agent_label(agent: Agent) -> str:
 def run_episode(agent: Agent, env: ResearchEnv) -> EpisodeResult:
     """Run the agent, then the final evaluation, whatever ended the episode."""
     reason = "agent_returned"
+    state_dict = getattr(agent, "state_dict", None)
+    if callable(state_dict):
+        env.agent_state = state_dict
+    resumed = env.resumed or {}
+    # A branch may continue with another agent or model: then the saved state is not its own.
+    if resumed.get("agent") is not None and resumed.get("agent_name") == agent_label(agent) and hasattr(agent, "load_state_dict"):
+        agent.load_state_dict(resumed["agent"])
     try:
         agent.run(env)
     except KeyboardInterrupt:

@@ -18,15 +18,28 @@ class OracleAgent:
 
     def __init__(self, options: Mapping[str, Any]):
         self.options = options
+        self.applied = False  # the solution command finished (a resume then only finishes)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.applied = bool(state["applied"])
 
     def run(self, env: ResearchEnv) -> None:
         solution = env.task.spec.solution
         if solution is None:
             raise RuntimeError(f"task {env.task.id} has no [solution]; the oracle cannot run on it")
+        if not self.applied:  # on a resume, the lost solution command starts again from the top
+            self._apply(env, solution.command)
+        if not env.done:
+            env.step("finish", {"summary": "applied the reference solution"})
+
+    def _apply(self, env: ResearchEnv, solution_command: str) -> None:
         session = "oracle"
         solution_dir = env.solution_dir()  # before the session starts, so a sandbox can show it
         env.step("create_session", {"name": session})
-        command = f"export INNOVATOR_SOLUTION_DIR={shlex.quote(solution_dir)}\n{solution.command}"
+        command = f"export INNOVATOR_SOLUTION_DIR={shlex.quote(solution_dir)}\n{solution_command}"
         observation = env.step("run_command", {"session": session, "command": command, "wait": POLL_S})
         while not env.done and not observation.data.get("done"):
             env.step("wait", {"seconds": POLL_S, "session": session})
@@ -35,4 +48,4 @@ class OracleAgent:
             return
         if observation.data.get("exit_code") != 0:
             raise RuntimeError(f"the reference solution failed: {observation.output}")
-        env.step("finish", {"summary": "applied the reference solution"})
+        self.applied = True

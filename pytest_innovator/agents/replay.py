@@ -51,10 +51,27 @@ class ReplayAgent:
         if not options.get("replay"):
             raise ValueError("the replay agent needs a file of tool calls: --innovator-replay PATH")
         self.replay = str(options["replay"])
+        self.position = 0  # index of the next call to play
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "replay": self.replay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("replay") == self.replay:  # another file starts from its first call
+            self.position = int(state["position"])
 
     def run(self, env: ResearchEnv) -> None:
         calls = load_calls(resolve_replay_path(self.replay, env.task.id))
-        for call in calls:
-            if env.done:
-                break
+        rerun_lost_sessions(env)
+        while self.position < len(calls) and not env.done:
+            call = calls[self.position]
+            self.position += 1
             env.step(call["tool"], call.get("arguments", {}))
+
+
+def rerun_lost_sessions(env: ResearchEnv) -> None:
+    """After a resume: open each lost session again and restart the command it was running."""
+    for session in env.lost_sessions:
+        env.step("create_session", {"name": session["name"]})
+        if session.get("busy") and session.get("command"):
+            env.step("run_command", {"session": session["name"], "command": session["command"], "wait": 0})

@@ -1,0 +1,124 @@
+"""Resuming items of an earlier run, and branching from any of its snapshots.
+
+``--innovator-resume RUN_DIR`` re-runs each item of that run from its last snapshot, or carries
+its result over when it had finished. ``--innovator-resume RUN_DIR/ITEM@SNAPSHOT`` starts that
+item again from the named snapshot (a branch: its history after the snapshot is not kept).
+
+What a resume keeps: the workspace as the snapshot saved it, the ledger (the evaluation budget
+is never reset: evaluations recorded after the snapshot are kept too, and so is a viewed hint),
+the working time used (downtime does not count), the agent's saved state, and the trajectory up
+to the snapshot, followed by a ``resume`` event. What it cannot keep: processes. The agent is told
+which sessions existed and what they were running.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ledger import EvalLedger, write_json_atomic
+from .snapshots import SnapshotStore
+
+
+class ResumeError(Exception):
+    """A resume target that cannot be used; the message says what to give instead."""
+
+
+@dataclass(frozen=True)
+class ResumeTarget:
+    run_dir: Path  # an earlier run's directory: <results>/runs/<run id>
+    item: str | None  # one item's task id, for a branch
+    snapshot: str | None  # a snapshot name, for a branch
+
+
+def parse_resume_option(value: str) -> ResumeTarget:
+    """RUN_DIR or RUN_DIR/ITEM@SNAPSHOT."""
+    if "@" in value:
+        path, _, snapshot = value.rpartition("@")
+        item_dir = Path(path).resolve()
+        if not (item_dir / "snapshots").is_dir():
+            raise ResumeError(f"{item_dir} has no snapshots/; give RUN_DIR/ITEM@SNAPSHOT with an item's run directory")
+        return ResumeTarget(item_dir.parent, item_dir.name, snapshot)
+    run_dir = Path(value).resolve()
+    if not run_dir.is_dir():
+        raise ResumeError(f"{run_dir}: no such run directory; give <results>/runs/<run id>")
+    return ResumeTarget(run_dir, None, None)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    item_dir: Path  # the earlier run's directory for this item
+    snapshot: str
+    state: dict[str, Any]
+    branch: bool
+
+
+def finished_result(target: ResumeTarget, task_id: str) -> dict[str, Any] | None:
+    """The result of an item that finished in the earlier run (never for a branch)."""
+    if target.snapshot is not None:
+        return None
+    path = target.run_dir / task_id / "result.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def resume_point(target: ResumeTarget, task_id: str) -> ResumePoint | None:
+    """Where this item starts again, or None to start it afresh (no snapshot, or not the branched item)."""
+    if target.item is not None and target.item != task_id:
+        return None
+    item_dir = target.run_dir / task_id
+    store = SnapshotStore(item_dir / "snapshots")
+    if not (item_dir / "snapshots").is_dir():
+        return None
+    if target.snapshot is not None:
+        names = [info.name for info in store.list()]
+        if target.snapshot not in names:
+            raise ResumeError(f"{item_dir}: no snapshot {target.snapshot!r}; it has {', '.join(names) or 'none'}")
+        name = target.snapshot
+    else:
+        latest = store.latest()
+        if latest is None:
+            return None
+        name = latest.name
+    return ResumePoint(item_dir, name, store.load_state(name), branch=target.snapshot is not None)
+
+
+def merged_ledger(point: ResumePoint) -> EvalLedger:
+    """The snapshot's ledger, plus (when continuing, not branching) what happened after it that
+    must not be undone: later evaluations keep their budget spent, a viewed hint stays viewed."""
+    ledger = EvalLedger.from_json(point.state["ledger"])
+    ledger.end_reason = None
+    latest_path = point.item_dir / "ledger.json"
+    if point.branch or not latest_path.is_file():
+        return ledger
+    latest = EvalLedger.load(latest_path)
+    known = {e.index for e in ledger.evaluations}
+    ledger.evaluations += [e for e in latest.evaluations if e.index not in known and e.kind == "agent"]
+    if latest.hint_viewed and not ledger.hint_viewed:
+        ledger.hint_viewed, ledger.hint_viewed_step = True, latest.hint_viewed_step
+    ledger.protected_changes += [c for c in latest.protected_changes if c not in ledger.protected_changes]
+    return ledger
+
+
+def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
+    """Fill a new item run directory from the resume point; returns what ResearchEnv(resumed=...) takes."""
+    SnapshotStore(point.item_dir / "snapshots").restore(point.snapshot, run_dir / "workspace")
+    merged_ledger(point).save(run_dir / "ledger.json")
+    with open(point.item_dir / "trajectory.jsonl", "rb") as source, open(run_dir / "trajectory.jsonl", "wb") as dest:
+        dest.write(source.read(point.state["trajectory_bytes"]))
+    old_sessions = point.item_dir / "sessions"
+    if old_sessions.is_dir():  # the lost sessions' output, for the record
+        shutil.copytree(old_sessions, run_dir / "sessions" / "before-resume", ignore=shutil.ignore_patterns("*.ctl"))
+    resumed = {
+        "source": str(point.item_dir),
+        "snapshot": point.snapshot,
+        "step": point.state["ledger"]["steps"],
+        "branch": point.branch,
+        "agent": point.state.get("agent"),
+        "agent_name": point.state.get("agent_name"),
+        "sessions": point.state.get("sessions", []),
+    }
+    write_json_atomic(run_dir / "resume.json", {k: v for k, v in resumed.items() if k != "agent"})
+    return resumed
