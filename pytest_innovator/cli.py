@@ -106,6 +106,18 @@ def status(results_dir: str, run_id: str | None, all_runs: bool, as_json: bool, 
         return 1
 
 
+def snapshot(item_dir: str) -> int:
+    from .snapshots import take_on_demand
+
+    try:
+        info = take_on_demand(Path(item_dir))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"snapshot {info.name}: {info.files} files, {info.bytes_added} bytes added, {info.seconds:.2f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-innovator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,9 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     progress.add_argument("--all", dest="all_runs", action="store_true", help="every run in RESULTS_DIR")
     progress.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     progress.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until nothing runs")
+    snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")
+    snap.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.paths)
+    if args.command == "snapshot":
+        return snapshot(args.item_dir)
     if args.command == "leaderboard":
         return leaderboard(args.inputs, args.json_out, args.markdown_out, args.update, args.force)
     if args.command == "plots":
