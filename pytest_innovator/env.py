@@ -141,6 +141,7 @@ class ResearchEnv:
         self.end_reason: str | None = self.ledger.end_reason
         self._result: EpisodeResult | None = None
         self.snapshot_policy = snapshots
+        self._snapshot_store: Any = None
         self.agent_state: Callable[[], dict[str, Any]] | None = None  # set by run_episode
         self._snapshot_due = False  # an evaluation or the hint changed the ledger: snapshot after this step
         self._last_snapshot = (self.ledger.steps, self.working_time_s)
@@ -270,7 +271,9 @@ class ResearchEnv:
     def snapshot(self) -> Any:
         from .snapshots import SnapshotStore
 
-        store = SnapshotStore(self.run_dir / "snapshots")
+        if self._snapshot_store is None:  # one store per episode: it keeps the last manifest in memory
+            self._snapshot_store = SnapshotStore(self.run_dir / "snapshots")
+        store = self._snapshot_store
         info = store.take(Path(self.workspace.root), self.snapshot_state(), step=self.ledger.steps)
         if self.snapshot_policy:
             store.prune(keep_last=self.snapshot_policy.keep_last)

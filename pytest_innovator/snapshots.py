@@ -4,7 +4,7 @@ A store (one per item, ``<run dir>/snapshots``) holds::
 
     objects/ab/cdef...     file contents by sha256: written once, read-only (0o444), never modified
     <name>/info.json       what ``list()`` returns about the snapshot
-    <name>/manifest.json   every path of the workspace: kind, mode, mtime, size, object or target
+    <name>/manifest.jsonl  every path of the workspace: kind, mode, mtime, size, object or target
     <name>/state.json      the caller's state (ledger, trajectory position, agent, sessions)
     .tmp-<name>/           a snapshot being built, or one a crash interrupted
     .incoming/             file copies not yet named by their hash
@@ -13,12 +13,12 @@ A store (one per item, ``<run dir>/snapshots``) holds::
 Incremental. A file whose size, mtime, ctime and inode equal the previous snapshot's record is
 not read again: the new manifest names the same object. Any other file is copied and hashed; its
 object is stored only if no snapshot has that content yet. A snapshot therefore costs the bytes
-that changed plus its manifest (about 200 bytes a path). Snapshots share objects by naming them
+that changed plus its manifest (about 160 bytes a path). Snapshots share objects by naming them
 in their manifests rather than by hard-linking a tree per snapshot: a common file (an empty
 ``__init__.py``) would otherwise reach the filesystem's limit of links per inode.
 
 Atomic. Objects are written first (an object nobody names is harmless and ``prune`` collects it),
-then ``manifest.json``, ``state.json`` and ``info.json`` go into ``.tmp-<name>``, which is renamed
+then ``manifest.jsonl``, ``state.json`` and ``info.json`` go into ``.tmp-<name>``, which is renamed
 to ``<name>`` in one ``os.replace``. A snapshot is complete or absent: ``list`` sees only renamed
 directories and removes ``.tmp-*`` leftovers. With ``durable=True`` (the default) the store's
 filesystem is flushed (``syncfs``) before the rename and the store's directory after it, so a
@@ -51,6 +51,8 @@ A file that fails the check is tried again, after waiting out the racy window, u
 CAPTURE_ROUNDS times. If it is still being written, the snapshot keeps the previous snapshot's
 version of that file (none if there is no previous one, and the file is then absent from a
 restore) and records the path as ``changing`` in the manifest and in ``SnapshotInfo.changing``.
+A file the snapshot may not read (a run without root made it unreadable) is handled the same way,
+and a directory it may not list is recorded without its contents and listed in ``changing``.
 A file replaced by rename (write a temporary file, then rename it over: what careful writers do)
 is read through the inode that was opened, which its writer no longer touches; only the next
 rename over it (which changes its ctime) during the copy makes the attempt start again.
@@ -58,9 +60,9 @@ rename over it (which changes its ctime) during the copy makes the attempt start
 What this does not cover: a writer that changes a file's bytes without changing its times (a
 shared memory map flushed later), and, on a filesystem where neither ``lseek`` nor ``read`` waits
 for a ``write()`` in progress (NFS, FUSE), a single ``write()`` call overwriting existing bytes
-that lasts longer than RACY_WINDOW_NS. And a program that rewrites a file in place passes through states that are none of its versions (empty
-after the truncation, half written): a snapshot may record such a state, exactly as a crash at
-that moment would leave it.
+that lasts longer than RACY_WINDOW_NS. And a program that rewrites a file in place passes through
+states that are none of its versions (empty after the truncation, half written): a snapshot may
+record such a state, exactly as a crash at that moment would leave it.
 
 Restore. Files are recreated by reflink from the store where the filesystem can clone, otherwise
 copied: never hard-linked, so the restored workspace can be written without touching the store.
@@ -105,9 +107,12 @@ WHOLE_SECOND_RACY_WINDOW_NS = 2_000_000_000
 TMP_PREFIX = ".tmp-"
 INCOMING_DIR = ".incoming"
 OBJECTS_DIR = "objects"
+_Rows = dict[str, dict[str, Any]]  # manifest entries by path
+_Lines = dict[str, str]  # their lines in manifest.jsonl, by path
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-# A manifest stores each entry as a row of these fields (null where one does not apply): lists
-# encode and parse about twice as fast as objects, which counts at 10,000 paths a snapshot.
+# manifest.jsonl: a header line, then one line per path: a JSON array of these fields (null where
+# one does not apply). An unchanged path's line is carried over from the previous manifest as
+# text, so a snapshot encodes only what changed.
 MANIFEST_FIELDS = (
     "path",
     "kind",
@@ -143,7 +148,9 @@ class SnapshotInfo:
     bytes_total: int  # their sizes
     bytes_added: int  # new objects plus this snapshot's own files: what it added to the store
     seconds: float
-    changing: tuple[str, ...] = field(default=())  # kept at their previous version (or absent)
+    # Not captured as they are now: files still being written or unreadable (kept at their
+    # previous version, or absent), and directories that could not be listed (restored empty).
+    changing: tuple[str, ...] = field(default=())
 
 
 class SnapshotStore:
@@ -153,9 +160,9 @@ class SnapshotStore:
         self.root = Path(root)
         self.durable = durable
         self.objects_dir = self.root / OBJECTS_DIR
-        # The entries of the last snapshot this object took, by path: the next take compares
-        # against them without reading the manifest back.
-        self._last_taken: tuple[str, dict[str, dict[str, Any]]] | None = None
+        # The last snapshot this object took, as ((name, sequence), entries by path, lines by
+        # path): the next take compares against it without reading its manifest back.
+        self._last_taken: tuple[tuple[str, int], _Rows, _Lines] | None = None
 
     # --- taking -------------------------------------------------------------------------------
 
@@ -175,46 +182,48 @@ class SnapshotStore:
             sequence = records[-1]["sequence"] + 1 if records else 1
             name = name if name is not None else f"{sequence:04d}-step{step}"
             self._check_new_name(name)
-            previous = self._entries_by_path(records[-1]["name"]) if records else {}
+            previous, previous_lines = self._rows(records[-1]) if records else ({}, {})
             (self.root / INCOMING_DIR).mkdir(exist_ok=True)
             self.objects_dir.mkdir(exist_ok=True)
             capture = _Capture(self, workspace, previous)
             entries = capture.run()
-            manifest_text = json.dumps(
-                {
-                    "schema": SNAPSHOT_SCHEMA,
-                    "name": name,
-                    "workspace": str(workspace),
-                    "fields": MANIFEST_FIELDS,
-                    "entries": [[entry.get(key) for key in MANIFEST_FIELDS] for entry in entries],
-                },
-                separators=(",", ":"),
-            )
+            header = {
+                "schema": SNAPSHOT_SCHEMA,
+                "name": name,
+                "workspace": str(workspace),
+                "fields": MANIFEST_FIELDS,
+            }
+            lines = []
+            files = bytes_total = 0
+            for path, entry in entries.items():
+                reused = previous.get(path) is entry
+                lines.append(previous_lines[path] if reused else _manifest_line(entry))
+                if entry["kind"] == "file" and entry.get("object"):
+                    files += 1
+                    bytes_total += entry["size"]
+            manifest_text = "\n".join([json.dumps(header), *lines, ""])
             building = self.root / f"{TMP_PREFIX}{name}"
             building.mkdir()
-            (building / "manifest.json").write_text(manifest_text, encoding="utf-8")
+            (building / "manifest.jsonl").write_text(manifest_text, encoding="utf-8")
             (building / "state.json").write_text(state_text, encoding="utf-8")
-            files = [e for e in entries if e["kind"] == "file" and e.get("object")]
             info = SnapshotInfo(
                 name=name,
                 created_at=created_at,
                 step=step,
-                files=len(files),
-                bytes_total=sum(e["size"] for e in files),
+                files=files,
+                bytes_total=bytes_total,
                 bytes_added=capture.bytes_added + len(manifest_text.encode()) + len(state_text),
                 seconds=time.perf_counter() - started,
                 changing=tuple(capture.changing),
             )
             info_text = json.dumps({**asdict(info), "sequence": sequence}, indent=1)
             (building / "info.json").write_text(info_text, encoding="utf-8")
-            if self.durable:
-                _sync_filesystem(
-                    self.root
-                )  # objects and files on disk before the rename names them
+            if self.durable:  # objects and files on disk before the rename names them
+                _sync_filesystem(self.root)
             os.replace(building, self.root / name)
             if self.durable:
                 _fsync_directory(self.root)
-            self._last_taken = (name, {entry["path"]: entry for entry in entries})
+            self._last_taken = ((name, sequence), entries, dict(zip(entries, lines)))
         return info
 
     def _check_workspace(self, workspace: Path) -> None:
@@ -260,12 +269,7 @@ class SnapshotStore:
     def manifest(self, name: str) -> builtins.list[dict[str, Any]]:
         """The snapshot's entries, a directory before its contents; each a dict of the
         MANIFEST_FIELDS that apply to it."""
-        manifest = json.loads(self._snapshot_file(name, "manifest.json").read_text())
-        fields = manifest["fields"]
-        return [
-            {key: value for key, value in zip(fields, row) if value is not None}
-            for row in manifest["entries"]
-        ]
+        return builtins.list(self._read_manifest(name)[0].values())
 
     def object_path(self, digest: str) -> Path:
         return self.objects_dir / digest[:2] / digest[2:]
@@ -277,10 +281,27 @@ class SnapshotStore:
             raise ValueError(f"no snapshot named {name!r} in {self.root} (snapshots: {known})")
         return path
 
-    def _entries_by_path(self, name: str) -> dict[str, dict[str, Any]]:
-        if self._last_taken is not None and self._last_taken[0] == name:
-            return self._last_taken[1]
-        return {entry["path"]: entry for entry in self.manifest(name)}
+    def _rows(self, record: dict[str, Any]) -> tuple[_Rows, _Lines]:
+        """The manifest of the snapshot ``record`` (from info.json) describes."""
+        if self._last_taken is not None and self._last_taken[0] == (
+            record["name"],
+            record["sequence"],
+        ):
+            return self._last_taken[1], self._last_taken[2]
+        return self._read_manifest(record["name"])
+
+    def _read_manifest(self, name: str) -> tuple[_Rows, _Lines]:
+        entries: _Rows = {}
+        lines: _Lines = {}
+        with open(self._snapshot_file(name, "manifest.jsonl"), encoding="utf-8") as stream:
+            fields = json.loads(next(stream))["fields"]
+            for line in stream:
+                line = line.rstrip("\n")
+                row = json.loads(line)
+                entry = {key: value for key, value in zip(fields, row) if value is not None}
+                entries[entry["path"]] = entry
+                lines[entry["path"]] = line
+        return entries, lines
 
     def _complete_records(self) -> builtins.list[dict[str, Any]]:
         records = []
@@ -300,6 +321,7 @@ class SnapshotStore:
 
         Files are cloned out of the store where the filesystem can, copied otherwise. On failure
         ``dest`` is left as it was found."""
+        self._snapshot_file(name, "manifest.jsonl")  # an unknown name: say which ones exist
         with self._locked(shared=True):
             self._restore(name, Path(dest))
 
@@ -366,7 +388,9 @@ class SnapshotStore:
 
         Kept: the ``keep_last`` newest (the latest is always kept) and, with ``keep_every`` = k,
         every snapshot whose sequence number (1, 2, ... in the order taken) is a multiple of k.
-        Objects no remaining snapshot names are deleted."""
+        When it removes a snapshot, it deletes every object no remaining snapshot names (those a
+        crashed take left too); with nothing to remove it reads no manifest, so calling it after
+        every take is cheap."""
         if keep_last < 1:
             raise ValueError(
                 f"keep_last={keep_last}: at least the latest snapshot is always kept; use 1 or more"
@@ -387,7 +411,8 @@ class SnapshotStore:
                 doomed = self.root / f"{TMP_PREFIX}removed-{name}"
                 os.replace(self.root / name, doomed)
                 shutil.rmtree(doomed)
-            self._collect_garbage({r["name"] for r in records} - set(removed))
+            if removed:
+                self._collect_garbage({r["name"] for r in records} - set(removed))
         return removed
 
     def _collect_garbage(self, names: set[str]) -> None:
@@ -448,10 +473,11 @@ class _Capture:
         self.bytes_added = 0
         self.changing: list[str] = []
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> _Rows:
+        """The snapshot's entries by path, a directory before its contents."""
         entries: dict[str, dict[str, Any] | None] = {}
         pending: list[str] = []
-        for relative, info in _scan(self.workspace):
+        for relative, info in _scan(self.workspace, self.changing):
             if stat.S_ISREG(info.st_mode):
                 reused = self._unchanged(relative, info)
                 entries[relative] = reused
@@ -463,7 +489,11 @@ class _Capture:
             retry_after_ns = 0
             still_pending = []
             for relative in pending:
-                outcome = self._capture(relative)
+                try:
+                    outcome = self._capture(relative)
+                except PermissionError:  # chmod 000 by a run without root: as if never settled
+                    entries[relative] = self._kept_previous(relative)
+                    continue
                 if isinstance(outcome, int):
                     still_pending.append(relative)
                     retry_after_ns = max(retry_after_ns, outcome)
@@ -477,7 +507,7 @@ class _Capture:
                 time.sleep(min(max(wait_s, 0.0), WHOLE_SECOND_RACY_WINDOW_NS / 1e9 + 0.5))
         for relative in pending:
             entries[relative] = self._kept_previous(relative)
-        return [entry for entry in entries.values() if entry is not None]
+        return {path: entry for path, entry in entries.items() if entry is not None}
 
     def _unchanged(self, relative: str, info: os.stat_result) -> dict[str, Any] | None:
         """The previous snapshot's entry if the file has not changed since, else None."""
@@ -551,7 +581,8 @@ class _Capture:
         self.bytes_added += size
 
     def _kept_previous(self, relative: str) -> dict[str, Any] | None:
-        """The entry of a file that kept changing: its previous version, flagged ``changing``."""
+        """The entry of a file not captured as it is now (still being written, or unreadable):
+        its previous version, flagged ``changing``."""
         try:
             info = os.lstat(os.path.join(self.workspace, relative))
         except FileNotFoundError:
@@ -590,7 +621,7 @@ def _copy_into(source_fd: int, incoming: str, clone: bool) -> tuple[bool, str]:
 
 
 def _copy_and_hash(source_fd: int, dest_fd: int) -> str:
-    """Copy from the start of ``source_fd`` to its end (wherever that is now), hashing as it goes."""
+    """Copy ``source_fd`` from its start to its end (wherever that is now), hashing the bytes."""
     digest = hashlib.sha256()
     buffer = bytearray(HASH_CHUNK_BYTES)
     view = memoryview(buffer)
@@ -642,9 +673,10 @@ def _racy_window_for(ctime_ns: int) -> int:
     return RACY_WINDOW_NS
 
 
-def _scan(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+def _scan(root: Path, unreadable: list[str]) -> Iterator[tuple[str, os.stat_result]]:
     """The root (as ".") and every entry below it, a directory before its contents, sorted by
-    name. Entries that vanish while being scanned are skipped."""
+    name. Entries that vanish while being scanned are skipped; directories that cannot be listed
+    are yielded without contents and added to ``unreadable``."""
     yield ".", os.lstat(root)
     root_prefix = f"{root}/"  # plain strings: os.path.join costs as much as the lstat here
     pending = [""]  # directories still to list, the next one last
@@ -655,6 +687,9 @@ def _scan(root: Path) -> Iterator[tuple[str, os.stat_result]]:
             with os.scandir(root_prefix + relative) as listing:
                 names = sorted(entry.name for entry in listing)
         except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            unreadable.append(relative or ".")
             continue
         subdirectories = []
         for name in names:
@@ -686,6 +721,10 @@ def _entry_without_contents(
         except (FileNotFoundError, OSError):
             return None  # gone, or no longer a symlink, since the scan
     return {**entry, "kind": "other"}
+
+
+def _manifest_line(entry: dict[str, Any]) -> str:
+    return json.dumps([entry.get(key) for key in MANIFEST_FIELDS], separators=(",", ":"))
 
 
 def _state_json(state: dict[str, Any]) -> str:
