@@ -144,6 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     progress.add_argument("--all", dest="all_runs", action="store_true", help="every run in RESULTS_DIR")
     progress.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     progress.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until nothing runs")
+    serve = commands.add_parser("serve", help="the session server: workspaces and sessions over HTTP (remote and docker backends)")
+    serve.add_argument("--workspace", type=Path, metavar="DIR", help="serve this existing directory as workspace 'main'")
+    serve.add_argument("--root", type=Path, metavar="DIR", help="let clients create workspaces (POST /v1/workspaces) in DIR")
+    serve.add_argument("--log-dir", type=Path, metavar="DIR", help="session logs of the --workspace (default: a temporary directory)")
+    serve.add_argument("--read-only", action="append", default=[], metavar="PATH",
+                       help="a file of the --workspace that the file tools refuse to write (repeatable)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: any free port; the address is printed)")
+    serve.add_argument("--uds", type=Path, metavar="PATH", help="listen on this unix socket instead of TCP")
+    serve.add_argument("--token-file", type=Path, metavar="F",
+                       help="file holding the bearer token, created with a new token if missing "
+                            "(default: a new file in a temporary directory; its path is printed)")
+    serve.add_argument("--sandbox", choices=("auto", "on", "off"), default="auto",
+                       help="run commands in bubblewrap (no network for the --workspace's commands): auto (where "
+                            "bwrap works), on, off (e.g. inside a container, which is the sandbox there)")
+    serve.add_argument("--ssl-certfile", metavar="F", help="serve HTTPS with this certificate (with --ssl-keyfile)")
+    serve.add_argument("--ssl-keyfile", metavar="F")
     snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")
     snap.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
     args = parser.parse_args(argv)
@@ -159,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return report(args.run_dir, args.out)
     if args.command == "status":
         return status(args.results_dir, args.run_id, args.all_runs, args.as_json, args.watch)
+    if args.command == "serve":
+        from .server import serve_command
+
+        return serve_command(args)
     return list_agents()
 
 

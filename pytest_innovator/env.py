@@ -274,7 +274,7 @@ class ResearchEnv:
         if self._snapshot_store is None:  # one store per episode: it keeps the last manifest in memory
             self._snapshot_store = SnapshotStore(self.run_dir / "snapshots")
         store = self._snapshot_store
-        info = store.take(Path(self.workspace.root), self.snapshot_state(), step=self.ledger.steps)
+        info = store.take(Path(self.workspace.host_root), self.snapshot_state(), step=self.ledger.steps)  # type: ignore[attr-defined]
         if self.snapshot_policy:
             store.prune(keep_last=self.snapshot_policy.keep_last)
         self._last_snapshot = (self.ledger.steps, self.working_time_s)
@@ -284,7 +284,8 @@ class ResearchEnv:
 
     def _maybe_snapshot(self, force: bool = False) -> None:
         policy = self.snapshot_policy
-        if policy is None or self.done:
+        # Snapshots need the workspace's files on this host (not so for the remote backend).
+        if policy is None or self.done or getattr(self.workspace, "host_root", None) is None:
             return
         steps, minutes = self.ledger.steps - self._last_snapshot[0], (self.working_time_s - self._last_snapshot[1]) / 60
         due = (force or (policy.every_steps is not None and steps >= policy.every_steps)

@@ -114,7 +114,10 @@ OPTIONS = [
     Option("hints", "off: no hint; tool: offer view_hint; prompt: put the hint in the instruction (both pay the penalty)", "off", _choice("off", "tool", "prompt")),
     Option("gpus", "GPU ids this host may lease, e.g. 0,1,2,3 (default: detected with NVML)", None, _text),
     Option("gpu_lock_dir", "host-wide directory of GPU lease locks", None, _text),
-    Option("backend", "workspace backend: sandbox (bubblewrap; the default where bwrap works) or local", None, _choice("local", "sandbox")),
+    Option("backend", "workspace backend: sandbox (bubblewrap; the default where bwrap works), local, docker or remote", None, _choice("local", "sandbox", "docker", "remote")),
+    Option("docker_image", "image of the docker backend's containers (needs bash and the C libraries the host's Python links to: scripts/docker-test-image.sh)", "innovator-test:bookworm", _text),
+    Option("remote_url", "session server of the remote backend, e.g. https://gpu-host:8765 (started with pytest-innovator serve --root DIR)", "", _text),
+    Option("remote_token_file", "file holding the remote session server's bearer token", "", _text),
     Option("replay", "tool-call file (or directory of <task>.jsonl) for the replay agent", "", _text),
     Option("timeout_grace", "seconds added to each item's pytest-timeout beyond its time limit and grading", "300", _positive_float),
     Option("model", "model name for LLM agents (with a base URL and no name: the first model the server lists)", "", _text),
@@ -169,6 +172,9 @@ class Settings:
     vllm_args: str = ""
     vllm_command: str = ""
 
+    docker_image: str = "innovator-test:bookworm"
+    remote_url: str = ""
+    remote_token_file: str = ""
     resume: str = ""
     snapshot_steps: int | None = None
     snapshot_minutes: float | None = None
@@ -255,6 +261,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
         vllm_model=values["vllm_model"],
         vllm_args=values["vllm_args"],
         vllm_command=values["vllm_command"],
+        docker_image=values["docker_image"],
+        remote_url=values["remote_url"],
+        remote_token_file=values["remote_token_file"],
         resume=values["resume"],
         snapshot_steps=values["snapshot_steps"],
         snapshot_minutes=values["snapshot_minutes"],

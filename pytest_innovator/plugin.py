@@ -253,14 +253,31 @@ def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
 
     settings: Settings = request.config.stash[settings_key]
     env = {"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id}
-    hidden = hidden_paths(innovator_task, settings) if settings.backend == "sandbox" else ()
+    hidden = hidden_paths(innovator_task, settings) if settings.backend != "local" else ()
     if resume_target_key in request.config.stash:
         from .resume import prepare_run_dir, resume_point
 
         point = resume_point(request.config.stash[resume_target_key], innovator_task.id)
         if point is not None:
             request.node.stash[resumed_key] = prepare_run_dir(point, innovator_run_dir)
-    ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden)
+    if settings.backend == "docker":
+        from .docker_backend import DockerBackendError, create_docker_workspace
+
+        try:
+            ws, _ = create_docker_workspace(innovator_task, innovator_run_dir, env, gpu_lease,
+                                            image=settings.docker_image, hidden=hidden)
+        except DockerBackendError as exc:
+            pytest.skip(f"docker backend unavailable: {exc}")
+    elif settings.backend == "remote":
+        from .remote import connect_remote_workspace
+
+        if not settings.remote_url or not settings.remote_token_file:
+            raise pytest.UsageError("--innovator-backend remote needs --innovator-remote-url and --innovator-remote-token-file")
+        token = Path(settings.remote_token_file).read_text(encoding="utf-8").strip()
+        ws, _ = connect_remote_workspace(innovator_task, innovator_run_dir, env, base_url=settings.remote_url,
+                                         token=token, grader_hidden=hidden_paths(innovator_task, settings))
+    else:
+        ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden)
     try:
         yield ws
     finally:

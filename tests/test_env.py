@@ -9,31 +9,43 @@ import pytest
 from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.env import Limits, ResearchEnv
 from pytest_innovator.ledger import EvalLedger
+from pytest_innovator.remote import connect_remote_workspace
 from pytest_innovator.task import load_task
 from pytest_innovator.trajectory import read_trajectory
-from pytest_innovator.workspace import LocalWorkspace
+from pytest_innovator.workspace import LocalWorkspace, Workspace
 
 from .conftest import FIXTURES
+from .session_server import ServerProcess, session_server  # noqa: F401
 
 
-def make_env(task_dir: Path, run_dir: Path, **limits: object) -> ResearchEnv:
+@pytest.fixture(params=["local", "remote"])
+def server(request: pytest.FixtureRequest) -> ServerProcess | None:
+    """Every scenario runs on the in-process backend and through a session server on 127.0.0.1."""
+    return request.getfixturevalue("session_server") if request.param == "remote" else None
+
+
+def make_env(task_dir: Path, run_dir: Path, server: ServerProcess | None = None, **limits: object) -> ResearchEnv:
     task = load_task(task_dir)
-    workspace, _ = LocalWorkspace.create(task, run_dir)
+    workspace: Workspace
+    if server is None:
+        workspace, _ = LocalWorkspace.create(task, run_dir)
+    else:
+        workspace, _ = connect_remote_workspace(task, run_dir, base_url=server.url, token=server.token)
     settings = {"time_limit_s": 300.0, "step_limit": 50, "eval_budget": 3, "hints": "tool", **limits}
     return ResearchEnv(task, workspace, run_dir, Limits(**settings), agent_name="test")  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def env(number_task_dir: Path, tmp_path: Path) -> Iterator[ResearchEnv]:
-    environment = make_env(number_task_dir, tmp_path / "run")
+def env(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> Iterator[ResearchEnv]:
+    environment = make_env(number_task_dir, tmp_path / "run", server)
     yield environment
     environment.workspace.close()
 
 
-def test_null_scores_zero_and_oracle_scores_eighty(number_task_dir: Path, tmp_path: Path) -> None:
+def test_null_scores_zero_and_oracle_scores_eighty(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> None:
     results = {}
     for name in ("null", "oracle"):
-        environment = make_env(number_task_dir, tmp_path / name)
+        environment = make_env(number_task_dir, tmp_path / name, server)
         try:
             results[name] = run_episode(load_agent(name), environment)
         finally:
@@ -113,8 +125,8 @@ def test_bad_calls_become_error_observations(env: ResearchEnv, tool: str, argume
     assert expected in observation.output
 
 
-def test_step_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path) -> None:
-    environment = make_env(number_task_dir, tmp_path / "run", step_limit=2)
+def test_step_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> None:
+    environment = make_env(number_task_dir, tmp_path / "run", server, step_limit=2)
     try:
         environment.step("think", {"thought": "one"})
         last = environment.step("think", {"thought": "two"})
@@ -126,8 +138,8 @@ def test_step_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path) -> N
         environment.workspace.close()
 
 
-def test_time_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path) -> None:
-    environment = make_env(number_task_dir, tmp_path / "run", time_limit_s=0.5)
+def test_time_limit_ends_the_episode(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> None:
+    environment = make_env(number_task_dir, tmp_path / "run", server, time_limit_s=0.5)
     try:
         waited = environment.step("wait", {"seconds": 60})
         assert waited.ok and "time is up" in waited.output
@@ -154,15 +166,15 @@ def test_hidden_parts_are_not_in_the_workspace(env: ResearchEnv) -> None:
         assert hidden not in listing
 
 
-def test_ledger_survives_a_new_env(number_task_dir: Path, tmp_path: Path) -> None:
+def test_ledger_survives_a_new_env(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> None:
     """A second ResearchEnv on the same run directory continues the budget; it never resets it."""
-    first = make_env(number_task_dir, tmp_path / "run")
+    first = make_env(number_task_dir, tmp_path / "run", server)
     first.workspace.write_file("answer.txt", b"0.4")
     first.step("evaluate")
     first.step("evaluate")
     first.workspace.close()
     first.trajectory.close()
-    second = make_env(number_task_dir, tmp_path / "run2")
+    second = make_env(number_task_dir, tmp_path / "run2", server)
     assert second.ledger.evals_remaining == 3
     (tmp_path / "run2" / "ledger.json").write_text((tmp_path / "run" / "ledger.json").read_text())
     third = ResearchEnv(second.task, second.workspace, tmp_path / "run2", second.limits)
@@ -191,10 +203,10 @@ def test_agent_exception_still_runs_the_final_evaluation(env: ResearchEnv) -> No
     assert "model endpoint vanished" in events[0]["error"]
 
 
-def test_disk_limit_is_flagged_once(number_task_dir: Path, tmp_path: Path) -> None:
+def test_disk_limit_is_flagged_once(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> None:
     toml = number_task_dir / "task.toml"
     toml.write_text(toml.read_text().replace("[grader]", '[resources]\ndisk = "64K"\n\n[grader]'))
-    environment = make_env(number_task_dir, tmp_path / "run")
+    environment = make_env(number_task_dir, tmp_path / "run", server)
     try:
         environment.step("write_file", {"path": "big.bin", "content": "x" * 200_000})
         first = environment.step("evaluate")

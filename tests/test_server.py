@@ -1,0 +1,316 @@
+"""The session server and its client, against real `pytest-innovator serve` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pytest_innovator.remote import RemoteWorkspace, ServerUnreachable, connect_remote_workspace
+from pytest_innovator.sessions import SessionError
+from pytest_innovator.task import load_task
+from pytest_innovator.workspace import LocalWorkspace, Workspace, WorkspaceError
+
+from .session_server import ServerProcess, session_server, start_server, stop_server  # noqa: F401
+
+
+@pytest.fixture
+def remote(number_task_dir: Path, tmp_path: Path, session_server: ServerProcess) -> Iterator[RemoteWorkspace]:  # noqa: F811
+    workspace, _ = connect_remote_workspace(load_task(number_task_dir), tmp_path / "run",
+                                            base_url=session_server.url, token=session_server.token)
+    yield workspace
+    workspace.close()
+
+
+def client(server: ServerProcess, token: str | None = None) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token or server.token}"}, timeout=60)
+
+
+def wait_for_file(name: str) -> str:
+    """A command that runs until `name` appears in the workspace (written by the test)."""
+    return f"while [ ! -e {name} ]; do sleep 0.02; done"
+
+
+def test_every_request_needs_the_token(session_server: ServerProcess) -> None:  # noqa: F811
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {session_server.token}"}):
+        for path in ("/v1/health", "/v1/openapi.json", "/v1/workspaces", "/no/such/path"):
+            response = httpx.get(session_server.url + path, headers=headers)
+            assert response.status_code == 401, (headers, path)
+            assert response.json()["error"] == "auth" and response.headers["www-authenticate"] == "Bearer"
+    with client(session_server) as http:
+        assert http.get("/v1/health").json()["ok"] is True
+        assert http.get("/no/such/path").status_code == 404
+
+
+def test_errors_are_those_of_the_in_process_backend(remote: RemoteWorkspace, number_task_dir: Path, tmp_path: Path,
+                                                    session_server: ServerProcess) -> None:  # noqa: F811
+    local, _ = LocalWorkspace.create(load_task(number_task_dir), tmp_path / "local")
+    messages: dict[str, list[str]] = {"local": [], "remote": []}
+    try:
+        for name, workspace in (("local", local), ("remote", remote)):
+            workspace.sessions.create("busy").run(wait_for_file("go"))  # type: ignore[union-attr]
+            calls = mistakes(workspace)
+            for call in calls:
+                with pytest.raises((WorkspaceError, SessionError)) as raised:
+                    call()
+                messages[name].append(f"{type(raised.value).__name__}: {raised.value}".replace(workspace.root, "<root>"))
+            workspace.write_file("go", b"")
+    finally:
+        local.close()
+    assert messages["remote"] == messages["local"]
+    # The statuses that say what kind of mistake it was.
+    with client(session_server) as http:
+        base = f"/v1/workspaces/{remote.workspace_id}"
+        assert http.get(base + "/file", params={"path": "../x"}).status_code == 400
+        assert http.get(base + "/sessions/nope").status_code == 404
+        assert http.get("/v1/workspaces/nope").status_code == 404
+        remote.sessions.get("busy").run(wait_for_file("go2"))
+        assert http.post(base + "/sessions/busy/run", json={"command": "true"}).status_code == 409
+        remote.write_file("go2", b"")
+
+
+def mistakes(workspace: Workspace | RemoteWorkspace) -> list[Callable[[], object]]:
+    """Calls a caller may get wrong, each raising WorkspaceError or SessionError."""
+    return [
+        lambda: workspace.read_file("../../etc/passwd"),
+        lambda: workspace.read_file("/etc/passwd"),
+        lambda: workspace.read_file("data"),
+        lambda: workspace.read_file("missing.txt"),
+        lambda: workspace.list_dir("answer.txt"),
+        lambda: workspace.sessions.get("nope").status(),
+        lambda: workspace.sessions.get("busy").run("true"),
+        lambda: workspace.sessions.create("bad name!"),
+        lambda: workspace.sessions.create("busy"),
+        lambda: workspace.sessions.get("busy").read(10**9),
+    ]
+
+
+class DropFirstResponse(httpx.HTTPTransport):
+    """Delivers every request, but loses the first response of each kind of request given."""
+
+    def __init__(self, paths: set[str]):
+        super().__init__()
+        self.paths = paths
+        self.dropped: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path in self.paths and request.url.path not in self.dropped:
+            response.read()
+            self.dropped.append(request.url.path)
+            raise httpx.ReadError("connection reset while reading the response", request=request)
+        return response
+
+
+def test_a_retried_request_is_not_run_twice(remote: RemoteWorkspace, session_server: ServerProcess) -> None:  # noqa: F811
+    remote.sessions.create("s")
+    run_path = f"/v1/workspaces/{remote.workspace_id}/sessions/s/run"
+    exec_path = f"/v1/workspaces/{remote.workspace_id}/exec"
+    transport = DropFirstResponse({run_path, exec_path})
+    retrying = RemoteWorkspace(session_server.url, session_server.token, remote.workspace_id, transport=transport)
+    result = retrying.sessions.get("s").run("echo ran >> count.txt; cat count.txt", wait=10)
+    once = retrying.exec("echo ran >> once.txt; wc -l < once.txt", timeout=10)
+    assert transport.dropped == [run_path, exec_path]  # both were answered, the answers lost, and sent again
+    assert (result.done, result.exit_code, result.output) == (True, 0, "ran\n")
+    assert remote.read_file("count.txt") == b"ran\n"
+    assert once.output.strip() == "1" and remote.read_file("once.txt") == b"ran\n"
+
+
+def test_request_ids_replay_the_first_answer(remote: RemoteWorkspace, session_server: ServerProcess) -> None:  # noqa: F811
+    remote.sessions.create("s")
+    path = f"/v1/workspaces/{remote.workspace_id}/sessions/s/run"
+    request_id = uuid.uuid4().hex
+    body = {"command": f"{wait_for_file('go')}; echo ran >> count.txt", "wait": 30}
+    answers: list[httpx.Response] = []
+    with client(session_server) as http:
+        first = threading.Thread(target=lambda: answers.append(http.post(path, json=body, headers={"X-Request-Id": request_id})))
+        first.start()
+        while not remote.sessions.get("s").status().busy:
+            time.sleep(0.01)
+        # A retry while the first attempt still runs waits for it instead of starting the command again.
+        retry = threading.Thread(target=lambda: answers.append(http.post(path, json=body, headers={"X-Request-Id": request_id})))
+        retry.start()
+        remote.write_file("go", b"")
+        first.join(30)
+        retry.join(30)
+        late = http.post(path, json=body, headers={"X-Request-Id": request_id})
+        other = http.post(path.replace("/run", "/wait"), json={"timeout": 0}, headers={"X-Request-Id": request_id})
+    assert [a.status_code for a in answers] == [200, 200] and answers[0].json() == answers[1].json() == late.json()
+    assert answers[0].json()["command_id"] == 1 and answers[0].json()["done"]
+    assert remote.read_file("count.txt") == b"ran\n"
+    assert other.status_code == 409 and "another request" in other.json()["detail"]
+
+
+def test_long_waits_do_not_hold_up_other_requests(remote: RemoteWorkspace, session_server: ServerProcess) -> None:  # noqa: F811
+    """More waiting requests than anyio's default 40 worker threads, and the server still answers."""
+    remote.sessions.create("s").run(wait_for_file("go"))
+    path = f"/v1/workspaces/{remote.workspace_id}"
+    finished: list[bool] = []
+    with client(session_server) as http:
+        waiters = [threading.Thread(target=lambda: finished.append(
+            http.post(path + "/watch", json={"timeout": 60}).json()["finished"])) for _ in range(60)]
+        for waiter in waiters:
+            waiter.start()
+        for _ in range(20):
+            assert http.get(path + "/sessions").json()[0]["busy"] is True
+            assert http.get("/v1/health").status_code == 200
+        assert any(waiter.is_alive() for waiter in waiters)
+        remote.write_file("go", b"")
+        for waiter in waiters:
+            waiter.join(60)
+    assert finished == [True] * 60
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _member(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, len(data) if kind == tarfile.REGTYPE else 0, link
+    return info, data
+
+
+@pytest.mark.parametrize(
+    ("archive", "detail"),
+    [
+        pytest.param(b"not a tar archive at all", "not a valid tar archive", id="garbage"),
+        pytest.param(_tar(_member("../escaped.txt")), "may not be extracted here", id="dotdot"),
+        pytest.param(_tar(_member("link", kind=tarfile.SYMTYPE, link="/etc/passwd")), "may not be extracted here",
+                     id="absolute-symlink"),
+        pytest.param(_tar(_member("link", kind=tarfile.SYMTYPE, link="../../..")), "may not be extracted here",
+                     id="symlink-out"),
+    ],
+)
+def test_bad_archives_are_refused(remote: RemoteWorkspace, session_server: ServerProcess, archive: bytes,  # noqa: F811
+                                  detail: str) -> None:
+    with client(session_server) as http:
+        response = http.put(f"/v1/workspaces/{remote.workspace_id}/archive", params={"path": "sub"}, content=archive)
+        assert response.status_code == 400 and detail in response.json()["detail"]
+        root = session_server.root / remote.workspace_id
+        assert not (root / "workspace" / "escaped.txt").exists() and not (root / "escaped.txt").exists()
+        # An absolute name is put below the destination, not at its absolute path.
+        placed = http.put(f"/v1/workspaces/{remote.workspace_id}/archive", params={"path": "sub"},
+                          content=_tar(_member("/tmp/absolute.txt")))
+    assert placed.status_code == 200 and remote.read_file("sub/tmp/absolute.txt") == b"x"
+
+
+def test_outputs_come_back_without_symlinks(remote: RemoteWorkspace, tmp_path: Path) -> None:
+    remote.exec("mkdir -p out/deep && echo a > out/a.txt && echo b > out/deep/b.txt && ln -s /etc/passwd out/link", 10)
+    assert remote.copy_out("out", tmp_path / "copy")
+    assert sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*")) == ["a.txt", "deep", "deep/b.txt"]
+    assert remote.copy_out("out/a.txt", tmp_path / "single.txt") and (tmp_path / "single.txt").read_text() == "a\n"
+    assert not remote.copy_out("missing", tmp_path / "missing")
+    assert not remote.copy_out("../../etc", tmp_path / "etc")
+
+
+def test_expose_puts_a_copy_outside_the_workspace(remote: RemoteWorkspace, tmp_path: Path) -> None:
+    (tmp_path / "solution").mkdir()
+    (tmp_path / "solution" / "answer.txt").write_text("0.9\n")
+    exposed = remote.expose(tmp_path / "solution")
+    assert not exposed.startswith(remote.root)
+    assert remote.exec(f"cat {exposed}/answer.txt", 10).output == "0.9\n"
+
+
+def test_close_keeps_the_logs_and_removes_the_remote_copy(number_task_dir: Path, tmp_path: Path,
+                                                           session_server: ServerProcess) -> None:  # noqa: F811
+    workspace, report = connect_remote_workspace(load_task(number_task_dir), tmp_path / "run",
+                                                 base_url=session_server.url, token=session_server.token)
+    assert report.files == 2 and remote_dir_exists(session_server, workspace.workspace_id)
+    workspace.sessions.create("s").run("echo logged", wait=10)
+    workspace.close()
+    workspace.close()
+    assert (tmp_path / "run" / "sessions" / "s.log").read_text() == "logged\n"
+    assert not remote_dir_exists(session_server, workspace.workspace_id)
+
+
+def remote_dir_exists(server: ServerProcess, workspace_id: str) -> bool:
+    return (server.root / workspace_id).exists()
+
+
+def test_an_unreachable_server_is_a_connection_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ServerUnreachable, match="did not answer") as raised:
+        RemoteWorkspace(f"http://127.0.0.1:{port}", "token", retries=1)
+    assert isinstance(raised.value, ConnectionError)
+
+
+def test_served_directory_read_only_files_and_no_provisioning(tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    (served / "data").mkdir(parents=True)
+    (served / "data" / "facts.txt").write_text("fact\n")
+    server = start_server(tmp_path / "server", "--workspace", str(served), "--read-only", "data/facts.txt", create=False)
+    try:
+        workspace = RemoteWorkspace(server.url, server.token)
+        assert workspace.root == str(served.resolve()) and workspace.list_dir("data")[0].path == "data/facts.txt"
+        with pytest.raises(WorkspaceError, match="read-only"):
+            workspace.write_file("data/facts.txt", b"changed")
+        with client(server) as http:
+            created = http.post("/v1/workspaces", json={})
+            removed = http.delete("/v1/workspaces/main")
+        assert created.status_code == 409 and "--root" in created.json()["detail"]
+        assert removed.status_code == 409 and "stop the server" in removed.json()["detail"]
+        workspace.close()
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_nothing_survives_the_server(tmp_path: Path, number_task_dir: Path, stop_signal: int) -> None:
+    server = start_server(tmp_path / "server")
+    marker = uuid.uuid4().hex[:12]
+    try:
+        workspace, _ = connect_remote_workspace(load_task(number_task_dir), tmp_path / "run", base_url=server.url,
+                                                token=server.token)
+        sleeper = f"python3 -c 'import time; time.sleep(600)' {marker}"
+        workspace.sessions.create("s").run(f"{sleeper} & setsid {sleeper} &", wait=5)
+        deadline = time.monotonic() + 10
+        while len(processes_with(marker)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # setsid forks, and its parent lingers for a moment
+        assert len(processes_with(marker)) == 2
+        os.kill(server.process.pid, stop_signal)
+        server.process.wait(15)
+        deadline = time.monotonic() + 15
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == []
+    finally:
+        stop_server(server)
+
+
+def processes_with(marker: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command_line = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.name.isdigit() and marker.encode() in command_line and b"sleep" in command_line:
+            found.append(entry.name)
+    return found
+
+
+def test_serve_says_what_it_needs(tmp_path: Path) -> None:
+    from pytest_innovator.cli import main
+
+    assert main(["serve"]) == 2
+    assert main(["serve", "--workspace", str(tmp_path / "missing")]) == 2
+    (tmp_path / "token").write_text("short\n")
+    with pytest.raises(SystemExit, match="shorter than 16 characters"):
+        main(["serve", "--root", str(tmp_path / "root"), "--token-file", str(tmp_path / "token")])
