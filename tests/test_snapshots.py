@@ -1,4 +1,5 @@
-"""Snapshots on real files and processes: sharing, exact restores, crashes, live writers, pruning."""
+"""Snapshots on real files and processes: sharing, exact restores, crashes, live writers,
+pruning."""
 
 from __future__ import annotations
 
@@ -208,6 +209,29 @@ def test_every_snapshot_restores_exactly_what_it_saw(
             assert tree_state(restored(store, name, scratch)) == seen[name]
 
 
+def test_unusual_names_and_kinds_survive_a_restore(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "line\nbreak.txt").write_bytes(b"1")
+    (workspace / 'ü ñ, "quoted".txt').write_bytes(b"2")
+    raw_directory = os.fsencode(workspace) + b"/not-utf8-\xff"
+    os.mkdir(raw_directory)
+    Path(os.fsdecode(raw_directory + b"/inside")).write_bytes(b"3")
+    os.symlink("/nowhere/at/all", workspace / "dangling")
+    os.mkfifo(workspace / "pipe")
+    store = SnapshotStore(tmp_path / "snapshots", durable=False)
+    info = store.take(workspace, {}, step=0)
+
+    assert {"path": "pipe", "kind": "other"}.items() <= next(
+        entry for entry in store.manifest(info.name) if entry["path"] == "pipe"
+    ).items()
+    # The expected tree: the workspace without the fifo (not recreated), its directory time kept.
+    root_mtime_ns = os.lstat(workspace).st_mtime_ns
+    os.unlink(workspace / "pipe")
+    os.utime(workspace, ns=(root_mtime_ns, root_mtime_ns))
+    assert tree_state(restored(store, info.name, tmp_path)) == tree_state(workspace)
+
+
 def test_a_restored_workspace_can_be_written_without_touching_the_store(tmp_path: Path) -> None:
     workspace = tmp_path / "workspace"
     names = write_files(workspace, 6, 10_000)
@@ -311,14 +335,20 @@ def wait_for_line(child: subprocess.Popen[str], wanted: str) -> None:
 
 
 def check_store_after_crash(store: SnapshotStore, expected: dict[str, Any], scratch: Path) -> None:
-    """Every listed snapshot restores to what it saw; nothing half-built is left; orphaned
-    objects go at the next prune; a new snapshot works."""
+    """Every listed snapshot restores to what it saw; nothing half-built is left."""
     listed = [info.name for info in store.list()]
     assert listed and set(listed) <= set(expected)
     assert not any(child.name.startswith(".") and child.is_dir() for child in store.root.iterdir())
     for name in listed:
         assert tree_state(restored(store, name, scratch)) == expected[name]
-    store.prune(keep_last=len(listed))
+
+
+def check_next_snapshot_and_prune(store: SnapshotStore, workspace: Path, scratch: Path) -> None:
+    """A new snapshot works, and the prune that removes the older ones also deletes the objects
+    the killed snapshots left behind."""
+    latest = store.take(workspace, {"after": "crash"}, step=99)
+    assert tree_state(restored(store, latest.name, scratch)) == tree_state(workspace)
+    assert store.prune(keep_last=1)
     assert set(object_files(store)) == referenced_objects(store)
 
 
@@ -345,8 +375,7 @@ def test_a_snapshot_killed_halfway_leaves_the_previous_one_usable(
     )
     assert [info.name for info in store.list()] == [first.name]
     check_store_after_crash(store, expected, tmp_path)
-    second = store.take(workspace, {"n": 2}, step=2)
-    assert tree_state(restored(store, second.name, tmp_path)) == tree_state(workspace)
+    check_next_snapshot_and_prune(store, workspace, tmp_path)
 
 
 @pytest.mark.slow
@@ -374,6 +403,7 @@ def test_snapshots_killed_at_random_moments_never_leave_a_broken_one(tmp_path: P
         if listed[-1] not in expected:  # the child finished before the kill
             expected[listed[-1]] = state
         check_store_after_crash(store, expected, tmp_path)
+    check_next_snapshot_and_prune(store, workspace, tmp_path)
 
 
 def test_two_processes_snapshotting_at_once_both_succeed(tmp_path: Path) -> None:
@@ -522,6 +552,67 @@ def test_a_file_that_never_stops_changing_keeps_its_previous_version(
     )
 
 
+CHILD_SNAPSHOTS_AND_PRINTS_INFO = textwrap.dedent(
+    """
+    import dataclasses, json, sys
+    from pathlib import Path
+    from pytest_innovator.snapshots import SnapshotStore
+    info = SnapshotStore(Path(sys.argv[1]), durable=False).take(Path(sys.argv[2]), {}, step=1)
+    print(json.dumps(dataclasses.asdict(info)))
+    """
+)
+
+
+def without_root_file_access() -> list[str]:
+    """A command prefix under which file modes apply: root without its override capabilities."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is missing: modes cannot bind")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_what_the_snapshot_may_not_read_is_reported_not_fatal(tmp_path: Path) -> None:
+    """A run can chmod 000 its own files; the snapshot then keeps what it had, and says so."""
+    workspace, store_dir = tmp_path / "workspace", tmp_path / "snapshots"
+    write_files(workspace, 3, 100)
+    (workspace / "secret.txt").write_text("version 1")
+    (workspace / "locked").mkdir()
+    (workspace / "locked" / "inside.txt").write_text("x")
+
+    def take_without_file_access() -> dict[str, Any]:
+        child = subprocess.run(
+            [
+                *without_root_file_access(),
+                sys.executable,
+                "-c",
+                CHILD_SNAPSHOTS_AND_PRINTS_INFO,
+                str(store_dir),
+                str(workspace),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        info: dict[str, Any] = json.loads(child.stdout)
+        return info
+
+    assert take_without_file_access()["changing"] == []
+    (workspace / "secret.txt").write_text("version 2")
+    os.chmod(workspace / "secret.txt", 0)
+    os.chmod(workspace / "locked", 0)
+    try:
+        second = take_without_file_access()
+    finally:
+        os.chmod(workspace / "locked", 0o755)
+
+    assert sorted(second["changing"]) == ["locked", "secret.txt"]
+    dest = restored(SnapshotStore(store_dir), second["name"], tmp_path)
+    assert (dest / "secret.txt").read_text() == "version 1"
+    assert (dest / "locked").is_dir() and not any((dest / "locked").iterdir())
+
+
 # ---------------------------------------------------------------------------------------------
 # Pruning
 
@@ -548,7 +639,8 @@ def test_prune_keeps_the_latest_and_frees_unreferenced_objects(tmp_path: Path) -
         assert tree_state(restored(store, name, tmp_path)) == states[name]
         assert store.load_state(name) == {"step": (names.index(name) + 1)}
     assert store.prune(keep_last=1) == [names[2], names[5]]
-    assert store.latest() is not None and store.latest().name == names[6]  # type: ignore[union-attr]
+    latest = store.latest()
+    assert latest is not None and latest.name == names[6]
     with pytest.raises(ValueError, match="keep_last=0"):
         store.prune(keep_last=0)
 
