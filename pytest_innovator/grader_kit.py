@@ -16,7 +16,11 @@ and code that does not know the nonce cannot forge one. Exit 0 for a valid or an
 submission; a non-zero exit or a timeout is a grader failure.
 
 Graders that execute the agent's code use `run_untrusted`, which runs it in its own process
-group with a clean environment (no nonce) and a timeout, and captures its output.
+group with a clean environment (no nonce), a timeout and optionally a CPU-time limit, and captures
+its output. Where bubblewrap works (see `isolation_available`) the code also runs in a sandbox
+that shows it only the system, the Python installation and its own work directory: not the
+grader's files, its scratch directory, its process or the network. The grader may be sandboxed
+itself; bwrap nests.
 """
 
 from __future__ import annotations
@@ -31,7 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_innovator.sandbox import Sandbox, bwrap_path
+
 PROTOCOL = 1
+
+# Sets the CPU-time limit, then execs the program. argv: cpu_seconds program args...
+CPU_LIMIT = """
+import os, resource, sys
+seconds = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 5))
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 def result_frame(nonce: str) -> tuple[str, str]:
@@ -82,6 +96,11 @@ def invalid(request: GradeRequest, message: str) -> None:
     report(request, valid=False, message=message)
 
 
+def isolation_available() -> bool:
+    """Whether run_untrusted can sandbox the agent's code here (bubblewrap installed and usable)."""
+    return bwrap_path() is not None
+
+
 def run_untrusted(
     argv: list[str],
     *,
@@ -89,15 +108,24 @@ def run_untrusted(
     timeout: float,
     input: str | None = None,
     env: dict[str, str] | None = None,
+    cpu_seconds: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the agent's code: own process group, clean environment, killed whole on timeout.
+    """Run the agent's code in cwd, sandboxed where possible, killed whole on timeout.
 
-    Raises subprocess.TimeoutExpired after killing the group.
+    cwd is the only writable (and the only task-specific readable) directory inside the sandbox;
+    put everything the code needs there. Past cpu_seconds of CPU time the program is killed
+    (see killed_by_limits). Raises subprocess.TimeoutExpired after killing the group.
     """
     clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(cwd)}
     clean_env.update(env or {})
+    command = list(argv)
+    if cpu_seconds is not None:
+        command = [sys.executable, "-I", "-c", CPU_LIMIT, str(cpu_seconds), *command]
+    if isolation_available():
+        cwd = Path(cwd).resolve()
+        command = Sandbox(writable=[cwd], chdir=cwd).argv(command)
     proc = subprocess.Popen(
-        argv,
+        command,
         cwd=cwd,
         env=clean_env,
         stdin=subprocess.PIPE,
@@ -118,3 +146,10 @@ def run_untrusted(
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def killed_by_limits(proc: subprocess.CompletedProcess[str]) -> bool:
+    """Whether run_untrusted's program was killed for its CPU time (SIGXCPU, then SIGKILL) or memory."""
+    # bwrap's init passes the child's death by a signal on as exit status 128 + signal.
+    codes = {signal.SIGXCPU, signal.SIGKILL}
+    return -proc.returncode in codes or proc.returncode - 128 in codes

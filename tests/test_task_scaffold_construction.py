@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_innovator.grader_kit import isolation_available
 from pytest_innovator.grading import parse_result
 from pytest_innovator.task import Task, load_task
 
@@ -245,7 +246,7 @@ def test_forged_result_frames_do_not_count(task: Task, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    os.geteuid() != 0, reason="the grader isolates the scaffold's files only when it can drop root"
+    not isolation_available(), reason="the grader sandboxes the scaffold only where bubblewrap works"
 )
 def test_grader_files_are_out_of_the_scaffolds_reach(task: Task, tmp_path: Path) -> None:
     scratch = tmp_path / "stealing" / "scratch"
@@ -264,7 +265,7 @@ def test_grader_files_are_out_of_the_scaffolds_reach(task: Task, tmp_path: Path)
 
     baseline = grade_workspace(task, tmp_path / "baseline", apply_solution=False)
     stealing = grade(task, source, tmp_path / "stealing")
-    assert stealing["metrics"]["unprivileged"] == 1.0
+    assert stealing["metrics"]["isolated"] == 1.0
     assert stealing["metric"] == baseline["metric"]
 
 

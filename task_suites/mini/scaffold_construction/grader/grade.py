@@ -1,9 +1,9 @@
 """Grades a scaffold.py: runs it on the hidden test questions against the hidden test model.
 
 The scaffold runs in its own process (runner.py, started through grader_kit.run_untrusted) in an
-empty directory holding only runner.py and a copy of scaffold.py, with a clean environment, and
-as the unprivileged user `nobody` when the grader runs as root. It reaches the model only through
-a Unix socket served here: this process sends the questions one at a time, answers the prompts
+empty directory holding only runner.py and a copy of scaffold.py, with a clean environment, in
+a sandbox that shows it nothing of the grader's (where bubblewrap works). It reaches the model
+only through a Unix socket served here: this process sends the questions one at a time, answers the prompts
 with the test model, enforces the per-question call budget and records the answers. The test
 world, the answers, the model key and the nonce never leave this process.
 
@@ -19,8 +19,6 @@ Outcomes:
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -32,18 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from noisy_model import NoisyModel, World, load_questions, normalise
-from pytest_innovator.grader_kit import GradeRequest, invalid, read_request, report, run_untrusted
+
+from pytest_innovator.grader_kit import (
+    GradeRequest,
+    invalid,
+    isolation_available,
+    read_request,
+    report,
+    run_untrusted,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 CALL_BUDGET = 8
 SCAFFOLD_TIMEOUT = 30.0  # seconds for the whole test set
 MAX_MESSAGE_CHARS = 16_000
-# Run as root, this re-launches the scaffold's interpreter as an unprivileged user.
-DROP_PRIVILEGES = (
-    "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
-    "os.execv(sys.argv[3], sys.argv[3:])"
-)
 
 
 @dataclass
@@ -149,39 +150,10 @@ class ModelServer:
         self._send(stream, {"type": "done"})
 
 
-def _unprivileged_launcher(workdir: Path) -> tuple[list[str], int, int] | None:
-    """(argv prefix that runs a Python as `nobody`, its uid, its gid), or None when that is
-    impossible: not root, no such user, or no interpreter that user may run."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        return None
-    for interpreter in dict.fromkeys(
-        [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]
-    ):
-        if not os.path.exists(interpreter):
-            continue
-        prefix = [
-            sys.executable,
-            "-I",
-            "-c",
-            DROP_PRIVILEGES,
-            str(nobody.pw_uid),
-            str(nobody.pw_gid),
-            interpreter,
-        ]
-        probe = run_untrusted(prefix + ["-I", "-c", "import json, socket"], cwd=workdir, timeout=10)
-        if probe.returncode == 0:
-            return prefix, nobody.pw_uid, nobody.pw_gid
-    return None
-
-
 def run_scaffold(
     scaffold_path: Path, questions: list[str], model: NoisyModel
 ) -> tuple[Session, bool, bool]:
-    """(session, timed out, ran unprivileged)."""
+    """(session, timed out, ran sandboxed)."""
     workdir = Path(tempfile.mkdtemp(prefix="scaffold-run-"))
     try:
         shutil.copyfile(HERE / "runner.py", workdir / "runner.py")
@@ -190,22 +162,12 @@ def run_scaffold(
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(socket_path))
         listener.listen(1)
-        launcher = _unprivileged_launcher(workdir)
-        if launcher is None:
-            argv = [sys.executable, "-I", "runner.py"]
-        else:
-            prefix, uid, gid = launcher
-            for path in (workdir, workdir / "runner.py", workdir / "scaffold.py", socket_path):
-                os.chown(path, uid, gid)
-            argv = prefix + ["-I", "runner.py"]
         server = ModelServer(listener, questions, model)
         thread = threading.Thread(target=server.serve, daemon=True)
         thread.start()
         try:
-            # A path relative to the working directory still works when an ancestor of it is
-            # closed to the unprivileged user.
             run_untrusted(
-                argv,
+                [sys.executable, "-I", "runner.py"],
                 cwd=workdir,
                 timeout=SCAFFOLD_TIMEOUT,
                 env={"SCAFFOLD_SOCKET": socket_path.name},
@@ -215,7 +177,7 @@ def run_scaffold(
             timed_out = True
         server.close()
         thread.join(5)
-        return server.session, timed_out, launcher is not None
+        return server.session, timed_out, isolation_available()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -234,7 +196,7 @@ def grade(request: GradeRequest) -> None:
     model = NoisyModel(
         world, (DATA / "model_key.txt").read_text(encoding="utf-8").strip(), seed=request.seed
     )
-    session, timed_out, unprivileged = run_scaffold(
+    session, timed_out, isolated = run_scaffold(
         scaffold_path, [str(q["question"]) for q in questions], model
     )
 
@@ -272,7 +234,7 @@ def grade(request: GradeRequest) -> None:
         "answered": answered,
         "solve_errors": session.errors,
         "calls_per_question": session.calls / answered,
-        "unprivileged": 1.0 if unprivileged else 0.0,
+        "isolated": 1.0 if isolated else 0.0,
     }
     notes = [
         f"accuracy {accuracy:.3f} ({correct}/{len(questions)} questions)",
