@@ -153,3 +153,35 @@ def killed_by_limits(proc: subprocess.CompletedProcess[str]) -> bool:
     # bwrap's init passes the child's death by a signal on as exit status 128 + signal.
     codes = {signal.SIGXCPU, signal.SIGKILL}
     return -proc.returncode in codes or proc.returncode - 128 in codes
+
+
+def program_failure(
+    argv: list[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    cpu_seconds: int,
+    activity: str,
+    failed: str,
+    rerun_hint: str,
+) -> str | None:
+    """Run a program that executes the agent's code (run_untrusted); None if it exited 0, else why.
+
+    The reason carries the end of the program's error output only when it ran sandboxed:
+    unsandboxed, it could have read the grader's files, so none of its text is passed back and
+    `rerun_hint` tells the agent how to see the error itself. `activity` names what the program
+    does ("training"), `failed` starts the message for a non-zero exit ("train.py failed ...").
+    """
+    try:
+        proc = run_untrusted(argv, cwd=cwd, timeout=timeout, cpu_seconds=cpu_seconds)
+    except subprocess.TimeoutExpired:
+        return f"{activity} did not finish within {timeout:g} seconds of wall-clock time"
+    if killed_by_limits(proc):
+        limit = f"more than {cpu_seconds} seconds of CPU time (or too much memory)"
+        return f"{activity} was stopped: it used {limit}"
+    if proc.returncode == 0:
+        return None
+    failure = f"{failed} (exit status {proc.returncode})"
+    if isolation_available():
+        return f"{failure}:\n{proc.stderr[-1500:]}"
+    return f"{failure}; {rerun_hint}"

@@ -20,7 +20,6 @@ Outcomes:
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,10 +33,9 @@ from pytest_innovator.grader_kit import (
     GradeRequest,
     invalid,
     isolation_available,
-    killed_by_limits,
+    program_failure,
     read_request,
     report,
-    run_untrusted,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -71,8 +69,8 @@ def load_weights(path: Path) -> Classifier | str:
     return model.eval()
 
 
-def train_in_isolation(loss_path: Path, seed: int) -> tuple[list[Classifier] | str, bool]:
-    """(trained models or why training failed, whether training ran sandboxed)."""
+def train_sandboxed(loss_path: Path, seed: int) -> list[Classifier] | str:
+    """The trained models, or why training failed."""
     workdir = Path(tempfile.mkdtemp(prefix="loss-design-"))
     try:
         for name in ("train.py", "model.py"):
@@ -83,35 +81,24 @@ def train_in_isolation(loss_path: Path, seed: int) -> tuple[list[Classifier] | s
             inputs, labels = data.training_set(world)
             np.savez(workdir / f"train_{index}.npz", inputs=inputs, labels=labels)
             args += ["--train", f"train_{index}.npz", "--out", f"model_{index}.pt"]
-        isolated = isolation_available()
-        try:
-            proc = run_untrusted(
-                [sys.executable, "-E", "-s", *args],
-                cwd=workdir,
-                timeout=TRAIN_TIMEOUT,
-                cpu_seconds=TRAIN_CPU_SECONDS,
-            )
-        except subprocess.TimeoutExpired:
-            return (
-                f"training did not finish within {TRAIN_TIMEOUT:g} seconds of wall-clock time",
-                False,
-            )
-        if killed_by_limits(proc):
-            limit = f"more than {TRAIN_CPU_SECONDS} seconds of CPU time (or too much memory)"
-            return f"training was stopped: it used {limit}", isolated
-        if proc.returncode != 0:
-            failure = f"train.py failed with your loss.py (exit status {proc.returncode})"
-            # Not isolated, the trainer could have read the grader's files: pass back no text of it.
-            if isolated:
-                return f"{failure}:\n{proc.stderr[-1500:]}", isolated
-            return f"{failure}; python3 evaluate_dev.py shows the error", isolated
+        failure = program_failure(
+            [sys.executable, "-E", "-s", *args],
+            cwd=workdir,
+            timeout=TRAIN_TIMEOUT,
+            cpu_seconds=TRAIN_CPU_SECONDS,
+            activity="training",
+            failed="train.py failed with your loss.py",
+            rerun_hint="python3 evaluate_dev.py shows the error",
+        )
+        if failure is not None:
+            return failure
         models = []
         for index in range(len(HIDDEN_WORLD_SEEDS)):
             model = load_weights(workdir / f"model_{index}.pt")
             if isinstance(model, str):
-                return model, isolated
+                return model
             models.append(model)
-        return models, isolated
+        return models
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -125,7 +112,7 @@ def grade(request: GradeRequest) -> None:
         return
     torch.set_num_threads(1)
     # Every world gets its own initialisation: train.py adds the run index to the seed.
-    trained, isolated = train_in_isolation(loss_path, seed=100 * request.seed)
+    trained = train_sandboxed(loss_path, seed=100 * request.seed)
     if isinstance(trained, str):
         invalid(request, trained)
         return
@@ -140,7 +127,7 @@ def grade(request: GradeRequest) -> None:
         f"{group}_shot_recall": float(recall[:, list(classes)].mean())
         for group, classes in CLASS_GROUPS.items()
     }
-    metrics["isolated"] = 1.0 if isolated else 0.0
+    metrics["isolated"] = 1.0 if isolation_available() else 0.0
     groups = ", ".join(f"{g} {metrics[f'{g}_shot_recall']:.3f}" for g in CLASS_GROUPS)
     report(
         request,

@@ -22,7 +22,6 @@ Outcomes:
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,10 +35,9 @@ from pytest_innovator.grader_kit import (
     GradeRequest,
     invalid,
     isolation_available,
-    killed_by_limits,
+    program_failure,
     read_request,
     report,
-    run_untrusted,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -65,10 +63,8 @@ def load_weights(path: Path) -> Policy | str:
     return policy.eval()
 
 
-def train_in_isolation(
-    reward_path: Path, mazes: list[env.Maze], seed: int
-) -> tuple[list[Policy] | str, bool]:
-    """(trained policies or why training failed, whether training ran sandboxed)."""
+def train_sandboxed(reward_path: Path, mazes: list[env.Maze], seed: int) -> list[Policy] | str:
+    """The trained policies, or why training failed."""
     workdir = Path(tempfile.mkdtemp(prefix="reward-design-"))
     try:
         for name in ("train.py", "env.py", "policy.py"):
@@ -78,35 +74,24 @@ def train_in_isolation(
         for index, maze in enumerate(mazes):
             env.save_maze(maze, workdir / f"maze_{index}.npz")
             args += ["--maze-file", f"maze_{index}.npz", "--out", f"policy_{index}.pt"]
-        isolated = isolation_available()
-        try:
-            proc = run_untrusted(
-                [sys.executable, "-E", "-s", *args],
-                cwd=workdir,
-                timeout=TRAIN_TIMEOUT,
-                cpu_seconds=TRAIN_CPU_SECONDS,
-            )
-        except subprocess.TimeoutExpired:
-            return (
-                f"training did not finish within {TRAIN_TIMEOUT:g} seconds of wall-clock time",
-                False,
-            )
-        if killed_by_limits(proc):
-            limit = f"more than {TRAIN_CPU_SECONDS} seconds of CPU time (or too much memory)"
-            return f"training was stopped: it used {limit}", isolated
-        if proc.returncode != 0:
-            failure = f"train.py failed with your reward.py (exit status {proc.returncode})"
-            # Not isolated, the trainer could have read the grader's files: pass back no text of it.
-            if isolated:
-                return f"{failure}:\n{proc.stderr[-1500:]}", isolated
-            return f"{failure}; python3 evaluate_dev.py shows the error", isolated
+        failure = program_failure(
+            [sys.executable, "-E", "-s", *args],
+            cwd=workdir,
+            timeout=TRAIN_TIMEOUT,
+            cpu_seconds=TRAIN_CPU_SECONDS,
+            activity="training",
+            failed="train.py failed with your reward.py",
+            rerun_hint="python3 evaluate_dev.py shows the error",
+        )
+        if failure is not None:
+            return failure
         policies = []
         for index in range(len(mazes)):
             policy = load_weights(workdir / f"policy_{index}.pt")
             if isinstance(policy, str):
-                return policy, isolated
+                return policy
             policies.append(policy)
-        return policies, isolated
+        return policies
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -122,7 +107,7 @@ def grade(request: GradeRequest) -> None:
     torch.set_num_threads(1)
     mazes = [env.make_maze(seed) for seed in HIDDEN_MAZE_SEEDS]
     # Every maze gets its own initialisation: train.py adds the run index to the seed.
-    trained, isolated = train_in_isolation(reward_path, mazes, seed=100 * request.seed)
+    trained = train_sandboxed(reward_path, mazes, seed=100 * request.seed)
     if isinstance(trained, str):
         invalid(request, trained)
         return
@@ -134,7 +119,7 @@ def grade(request: GradeRequest) -> None:
         by_maze.append(float(success(policy, maze, *starts).mean()))
     metric = float(np.mean(by_maze))
     metrics = {f"maze_{i}": rate for i, rate in enumerate(by_maze)}
-    metrics["isolated"] = 1.0 if isolated else 0.0
+    metrics["isolated"] = 1.0 if isolation_available() else 0.0
     solved = sum(rate >= 0.9 for rate in by_maze)
     report(
         request,
