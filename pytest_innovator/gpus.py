@@ -92,6 +92,28 @@ def _nvml_device_indices() -> list[str]:
     return [str(index) for index in range(device_count)]
 
 
+# Driver-wide nodes every CUDA process opens, beside its devices' /dev/nvidiaN.
+NVIDIA_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps")
+
+
+def gpu_device_nodes(devices: Sequence[str], dev: Path = Path("/dev")) -> list[Path]:
+    """The device nodes a sandbox needs so that its commands can use the leased GPUs.
+
+    A device given by index N gets /dev/nvidiaN: NVIDIA numbers these nodes by the driver's minor
+    number, which equals the index on ordinary hosts (not guaranteed; `nvidia-smi -q | grep Minor`
+    shows it). A lease by UUID cannot be mapped without NVML, so it gets every /dev/nvidiaN and
+    CUDA_VISIBLE_DEVICES alone keeps the command on its devices. No devices, no nodes.
+    """
+    if not devices:
+        return []
+    nodes = [dev / name for name in NVIDIA_CONTROL_NODES]
+    if all(d.isdigit() for d in devices):
+        nodes += [dev / f"nvidia{int(d)}" for d in devices]
+    else:
+        nodes += sorted(p for p in dev.glob("nvidia[0-9]*") if p.name[len("nvidia"):].isdigit())
+    return [node for node in nodes if node.exists()]
+
+
 @dataclass(frozen=True)
 class GpuLease:
     devices: tuple[str, ...]

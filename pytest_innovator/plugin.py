@@ -277,7 +277,10 @@ def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
         ws, _ = connect_remote_workspace(innovator_task, innovator_run_dir, env, base_url=settings.remote_url,
                                          token=token, grader_hidden=hidden_paths(innovator_task, settings))
     else:
-        ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden)
+        from .gpus import gpu_device_nodes
+
+        ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden,
+                                      devices=gpu_device_nodes(gpu_lease.devices))
     try:
         yield ws
     finally:

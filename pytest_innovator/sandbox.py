@@ -91,6 +91,7 @@ class Sandbox:
     chdir: Path | None = None
     extra_readonly: list[Path] = field(default_factory=list)  # added later, e.g. the oracle's solution
     readonly_inside: Sequence[Path] = ()  # bound read-only over paths inside the writable ones
+    devices: Sequence[Path] = ()  # host device nodes to pass through, e.g. the leased GPUs'
 
     def argv(self, command: Sequence[str]) -> list[str]:
         bwrap = bwrap_path()
@@ -112,6 +113,8 @@ class Sandbox:
             args += ["--bind", str(path), str(path)]
         for path in self.readonly_inside:
             args += ["--ro-bind", str(path), str(path)]
+        for node in self.devices:  # last: a later bind of a directory above it would hide it
+            args += ["--dev-bind", str(node), str(node)]
         if self.chdir is not None:
             args += ["--chdir", str(self.chdir)]
         return [*args, "--", *command]

@@ -106,8 +106,10 @@ class LocalWorkspace:
 
     @classmethod
     def create(cls, task: Task, run_dir: Path, env: dict[str, str] | None = None, *,
-               hidden: Sequence[Path] = ()) -> tuple[LocalWorkspace, ProvisionReport]:
-        """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed."""
+               hidden: Sequence[Path] = (), devices: Sequence[Path] = ()) -> tuple[LocalWorkspace, ProvisionReport]:
+        """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed.
+
+        `devices` are the device nodes (the leased GPUs') the sandbox passes through."""
         host_root = run_dir / "workspace"
         # A hard link shares the task's own file, so read-only files are linked only in a sandbox,
         # which mounts each of them read-only; the local backend copies (or reflinks) them.
@@ -122,7 +124,7 @@ class LocalWorkspace:
         if hidden:
             sandbox = Sandbox(writable=[host_root], readonly=[log_dir], hidden=list(hidden),
                               network=task.spec.network, chdir=host_root,
-                              readonly_inside=[host_root / p for p in report.linked_paths])
+                              readonly_inside=[host_root / p for p in report.linked_paths], devices=devices)
         sessions = SessionManager(host_root, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
         workspace = cls(host_root, sessions, command_env, sandbox)
         workspace.linked = frozenset((host_root / p).resolve() for p in report.linked_paths)

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from pytest_innovator.gpus import LEASE_LOG_NAME, GpuLease, GpuLeaser, detect_gpus
+from pytest_innovator.gpus import (
+    LEASE_LOG_NAME,
+    GpuLease,
+    GpuLeaser,
+    detect_gpus,
+    gpu_device_nodes,
+)
+from pytest_innovator.sandbox import Sandbox, bwrap_path
 
 
 def read_lease_log(lock_dir: Path) -> list[dict[str, Any]]:
@@ -343,3 +351,46 @@ def test_detect_gpus_asks_nvml_only_when_called(
     assert imported_at_module_import is False
     assert detected == devices
     assert marker.exists()
+
+
+def make_fake_dev(tmp_path: Path, names: list[str]) -> Path:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in names:
+        (dev / name).touch()
+    return dev
+
+
+def test_gpu_device_nodes_by_index_are_the_leased_ones_and_the_control_nodes(
+    tmp_path: Path,
+) -> None:
+    dev = make_fake_dev(
+        tmp_path, ["nvidiactl", "nvidia-uvm", "nvidia0", "nvidia1", "nvidia2", "null"]
+    )
+    nodes = gpu_device_nodes(["2", "0"], dev)
+    assert [n.name for n in nodes] == ["nvidiactl", "nvidia-uvm", "nvidia2", "nvidia0"]
+
+
+def test_gpu_device_nodes_by_uuid_are_every_gpu(tmp_path: Path) -> None:
+    dev = make_fake_dev(tmp_path, ["nvidiactl", "nvidia0", "nvidia1", "nvidia-modeset"])
+    nodes = gpu_device_nodes(["GPU-8f1b2c3d"], dev)
+    assert [n.name for n in nodes] == ["nvidiactl", "nvidia-modeset", "nvidia0", "nvidia1"]
+
+
+def test_no_lease_no_device_nodes(tmp_path: Path) -> None:
+    assert gpu_device_nodes([], make_fake_dev(tmp_path, ["nvidiactl", "nvidia0"])) == []
+
+
+@pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap is not usable here")
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_sandbox_passes_the_leased_gpu_nodes_through(tmp_path: Path) -> None:
+    # A character device with /dev/null's numbers stands in for a GPU. bwrap mounts ordinary binds
+    # "nodev", so the node is usable inside only when the sandbox passes it through as a device.
+    fake_gpu = tmp_path / "nvidia7"
+    os.mknod(fake_gpu, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    use_it = ["sh", "-c", f"echo work > {fake_gpu}"]
+    plain = Sandbox(writable=[tmp_path]).argv(use_it)
+    passed_through = Sandbox(writable=[tmp_path], devices=[fake_gpu]).argv(use_it)
+    assert subprocess.run(plain, check=False, capture_output=True).returncode != 0
+    result = subprocess.run(passed_through, check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
