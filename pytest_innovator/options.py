@@ -126,6 +126,7 @@ OPTIONS = [
     Option("max_tokens", "end an LLM agent's episode (end_reason cost_limit) once its tokens in + out reach this; 0: no limit", "", _optional_positive_int),
     Option("max_cost", "end an LLM agent's episode (end_reason cost_limit) once its cost in USD reaches this; 0: no limit", "", _optional_positive_float),
     Option("tool_protocol", "native: function calling; text: one fenced JSON action per reply; auto: native, text if the server rejects tools", "auto", _choice("auto", "native", "text")),
+    Option("reply_tokens", "most tokens an LLM agent's model may write in one reply (each request's max_tokens); 0: the endpoint's default", "0", _non_negative_int),
     Option("context_tokens", "tokens of conversation an LLM agent keeps before it summarises the older turns", "64000", _positive_int),
     Option("price_table", "JSON or TOML file of model prices (USD per million tokens) that extends the built-in table", "", _text),
     Option("llm_timeout", "seconds an LLM request may take before it is retried", "600", _positive_float),
@@ -179,11 +180,13 @@ class Settings:
     snapshot_steps: int | None = None
     snapshot_minutes: float | None = None
     snapshot_keep: int = 3
+    reply_tokens: int = 0
 
     def agent_options(self) -> dict[str, Any]:
         return {"replay": self.replay, "model": self.model, "base_url": self.base_url,
                 "api_key_env": self.api_key_env, "max_tokens": self.max_tokens, "max_cost": self.max_cost,
                 "tool_protocol": self.tool_protocol, "context_tokens": self.context_tokens,
+                "reply_tokens": self.reply_tokens,
                 "price_table": self.price_table, "llm_timeout": self.llm_timeout,
                 "llm_retries": self.llm_retries, "llm_backoff": self.llm_backoff}
 
@@ -254,6 +257,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         max_cost=values["max_cost"],
         tool_protocol=values["tool_protocol"],
         context_tokens=values["context_tokens"],
+        reply_tokens=values["reply_tokens"],
         price_table=values["price_table"],
         llm_timeout=values["llm_timeout"],
         llm_retries=values["llm_retries"],

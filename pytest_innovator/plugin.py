@@ -293,6 +293,9 @@ def sessions(workspace: Any) -> Any:
 
 
 EMBEDDED_CONTEXT_TOKENS = 6000  # the embedded model's context is 8192 tokens
+# One text-protocol action takes 30 to 80 tokens; the 135M model, left to run, rambles to its 512
+# limit at a few tokens a second, so an uncapped reply costs a minute of working time.
+EMBEDDED_REPLY_TOKENS = 160
 
 
 def uses_embedded_model(settings: Settings) -> bool:
@@ -310,7 +313,8 @@ def agent(request: pytest.FixtureRequest) -> Any:
     if uses_embedded_model(settings):
         endpoint = request.getfixturevalue("embedded_llm_server")
         options.update(base_url=endpoint.base_url, model=endpoint.model,
-                       context_tokens=min(settings.context_tokens, EMBEDDED_CONTEXT_TOKENS))
+                       context_tokens=min(settings.context_tokens, EMBEDDED_CONTEXT_TOKENS),
+                       reply_tokens=settings.reply_tokens or EMBEDDED_REPLY_TOKENS)
     try:
         return load_agent(settings.agent, options)
     except (AgentError, ValueError) as exc:

@@ -204,6 +204,13 @@ def test_text_protocol_by_option(episode: Callable[..., Any]) -> None:
     assert all(c["usage_estimated"] for c in calls) and e.result.agent_properties["tokens_in"] > 0
 
 
+def test_reply_tokens_caps_every_request(episode: Callable[..., Any]) -> None:
+    capped = episode("number_success", reply_tokens=160)
+    assert [r.body.get("max_tokens") for r in capped.server.requests] == [160, 160, 160]
+    uncapped = episode("number_success")
+    assert all("max_tokens" not in r.body for r in uncapped.server.requests)
+
+
 def test_text_protocol_is_detected_when_the_server_rejects_tools(episode: Callable[..., Any]) -> None:
     e = episode("tools_rejected")
     e.server.assert_transcript_done()
@@ -306,6 +313,10 @@ def test_text_protocol_parses_one_action() -> None:
     assert "not valid JSON" in str(parse_action("```json\n{\"tool\": \n```"))
     assert "unknown keys (args)" in str(parse_action('```\n{"tool": "x", "args": {}}\n```'))
     assert parse_action('```\n{"tool": "x", "arguments": [1]}\n```') == TextAction("x", "[1]")
+    # A reply cut off at its token cap before the closing fence still holds its action.
+    cut_off = 'I read it.\n```json\n{"tool": "read_file", "arguments": {"path": "a.txt"}}\n'
+    assert parse_action(cut_off) == TextAction("read_file", {"path": "a.txt"})
+    assert "not valid JSON" in str(parse_action('```json\n{"tool": "read_file", "argu'))
 
 
 def test_summary_sections_are_parsed() -> None:

@@ -8,7 +8,7 @@ and cost limits, and records every call: a line per call in the trajectory, and 
 in ``llm_messages.jsonl`` of the run directory.
 
 Options (a dict; the plugin fills it from ``--innovator-*``): model, base_url, api_key_env,
-max_tokens, max_cost, tool_protocol (auto|native|text), context_tokens, price_table, llm_timeout,
+max_tokens, max_cost, tool_protocol (auto|native|text), context_tokens, reply_tokens, price_table, llm_timeout,
 llm_retries, llm_backoff, context_keep_turns.
 """
 
@@ -81,6 +81,7 @@ class ReactConfig:
     max_cost: float | None = None
     tool_protocol: str = "auto"
     context_tokens: int = 64000
+    reply_tokens: int = 0  # each request's max_tokens; 0: the endpoint's default
     price_table: str = ""
     llm_timeout: float = 600.0
     llm_retries: int = 6
@@ -110,6 +111,8 @@ class ReactConfig:
         for name in ("context_tokens", "llm_timeout", "llm_backoff", "context_keep_turns"):
             if not getattr(config, name) > 0:
                 raise ValueError(f"react: {option_label(name)} must be positive")
+        if config.reply_tokens < 0:
+            raise ValueError(f"react: {option_label('reply_tokens')} must be 0 or more")
         if config.llm_retries < 0:
             raise ValueError(f"react: {option_label('llm_retries')} must be 0 or more")
         # A limit of 0 means no limit, like the other --innovator-max-* options.
@@ -268,7 +271,8 @@ class ReactAgent:
             tools = self._tools if self.protocol == "native" else None
             self.context.tools_tokens = self._tools_tokens if tools else 0
             try:
-                completion = self.client.complete(messages, tools)
+                reply_cap = {"max_tokens": self.config.reply_tokens} if self.config.reply_tokens else {}
+                completion = self.client.complete(messages, tools, **reply_cap)
             except ToolsUnsupported as exc:
                 if self.config.tool_protocol != "auto" or len(messages) > self.context.head_size:
                     raise

@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[ \t]*\n(.*?)```", re.DOTALL)
+# A block still open at the end of the reply counts: a reply cut off at its token cap (or a model
+# that stops before the closing fence) often holds a complete action.
+FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 FORMAT_RULES = """## How to act
 You have no native function calling. To act, end your reply with exactly one fenced JSON block
