@@ -7,10 +7,7 @@ result. Training the model takes about 20 s of CPU, so the calibration checks ar
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,72 +15,44 @@ from types import ModuleType
 
 import pytest
 
-from pytest_innovator.grading import GradeOutcome, run_grader
-from pytest_innovator.task import Task, load_task
+from pytest_innovator.task import Task
 
-TASK_DIR = Path(__file__).resolve().parent.parent / "task_suites" / "mini" / "data_filtering"
+from .task_checks import (
+    MINI_SUITE,
+    check_make_data_regenerates,
+    check_task_directory,
+    grade_files,
+    grade_workspace,
+    import_from,
+    task_fixture,
+    workspace_copy,
+)
 
+TASK_DIR = MINI_SUITE / "data_filtering"
 
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def task() -> Task:
-    return load_task(TASK_DIR)
+task = task_fixture(TASK_DIR)
 
 
 @pytest.fixture(scope="module")
 def lm() -> ModuleType:
-    return load_module("data_filtering_lm", TASK_DIR / "workspace" / "lm.py")
-
-
-def apply_solution(task: Task, tmp_path: Path) -> Path:
-    workspace = tmp_path / "workspace"
-    shutil.copytree(task.workspace_dir, workspace)
-    solution_copy = tmp_path / "solution"
-    shutil.copytree(task.solution_dir, solution_copy)
-    assert task.spec.solution is not None
-    env = {**os.environ, "INNOVATOR_SOLUTION_DIR": str(solution_copy)}
-    subprocess.run(["bash", "-c", task.spec.solution.command], cwd=workspace, env=env, check=True)
-    return workspace
-
-
-def grade_text(task: Task, selection: str | None, tmp_path: Path, *, seed: int = 0) -> GradeOutcome:
-    def fill(submission: Path) -> None:
-        if selection is not None:
-            (submission / "selection.txt").write_text(selection, encoding="utf-8")
-
-    return run_grader(task, fill, tmp_path / "grader.log", seed=seed)
+    return import_from(TASK_DIR / "workspace" / "lm.py", "data_filtering_lm")
 
 
 def test_task_directory_is_complete(task: Task) -> None:
-    for name in (*task.spec.outputs, *task.spec.protected):
-        assert (task.workspace_dir / name).exists(), name
-    assert task.hint_path is not None and task.hint_path.is_file()
-    assert (TASK_DIR / "README.md").is_file()
     # The grader trains and evaluates with the very recipe the agent develops against.
-    assert (task.grader_dir / "lm.py").read_bytes() == (task.workspace_dir / "lm.py").read_bytes()
+    check_task_directory(task, same_in_grader=["lm.py"])
 
 
 def test_data_files_are_regenerated_byte_for_byte(task: Task, tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(TASK_DIR / "grader" / "make_data.py"), str(tmp_path)], check=True
+    check_make_data_regenerates(
+        task,
+        tmp_path,
+        ["workspace/corpus.jsonl", "workspace/data/dev_text.txt", "grader/data/heldout.txt"],
     )
-    for relative in (
-        "workspace/corpus.jsonl",
-        "workspace/data/dev_text.txt",
-        "grader/data/heldout.txt",
-    ):
-        assert (tmp_path / relative).read_bytes() == (TASK_DIR / relative).read_bytes(), relative
 
 
 def test_graders_corpus_is_the_workspace_corpus(task: Task, lm: ModuleType) -> None:
-    make_data = load_module("data_filtering_make_data", task.grader_dir / "make_data.py")
+    make_data = import_from(task.grader_dir / "make_data.py", "data_filtering_make_data")
     assert make_data.corpus_documents() == lm.load_corpus(task.workspace_dir / "corpus.jsonl")
 
 
@@ -97,8 +66,7 @@ def test_held_out_text_is_not_in_the_workspace(task: Task) -> None:
 
 
 def test_shipped_selection_is_what_the_starting_pipeline_writes(task: Task, tmp_path: Path) -> None:
-    workspace = tmp_path / "workspace"
-    shutil.copytree(task.workspace_dir, workspace)
+    workspace = workspace_copy(task, tmp_path, apply_solution=False)
     (workspace / "selection.txt").unlink()
     subprocess.run(
         [sys.executable, "make_selection.py"], cwd=workspace, check=True, capture_output=True
@@ -109,7 +77,7 @@ def test_shipped_selection_is_what_the_starting_pipeline_writes(task: Task, tmp_
 
 
 def test_reference_selection_fits_the_budget(task: Task, lm: ModuleType, tmp_path: Path) -> None:
-    workspace = apply_solution(task, tmp_path)
+    workspace = workspace_copy(task, tmp_path, apply_solution=True)
     corpus = lm.load_corpus(workspace / "corpus.jsonl")
     ids = lm.read_selection(workspace / "selection.txt", corpus)
     assert lm.BUDGET_BYTES - 1000 < len(lm.training_bytes(ids, corpus)) <= lm.BUDGET_BYTES
@@ -128,23 +96,21 @@ def test_reference_selection_fits_the_budget(task: Task, lm: ModuleType, tmp_pat
 def test_rule_breaking_selection_is_invalid_with_the_reason(
     task: Task, tmp_path: Path, selection: str | None, expected: str
 ) -> None:
-    outcome = grade_text(task, selection, tmp_path)
+    files = {} if selection is None else {"selection.txt": selection}
+    outcome = grade_files(task, files, tmp_path)
     assert outcome.status == "invalid"
     assert expected in outcome.message
 
 
 @pytest.mark.slow
 def test_untouched_workspace_scores_the_baseline(task: Task, tmp_path: Path) -> None:
-    outcome = grade_text(
-        task, (task.workspace_dir / "selection.txt").read_text(encoding="utf-8"), tmp_path
-    )
+    outcome = grade_workspace(task, tmp_path, apply_solution=False)
     assert outcome.status == "scored", outcome.message
     assert outcome.metric == pytest.approx(task.spec.scoring.baseline, abs=1e-9)
 
 
 @pytest.mark.slow
 def test_reference_solution_scores_the_reference(task: Task, tmp_path: Path) -> None:
-    workspace = apply_solution(task, tmp_path)
-    outcome = grade_text(task, (workspace / "selection.txt").read_text(encoding="utf-8"), tmp_path)
+    outcome = grade_workspace(task, tmp_path, apply_solution=True)
     assert outcome.status == "scored", outcome.message
     assert outcome.metric == pytest.approx(task.spec.scoring.reference, abs=1e-9)
