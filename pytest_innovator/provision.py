@@ -69,7 +69,7 @@ def reflink_supported(src_dir: Path, dst_dir: Path) -> bool:
             sample = Path(scratch, "sample")
             sample.write_bytes(b"reflink probe")
         try:
-            _place_contents(sample, Path(scratch, "clone"), os.lstat(sample), _clone_data)
+            _place_contents(sample, Path(scratch, "clone"), os.lstat(sample), clone_data)
         except OSError as error:
             if error.errno in NO_REFLINK_ERRNOS:
                 return False
@@ -136,7 +136,7 @@ def provision(
             os.chmod(dest_path, stat.S_IMODE(info.st_mode))
             os.utime(dest_path, ns=(info.st_atime_ns, info.st_mtime_ns))
     except BaseException:
-        _remove_partial(dest, created_dest)
+        remove_partial(dest, created_dest)
         raise
     return ProvisionReport(
         files=sum(len(paths) for paths in placements.values()),
@@ -248,7 +248,7 @@ def _place_file(
                 ) from error
     if can_reflink and (strategy == "reflink" or info.st_size >= REFLINK_MIN_BYTES):
         try:
-            _place_contents(source, dest, info, _clone_data)
+            _place_contents(source, dest, info, clone_data)
             return "reflinked"
         except OSError as error:
             if error.errno not in NO_REFLINK_ERRNOS:
@@ -259,7 +259,7 @@ def _place_file(
                     "to copies"
                 ) from error
             os.unlink(dest)
-    _place_contents(source, dest, info, _copy_data)
+    _place_contents(source, dest, info, copy_data)
     return "copied"
 
 
@@ -284,11 +284,12 @@ def _place_contents(
         os.close(source_fd)
 
 
-def _clone_data(source_fd: int, dest_fd: int, size: int) -> None:
+def clone_data(source_fd: int, dest_fd: int, size: int) -> None:
+    """Share the source's blocks with the destination (a reflink); raises OSError where unsupported."""
     fcntl.ioctl(dest_fd, FICLONE, source_fd)
 
 
-def _copy_data(source_fd: int, dest_fd: int, size: int) -> None:
+def copy_data(source_fd: int, dest_fd: int, size: int) -> None:
     """Copy ``size`` bytes (the size the scan saw), fewer if the file has shrunk since."""
     offset = 0
     while offset < size and (sent := os.sendfile(dest_fd, source_fd, offset, size - offset)):
@@ -317,7 +318,7 @@ def _nearest_existing_dir(path: Path) -> Path:
     return path
 
 
-def _remove_partial(dest: Path, created_dest: bool) -> None:
+def remove_partial(dest: Path, created_dest: bool) -> None:
     """Undo a failed provisioning: remove what was created, leaving ``dest`` as it was found."""
     for directory, _, _ in os.walk(dest):
         if created_dest or directory != str(dest):

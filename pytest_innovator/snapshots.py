@@ -94,9 +94,9 @@ from .protected import HASH_CHUNK_BYTES, sha256_of
 from .provision import (
     FICLONE,
     NO_REFLINK_ERRNOS,
-    _clone_data,
-    _copy_data,
-    _remove_partial,
+    clone_data,
+    copy_data,
+    remove_partial,
     reflink_supported,
 )
 
@@ -355,7 +355,7 @@ class SnapshotStore:
                 os.chmod(path, entry["mode"])
                 os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]))
         except BaseException:
-            _remove_partial(dest, created_dest)
+            remove_partial(dest, created_dest)
             raise
 
     def _restore_file(self, entry: dict[str, Any], path: str, can_clone: bool) -> None:
@@ -367,13 +367,13 @@ class SnapshotStore:
                 cloned = False
                 if can_clone:
                     try:
-                        _clone_data(source_fd, dest_fd, entry["size"])
+                        clone_data(source_fd, dest_fd, entry["size"])
                         cloned = True
                     except OSError as error:
                         if error.errno not in NO_REFLINK_ERRNOS:
                             raise
                 if not cloned:
-                    _copy_data(source_fd, dest_fd, entry["size"])
+                    copy_data(source_fd, dest_fd, entry["size"])
                 os.fchmod(dest_fd, entry["mode"])
                 os.utime(dest_fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
             finally:
