@@ -96,8 +96,8 @@ from .provision import (
     NO_REFLINK_ERRNOS,
     clone_data,
     copy_data,
-    remove_partial,
     reflink_supported,
+    remove_partial,
 )
 
 SNAPSHOT_SCHEMA = 1
