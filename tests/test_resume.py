@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -146,6 +147,14 @@ def test_kill_an_xdist_worker_then_resume(pytester: pytest.Pytester) -> None:
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     records = {r["innovator_task"]: r for r in map(json.loads, (root / "resumed" / "results.jsonl").read_text().splitlines())}
     assert records["quick"]["resumed_from"] == str(crashed_run / "quick")  # carried over, not re-run
+    # ... and reported as the first run reported it (floats rounded alike).
+    quick_first = next(r for r in first_log if r["innovator_task"] == "quick")
+    same = ("working_time_s", "metric_final", "score_final", "end_reason")
+    assert {k: records["quick"][k] for k in same} == {k: quick_first[k] for k in same}
+    xml = ElementTree.parse(root / "resumed.xml").getroot()
+    [quick_case] = [case for case in xml.iter("testcase") if case.get("name") == "quick"]
+    xml_properties = {p.get("name"): p.get("value") for p in quick_case.iter("property")}
+    assert xml_properties["working_time_s"] == str(quick_first["working_time_s"])
     assert not (the_run(root, "resumed") / "quick").exists()
     assert records["number"]["score_final"] == pytest.approx(40) and records["number"]["evals_used"] == 2
     assert 'name="resumed_from"' in (root / "resumed.xml").read_text()
