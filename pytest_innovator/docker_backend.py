@@ -238,9 +238,9 @@ class DockerWorkspace(RemoteWorkspace):
         """`docker run` of the grader in a fresh container of the same image: only its scratch
         directory (its copy of grader/ and the submission) and the harness's Python are mounted.
 
-        The grader keeps Docker's default capabilities (the agent's container has none): a
-        grader running as root may need them to isolate the agent's code it runs (chown to an
-        unprivileged user, for example)."""
+        The grader keeps Docker's default capabilities (the agent's container has none). The
+        test image has no bubblewrap, so grader_kit.run_untrusted cannot sandbox the agent's
+        code in here (see docs/backends.md, "Known gap")."""
         docker_cli = shutil.which("docker")
         if docker_cli is None:
             raise DockerBackendError("the docker command is needed to run the grader in a container: "
