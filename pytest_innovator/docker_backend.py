@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
+from .grader_kit import ALONE_IN_CONTAINER
 from .grading import grader_environment
 from .protected import FileState, ProtectedChange
 from .provision import ProvisionReport, provision
@@ -238,9 +239,9 @@ class DockerWorkspace(RemoteWorkspace):
         """`docker run` of the grader in a fresh container of the same image: only its scratch
         directory (its copy of grader/ and the submission) and the harness's Python are mounted.
 
-        The grader keeps Docker's default capabilities (the agent's container has none). The
-        test image has no bubblewrap, so grader_kit.run_untrusted cannot sandbox the agent's
-        code in here (see docs/backends.md, "Known gap")."""
+        The grader keeps Docker's default capabilities (the agent's container has none): run as
+        root, grader_kit.run_untrusted drops the agent's code to `nobody` in here, which cannot
+        read the grader's 0700 scratch directory (the test image has no bubblewrap)."""
         docker_cli = shutil.which("docker")
         if docker_cli is None:
             raise DockerBackendError("the docker command is needed to run the grader in a container: "
@@ -256,6 +257,11 @@ class DockerWorkspace(RemoteWorkspace):
                     "--pids-limit", str(self.pids_limit), "--workdir", str(scratch / "grader"),
                     "--volume", f"{scratch}:{scratch}"]
         python_mounts = container_python_paths()
+        if any(Path("/root") in path.parents for path in python_mounts):
+            # `nobody` must reach the interpreter through /root, which images keep 0700 (and
+            # Docker copies that mode onto a tmpfs): open the tmpfs before the grader starts.
+            command += ["--tmpfs", "/root:rw"]
+            argv = ["sh", "-c", 'chmod 0755 /root && exec "$@"', "sh", *argv]
         for path in python_mounts:
             command += ["--volume", f"{path}:{path}:ro"]
         for path in self.hidden:
@@ -264,7 +270,7 @@ class DockerWorkspace(RemoteWorkspace):
         if self.lease is not None and self.lease.devices:
             command += ["--gpus", f"\"device={','.join(self.lease.devices)}\""]
         environment = {**grader_environment(scratch), "PATH": f"{Path(sys.executable).parent}:{CONTAINER_PATH}",
-                       "PYTHONPATH": package_parent()}
+                       "PYTHONPATH": package_parent(), ALONE_IN_CONTAINER: "1"}
         for name, value in environment.items():
             command += ["--env", f"{name}={value}"]
         return [*command, self.image, *argv]

@@ -17,17 +17,19 @@ submission; a non-zero exit or a timeout is a grader failure.
 
 Graders that execute the agent's code use `run_untrusted`, which runs it in its own process
 group with a clean environment (no nonce), a timeout and optionally a CPU-time limit, and captures
-its output. Where bubblewrap works (see `isolation_available`) the code also runs in a sandbox
-that shows it only the system, the Python installation and its own work directory: not the
-grader's files, its scratch directory, its process or the network. The grader may be sandboxed
-itself; bwrap nests.
+its output. Where bubblewrap works (see `isolation`) the code also runs in a sandbox that shows
+it only the system, the Python installation and its own work directory: not the grader's files,
+its scratch directory, its process or the network. The grader may be sandboxed itself; bwrap
+nests. In a grader container without bubblewrap (the docker backend) it runs as `nobody`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -38,6 +40,11 @@ from typing import Any
 from pytest_innovator.sandbox import Sandbox, bwrap_path
 
 PROTOCOL = 1
+
+# Set to "1" by a backend that runs the grader as root alone in a container of its own (only its
+# scratch directory and the Python installation mounted): there, without bubblewrap, the agent's
+# code runs as `nobody`, which cannot read the 0700 scratch directory or touch the grader.
+ALONE_IN_CONTAINER = "INNOVATOR_GRADER_ALONE_IN_CONTAINER"
 
 # Sets the CPU-time limit, then execs the program. argv: cpu_seconds program args...
 CPU_LIMIT = """
@@ -96,9 +103,42 @@ def invalid(request: GradeRequest, message: str) -> None:
     report(request, valid=False, message=message)
 
 
+def isolation() -> str:
+    """How run_untrusted isolates the agent's code here: "sandbox" (bubblewrap), "unprivileged"
+    (as `nobody`, in a grader container; see ALONE_IN_CONTAINER), or "none"."""
+    if bwrap_path() is not None:
+        return "sandbox"
+    return "unprivileged" if _unprivileged_ids() is not None else "none"
+
+
 def isolation_available() -> bool:
-    """Whether run_untrusted can sandbox the agent's code here (bubblewrap installed and usable)."""
-    return bwrap_path() is not None
+    """Whether the agent's code run by run_untrusted is kept from the grader's files and process."""
+    return isolation() != "none"
+
+
+@functools.cache
+def _unprivileged_ids() -> tuple[int, int] | None:
+    """(uid, gid) of `nobody` where running as nobody isolates: the grader runs as root, alone in
+    a container (nothing else there for nobody to read: its scratch directory is 0700), and
+    nobody can run this interpreter."""
+    if os.environ.get(ALONE_IN_CONTAINER) != "1" or os.geteuid() != 0:
+        return None
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-I", "-c", "pass"],
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            capture_output=True,
+            check=False,
+        )
+    except OSError:  # nobody may not even reach the interpreter
+        return None
+    return (nobody.pw_uid, nobody.pw_gid) if probe.returncode == 0 else None
 
 
 def run_untrusted(
@@ -121,9 +161,17 @@ def run_untrusted(
     command = list(argv)
     if cpu_seconds is not None:
         command = [sys.executable, "-I", "-c", CPU_LIMIT, str(cpu_seconds), *command]
-    if isolation_available():
+    as_user: dict[str, Any] = {}
+    how = isolation()
+    if how == "sandbox":
         cwd = Path(cwd).resolve()
         command = Sandbox(writable=[cwd], chdir=cwd).argv(command)
+    elif how == "unprivileged":
+        uid, gid = _unprivileged_ids() or (-1, -1)
+        for directory, _, names in os.walk(cwd):
+            for path in [directory, *(os.path.join(directory, n) for n in names)]:
+                os.lchown(path, uid, gid)
+        as_user = {"user": uid, "group": gid, "extra_groups": []}
     proc = subprocess.Popen(
         command,
         cwd=cwd,
@@ -133,6 +181,7 @@ def run_untrusted(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        **as_user,
     )
     try:
         out, err = proc.communicate(input, timeout=timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest_innovator
 from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.env import Limits, ResearchEnv
 from pytest_innovator.gpus import GpuLease
+from pytest_innovator.grading import run_grader
 from pytest_innovator.remote import ServerUnreachable
 from pytest_innovator.results import EpisodeResult
 from pytest_innovator.task import Task, load_task
@@ -19,6 +21,7 @@ from pytest_innovator.workspace import LocalWorkspace, Workspace, WorkspaceError
 
 from .conftest import FIXTURES
 from .docker_support import REPOSITORY, docker_daemon, docker_image  # noqa: F401
+from .test_task_scaffold_construction import BASELINE_STEALING_ANSWERS
 
 pytest.importorskip("docker", reason="the docker backend needs the docker package: pip install docker")
 
@@ -167,3 +170,22 @@ def test_file_tools_work_on_the_host_side_and_stay_confined(docker_workspace: Do
     with pytest.raises(WorkspaceError, match="outside the workspace"):
         docker_workspace.read_file("escape")
     assert [e.path for e in docker_workspace.list_dir("out")] == ["out/a"]
+
+
+@pytest.mark.slow
+def test_a_scaffold_in_the_grader_container_cannot_read_the_answers(tmp_path: Path, docker_image: str) -> None:  # noqa: F811
+    # The grader container has no bubblewrap: the scaffold runs there as `nobody`, which cannot
+    # read the grader's 0700 scratch directory (its copy of the answers) or its /proc entries.
+    task = load_task(REPOSITORY / "task_suites" / "mini" / "scaffold_construction")
+    stealing = BASELINE_STEALING_ANSWERS.format(temp_dir=tempfile.gettempdir(), task_dir=str(task.root))
+    baseline = (task.workspace_dir / "scaffold.py").read_text(encoding="utf-8")
+    workspace, _ = create_docker_workspace(task, tmp_path / "run", {}, image=docker_image)
+    try:
+        outcomes = {name: run_grader(task, lambda d, source=source: (d / "scaffold.py").write_text(source),
+                                     tmp_path / f"{name}.log", wrap=workspace.wrap_grader)
+                    for name, source in (("stealing", stealing), ("baseline", baseline))}
+    finally:
+        workspace.close()
+    assert outcomes["baseline"].status == "scored", outcomes["baseline"].message
+    assert outcomes["stealing"].metrics["isolated"] == 1.0
+    assert outcomes["stealing"].metric == outcomes["baseline"].metric
