@@ -1,4 +1,4 @@
-"""The grader's side of the grading protocol (stdlib only: graders import it, the harness does not).
+"""The grader's side of the grading protocol (standard library only, so that any grader can import it).
 
 A grader is a program the harness runs in a scratch directory outside the workspace. It reads one
 JSON request from standard input::
@@ -162,12 +162,11 @@ def run_untrusted(
     if cpu_seconds is not None:
         command = [sys.executable, "-I", "-c", CPU_LIMIT, str(cpu_seconds), *command]
     as_user: dict[str, Any] = {}
-    how = isolation()
-    if how == "sandbox":
+    if bwrap_path() is not None:
         cwd = Path(cwd).resolve()
         command = Sandbox(writable=[cwd], chdir=cwd).argv(command)
-    elif how == "unprivileged":
-        uid, gid = _unprivileged_ids() or (-1, -1)
+    elif (ids := _unprivileged_ids()) is not None:
+        uid, gid = ids
         for directory, _, names in os.walk(cwd):
             for path in [directory, *(os.path.join(directory, n) for n in names)]:
                 os.lchown(path, uid, gid)
