@@ -1,4 +1,4 @@
-"""The grader's side of the grading protocol (standard library only, so that any grader can import it).
+"""The grader's side of the grading protocol (standard library only: any grader can import it).
 
 A grader is a program the harness runs in a scratch directory outside the workspace. It reads one
 JSON request from standard input::
@@ -156,7 +156,8 @@ def run_untrusted(
     put everything the code needs there. Past cpu_seconds of CPU time the program is killed
     (see killed_by_limits). Raises subprocess.TimeoutExpired after killing the group.
     """
-    clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(cwd)}
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    clean_env = {"PATH": path, "LANG": "C.UTF-8", "HOME": str(cwd)}
     clean_env.update(env or {})
     command = list(argv)
     if cpu_seconds is not None:
@@ -197,7 +198,7 @@ def run_untrusted(
 
 
 def killed_by_limits(proc: subprocess.CompletedProcess[str]) -> bool:
-    """Whether run_untrusted's program was killed for its CPU time (SIGXCPU, then SIGKILL) or memory."""
+    """Whether run_untrusted's program was killed for CPU time (SIGXCPU, then SIGKILL) or memory."""
     # bwrap's init passes the child's death by a signal on as exit status 128 + signal.
     codes = {signal.SIGXCPU, signal.SIGKILL}
     return -proc.returncode in codes or proc.returncode - 128 in codes
