@@ -61,7 +61,7 @@ def episode(scripted: Callable[[str], ScriptedLLMServer], number_task_dir: Path,
 
     def run(transcript: str, **options: Any) -> Episode:
         server = scripted(transcript)
-        env = make_env(number_task_dir, tmp_path / f"run-{transcript}")
+        env = make_env(number_task_dir, tmp_path / f"run-{len(envs)}-{transcript}")  # one dir per episode
         envs.append(env)
         agent = load_agent("react", {"base_url": server.base_url, "model": "scripted-model",
                                      "price_table": str(PRICES), **FAST, **options})
