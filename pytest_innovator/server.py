@@ -57,7 +57,7 @@ from .sessions import (
     SessionManager,
     SessionStatus,
 )
-from .workspace import LocalWorkspace, WorkspaceError, command_environment
+from .workspace import DirEntry, LocalWorkspace, WorkspaceError, command_environment
 
 API_VERSION = 1
 MAIN_WORKSPACE = "main"
@@ -193,12 +193,6 @@ class Health(BaseModel):
     can_create: bool
 
 
-class DirEntryModel(BaseModel):
-    path: str
-    kind: str
-    size: int
-
-
 class Written(BaseModel):
     bytes: int
 
@@ -253,33 +247,10 @@ class CreateSessionBody(Body):
     name: str | None = Field(None, max_length=200)
 
 
-class SessionStatusModel(BaseModel):
-    name: str
-    alive: bool
-    busy: bool
-    command: str | None
-    command_id: int | None
-    started_at: float | None
-    last_exit_code: int | None
-    output_end: int
-    pid: int | None
-
-
 class RunBody(Body):
     command: str
     wait: Seconds = 0.0
     max_output: OutputBytes = 64 * 1024
-
-
-class CommandResultModel(BaseModel):
-    session: str
-    command_id: int
-    done: bool
-    exit_code: int | None
-    output: str
-    start_offset: int
-    next_offset: int
-    truncated: bool
 
 
 class TimeoutBody(Body):
@@ -310,14 +281,6 @@ class Done(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     detail: str
-
-
-def _status_model(status: SessionStatus) -> SessionStatusModel:
-    return SessionStatusModel(**dataclasses.asdict(status))
-
-
-def _result_model(result: CommandResult) -> CommandResultModel:
-    return CommandResultModel(**dataclasses.asdict(result))
 
 
 def _change_model(change: ProtectedChange) -> ProtectedChangeModel:
@@ -524,9 +487,9 @@ def create_app(registry: Registry, token: str) -> ASGIApp:
 
     # -- files --
 
-    @app.get(prefix + "/files", response_model=list[DirEntryModel])
-    def list_files(item: Ws, path: str = ".", depth: Annotated[int, Query(ge=1, le=20)] = 1) -> list[DirEntryModel]:
-        return [DirEntryModel(**dataclasses.asdict(e)) for e in item.workspace.list_dir(path, depth)]
+    @app.get(prefix + "/files", response_model=list[DirEntry])
+    def list_files(item: Ws, path: str = ".", depth: Annotated[int, Query(ge=1, le=20)] = 1) -> list[DirEntry]:
+        return item.workspace.list_dir(path, depth)
 
     @app.get(prefix + "/file", responses=BYTES_RESPONSE, response_class=Response)
     def read_file(item: Ws, path: str) -> Response:
@@ -592,22 +555,22 @@ def create_app(registry: Registry, token: str) -> ASGIApp:
 
     # -- sessions --
 
-    @app.post(prefix + "/sessions", response_model=SessionStatusModel, status_code=201)
-    def create_session(item: Ws, body: CreateSessionBody) -> SessionStatusModel:
+    @app.post(prefix + "/sessions", response_model=SessionStatus, status_code=201)
+    def create_session(item: Ws, body: CreateSessionBody) -> SessionStatus:
         try:
             session = item.workspace.sessions.create(body.name)
         except SessionError as exc:
             bad_name = body.name is not None and not SESSION_NAME.fullmatch(body.name)
             raise ApiError(400 if bad_name else 409, "session", str(exc)) from None
-        return _status_model(session.status())
+        return session.status()
 
-    @app.get(prefix + "/sessions", response_model=list[SessionStatusModel])
-    def list_sessions(item: Ws) -> list[SessionStatusModel]:
-        return [_status_model(s) for s in item.workspace.sessions.list()]
+    @app.get(prefix + "/sessions", response_model=list[SessionStatus])
+    def list_sessions(item: Ws) -> list[SessionStatus]:
+        return item.workspace.sessions.list()
 
-    @app.get(prefix + "/sessions/{name}", response_model=SessionStatusModel)
-    def session_status(item: Ws, name: str) -> SessionStatusModel:
-        return _status_model(session_of(item, name).status())
+    @app.get(prefix + "/sessions/{name}", response_model=SessionStatus)
+    def session_status(item: Ws, name: str) -> SessionStatus:
+        return session_of(item, name).status()
 
     @app.delete(prefix + "/sessions/{name}", response_model=Done)
     def close_session(item: Ws, name: str) -> Done:
@@ -615,17 +578,17 @@ def create_app(registry: Registry, token: str) -> ASGIApp:
         item.workspace.sessions.close(name)
         return Done()
 
-    @app.post(prefix + "/sessions/{name}/run", response_model=CommandResultModel)
-    def run(item: Ws, name: str, body: RunBody) -> CommandResultModel:
-        return _result_model(session_of(item, name).run(body.command, body.wait, body.max_output))
+    @app.post(prefix + "/sessions/{name}/run", response_model=CommandResult)
+    def run(item: Ws, name: str, body: RunBody) -> CommandResult:
+        return session_of(item, name).run(body.command, body.wait, body.max_output)
 
     @app.post(prefix + "/sessions/{name}/wait", response_model=Idle)
     def wait(item: Ws, name: str, body: TimeoutBody) -> Idle:
         return Idle(idle=session_of(item, name).wait(body.timeout))
 
-    @app.get(prefix + "/sessions/{name}/result", response_model=CommandResultModel)
-    def result(item: Ws, name: str, max_output: Annotated[int, Query(ge=1, le=MAX_OUTPUT_BYTES)] = 64 * 1024) -> CommandResultModel:
-        return _result_model(session_of(item, name).result(max_output))
+    @app.get(prefix + "/sessions/{name}/result", response_model=CommandResult)
+    def result(item: Ws, name: str, max_output: Annotated[int, Query(ge=1, le=MAX_OUTPUT_BYTES)] = 64 * 1024) -> CommandResult:
+        return session_of(item, name).result(max_output)
 
     @app.get(prefix + "/sessions/{name}/output", response_model=Output)
     def read(item: Ws, name: str, since: Annotated[int, Query(ge=0)] = 0,
