@@ -41,6 +41,7 @@ import signal
 import sys
 import termios
 import time
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -72,20 +73,26 @@ def _children_of(pid: int) -> list[int]:
     return children
 
 
-def _parent_map() -> dict[int, list[int]]:
-    """Fallback for kernels without /proc/<pid>/task/<tid>/children: scan every process."""
-    children: dict[int, list[int]] = {}
+def process_stats() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) for every process now."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as stat_file:
                 stat = stat_file.read()
-        except OSError:
+            # The command name may contain spaces and parentheses: parse after the last ')'.
+            fields = stat[stat.rindex(b")") + 2 :].split()
+        except (OSError, ValueError):
             continue
-        # The command name may contain spaces and parentheses: parse after the last ')'.
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry))
+        yield int(entry), fields
+
+
+def _parent_map() -> dict[int, list[int]]:
+    """Fallback for kernels without /proc/<pid>/task/<tid>/children: scan every process."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in process_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
     return children
 
 

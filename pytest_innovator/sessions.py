@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pytest_innovator.output_buffer import OutputBuffer
+from pytest_innovator.reaper import process_stats
 
 REAPER_PATH = Path(__file__).with_name("reaper.py")
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -714,17 +715,10 @@ def _command_line(pid: int) -> bytes:
 
 def _kill_session_members(session_id: int) -> None:
     """SIGKILL every process whose session id is ``session_id`` (last resort for close)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat_file:
-                stat = stat_file.read()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[3]) == session_id:
-                os.kill(int(entry), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            continue
+    for pid, fields in process_stats():
+        if int(fields[3]) == session_id:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class SessionManager:
