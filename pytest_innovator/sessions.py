@@ -15,6 +15,9 @@ How a session works:
   ``ESC ] 7770 ; nonce ; command id ; exit code BEL``. The reader removes sentinels from the
   stream, so neither buffer nor log contains them; the nonce is random per session and never
   exported, so programs run in the session do not print a valid one by accident.
+  Before the sentinel the shell prints its notices of background jobs that changed state
+  (``jobs -n``: "[1]+  Killed ..."), so they belong to the command during which that happened,
+  not, by a race, to the next one.
 * A command is written to ``<log_dir>/<name>.ctl/cmd-<id>.sh`` and the shell is sent the short
   line ``__pti_start <id>; . <file>``. Commands of any length and shape (heredocs, several
   lines) thus run in the shell itself, so ``cd``, variables and functions persist, and the
@@ -86,7 +89,7 @@ PS1='' PS2='' PS0=''
 unset HISTFILE MAILCHECK PROMPT_COMMAND
 set +o history
 __pti_start() { __pti_cmd=$1; builtin printf '\033]7770;%s;%s;s\007' "$__pti_nonce" "$1"; }
-__pti_done() { builtin printf '\033]7770;%s;%s;%s\007' "$__pti_nonce" "$__pti_cmd" "$?"; }
+__pti_done() { local s=$?; builtin jobs -n; builtin printf '\033]7770;%s;%s;%s\007' "$__pti_nonce" "$__pti_cmd" "$s"; }
 PROMPT_COMMAND=__pti_done
 readonly PROMPT_COMMAND __pti_nonce
 readonly -f __pti_start __pti_done
