@@ -133,7 +133,7 @@ class ResearchEnv:
         self.clock = WorkingClock(self.ledger.working_time_s, clock)
         self.trajectory = TrajectoryWriter(
             run_dir / "trajectory.jsonl",
-            {"task": task.id, "task_version": task.spec.version, "agent": agent_name,
+            {"task": task.id, "domain": task.spec.domain, "task_version": task.spec.version, "agent": agent_name,
              "backend": workspace.backend, "limits": limits.__dict__},
         )
         self.session_commands: dict[str, str] = {}

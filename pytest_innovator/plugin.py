@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from . import report
+from .report import describe_crashed_item
 from .llm_servers import embedded_llm_server, vllm_server  # noqa: F401  (registers the fixtures)
 from .options import Settings, add_options, resolve_settings
 from .task import KNOWN_DOMAINS, Task, TaskError, load_task
@@ -26,7 +28,6 @@ settings_key = pytest.StashKey[Settings]()
 run_id_key = pytest.StashKey[str]()
 task_key = pytest.StashKey[Task]()
 result_key = pytest.StashKey[Any]()
-body_started_key = pytest.StashKey[bool]()
 resume_target_key = pytest.StashKey[Any]()
 carried_result_key = pytest.StashKey[dict]()
 resumed_key = pytest.StashKey[dict]()
@@ -59,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     config.stash[run_id_key] = workerinput["innovator_run_id"] if workerinput else new_run_id()
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistHooks(), "innovator-xdist")
+        config.pluginmanager.register(XdistHooks(config), "innovator-xdist")
     if workerinput is None:
         config.pluginmanager.register(report.ResultsReporter(config, settings, config.stash[run_id_key]), "innovator-reporter")
 
@@ -69,9 +70,19 @@ def new_run_id() -> str:
 
 
 class XdistHooks:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["innovator_run_id"] = node.config.stash[run_id_key]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """A worker died running an item: what it had done is in the item's run directory."""
+        config = self.config
+        run_dir = config.stash[settings_key].results / "runs" / config.stash[run_id_key] / crashitem.rsplit("::", 1)[-1]
+        describe_crashed_item(report, run_dir)
 
 
 # --- collection ----------------------------------------------------------------------------
@@ -140,9 +151,9 @@ class TaskItem(pytest.Function):
         return self.path, 0, f"innovator task {self.name}"
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, report.ScoreFailure):
+        if isinstance(excinfo.value, report.ItemFailure):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
+        return super().repr_failure(excinfo)
 
     def _prunetraceback(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:  # no module to prune against
         pass
@@ -152,13 +163,46 @@ def run_task_body(request: pytest.FixtureRequest, research_env: Any, agent: Any)
     """The test body of every task item: run the agent, grade, compare with the pass score."""
     from .agents import run_episode
 
-    request.node.stash[body_started_key] = True
-    result = run_episode(agent, research_env)
+    try:
+        result = run_episode(agent, research_env)
+    except BaseException as exc:  # a pytest-timeout, Ctrl-C or the harness's own error cut the episode off
+        raise cut_off(request.node, research_env, exc)
     record_result(request.node, result)
     settings: Settings = request.config.stash[settings_key]
     failure = report.verdict(result, settings.pass_score, research_env)
     if failure is not None:
         raise failure
+
+
+def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
+    """Finish an episode something outside the agent ended: the final evaluation still runs and
+    the item is reported with it. Returns the exception the body raises."""
+    if isinstance(exc, KeyboardInterrupt):
+        reason, headline = "interrupted", "interrupted"
+    elif isinstance(exc, pytest.fail.Exception) and "pytest-timeout" in str(exc):
+        reason, headline = "timeout", f"timed out after {item_timeout_of(node):g}s (pytest-timeout)"
+    else:
+        reason = "harness_error"
+        headline = "harness error: " + "".join(traceback.format_exception_only(exc)).strip()
+    try:
+        result = env.finalize(reason)
+    except Exception as second:
+        record_result(node, None, end_reason=reason, run_dir=str(env.run_dir))
+        text = (f"{headline}\nthe final evaluation could not run either: {type(second).__name__}: {second}"
+                f"\nrun directory: {env.run_dir}\n\n" + "".join(traceback.format_exception(second)))
+        return report.ItemFailure(text)
+    record_result(node, result)
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    text = report.failure_text(f"{headline}; final score {result.score_final or 0:.2f}", env, result)
+    if reason == "harness_error":
+        text += "\n\n" + "".join(traceback.format_exception(exc))
+    return report.ItemFailure(text)
+
+
+def item_timeout_of(node: pytest.Item) -> float:
+    marker = node.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker and marker.args else 0.0
 
 
 def carry_over_body(request: pytest.FixtureRequest) -> None:
@@ -170,16 +214,17 @@ def carry_over_body(request: pytest.FixtureRequest) -> None:
     request.node.stash[result_key] = carried
     score = carried.get("score_final")
     if carried.get("final_status") == "grader_failed" or score is None or score < settings.pass_score:
-        raise report.ScoreFailure(
+        raise report.ItemFailure(
             f"carried over from {carried['run_dir']}: final score {score} (pass score {settings.pass_score:g}), "
             f"ended by {carried.get('end_reason')}; see that run directory for the evaluations and trajectory")
 
 
-def record_result(node: pytest.Item, result: Any) -> None:
+def record_result(node: pytest.Item, result: Any, **no_result: Any) -> None:
+    """The item's properties, once; with no result (the final evaluation failed), what is known."""
     if result_key in node.stash:
         return
     node.stash[result_key] = result
-    node.user_properties.extend(result.properties())
+    node.user_properties.extend(result.properties() if result is not None else no_result.items())
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -345,7 +390,7 @@ def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace
     try:
         yield env
     finally:
-        # The body started but did not finish: a timeout or Ctrl-C cut the agent off.
-        cut_off = request.node.stash.get(body_started_key, False) and result_key not in request.node.stash
-        result = env.finalize("interrupted" if cut_off else "agent_returned")
-        record_result(request.node, result)
+        # The body records the result however it ends; a user's own test may not: then the
+        # episode ends here, as the test left it.
+        if result_key not in request.node.stash:
+            record_result(request.node, env.finalize("agent_returned"))

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 TRAJECTORY_TAIL_STEPS = 8
 
 
-class ScoreFailure(Exception):
-    """An item whose final score is below the pass score, or whose final grading failed."""
+class ItemFailure(Exception):
+    """An item that did not pass: a score below the pass score, a failed final grading, a timeout
+    or a harness error. Its text is the report the user reads, in place of a traceback."""
 
 
 def score_table(ledger: EvalLedger) -> str:
@@ -55,7 +56,7 @@ def trajectory_tail(path: Path, steps: int = TRAJECTORY_TAIL_STEPS) -> str:
     return "\n".join(lines)
 
 
-def verdict(result: EpisodeResult, pass_score: float, env: ResearchEnv) -> ScoreFailure | None:
+def verdict(result: EpisodeResult, pass_score: float, env: ResearchEnv) -> ItemFailure | None:
     final = env.ledger.final_evaluation
     last_message = (final.message if final else "").strip() or "(no message)"
     if result.final_status == "grader_failed":
@@ -65,14 +66,53 @@ def verdict(result: EpisodeResult, pass_score: float, env: ResearchEnv) -> Score
                     f"(task {result.innovator_task}, agent {result.innovator_agent}, ended by {result.end_reason})")
     else:
         return None
-    return ScoreFailure(
-        f"{headline}\n\nevaluations:\n{score_table(env.ledger)}\n\nlast evaluation's message:\n  {last_message}"
-        f"\n\nlast steps of the trajectory:\n{trajectory_tail(env.run_dir / 'trajectory.jsonl')}"
-        f"\n\nrun directory: {result.run_dir}"
-    )
+    return ItemFailure(failure_text(headline, env, result))
+
+
+def failure_text(headline: str, env: ResearchEnv, result: EpisodeResult) -> str:
+    """The headline, the score table, the last evaluation's message and the trajectory's tail."""
+    final = env.ledger.final_evaluation
+    last_message = (final.message if final else "").strip() or "(no message)"
+    return (f"{headline}\n\nevaluations:\n{score_table(env.ledger)}\n\nlast evaluation's message:\n  {last_message}"
+            f"\n\nlast steps of the trajectory:\n{trajectory_tail(env.run_dir / 'trajectory.jsonl')}"
+            f"\n\nrun directory: {result.run_dir}")
+
+
+def describe_crashed_item(report: pytest.TestReport, run_dir: Path) -> None:
+    """Complete xdist's report of an item whose worker died with what its run directory holds:
+    the evaluations the ledger had saved (the final one never ran)."""
+    properties: dict[str, Any] = {"innovator_task": report.nodeid.rsplit("::", 1)[-1],
+                                  "end_reason": "worker_crashed", "run_dir": str(run_dir), "score_final": None}
+    trajectory_path = run_dir / "trajectory.jsonl"
+    try:
+        records = read_trajectory(trajectory_path) if trajectory_path.is_file() else []
+    except (OSError, ValueError):  # a line torn by the crash
+        records = []
+    if records:
+        header = records[0] if records and records[0].get("type") == "header" else {}
+        properties.update(innovator_domain=header.get("domain"), innovator_agent=header.get("agent"),
+                          backend=header.get("backend"),
+                          steps=max((r["step"] for r in records if r.get("type") == "step"), default=0))
+    ledger_path = run_dir / "ledger.json"
+    if ledger_path.is_file():
+        try:
+            ledger = EvalLedger.load(ledger_path)
+        except (OSError, ValueError) as exc:
+            properties["ledger_error"] = f"{ledger_path}: {exc}"
+        else:
+            best = ledger.best_score
+            properties.update(score_best=None if best is None else round(best, 4), evals_used=ledger.agent_evals_used,
+                              evals_budget=ledger.budget, hint_used=ledger.hint_viewed,
+                              working_time_s=round(ledger.working_time_s, 3))
+            report.longrepr = (f"{report.longrepr}\nno final evaluation ran; the evaluations saved before the "
+                               f"crash:\n{score_table(ledger)}")
+    report.longrepr = f"{report.longrepr}\nrun directory: {run_dir}"
+    report.user_properties.extend(properties.items())
 
 
 def _outcome(phases: dict[str, str], properties: dict[str, Any]) -> str:
+    if phases.get("???") == "failed":
+        return "failed"
     if phases.get("setup") == "failed":
         return "error"
     if phases.get("setup") == "skipped":
@@ -94,10 +134,13 @@ class ResultsReporter:
         self._phases: dict[str, dict[str, str]] = defaultdict(dict)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if "innovator" not in report.keywords and "innovator_task" not in report.keywords:
+        crashed = report.when == "???"  # xdist's report of an item whose worker died: no keywords
+        ours = report.nodeid in self._phases if crashed else (
+            "innovator" in report.keywords or "innovator_task" in report.keywords)
+        if not ours:
             return
         self._phases[report.nodeid][report.when] = report.outcome
-        if report.when != "teardown":
+        if report.when != "teardown" and not crashed:
             return
         properties = dict(report.user_properties)
         record = {

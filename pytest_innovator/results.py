@@ -18,7 +18,10 @@ END_REASONS = (
     "step_limit",
     "cost_limit",
     "agent_error",    # the agent raised or its model endpoint failed for good
-    "interrupted",    # the harness was stopped (Ctrl-C, timeout)
+    "interrupted",    # the harness was stopped (Ctrl-C)
+    "timeout",        # pytest-timeout cut the item off (a hung agent or model call)
+    "harness_error",  # the harness itself failed inside the item's body
+    "worker_crashed", # the xdist worker running the item died (recorded by the controller)
 )
 
 
