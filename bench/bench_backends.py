@@ -77,7 +77,7 @@ def factories(backends: list[str], scratch: Path, stack: list[Any]) -> dict[str,
                 continue
             made[backend] = (lambda task, run: LocalWorkspace.create(task, run, hidden=[task.root])[0], IN_PROCESS_READ)
         elif backend == "remote":
-            from pytest_innovator.remote import connect_remote_workspace
+            from pytest_innovator.remote.client import connect_remote_workspace
 
             server = session_server(scratch / "server")
             (scratch / "server").mkdir()
@@ -86,7 +86,7 @@ def factories(backends: list[str], scratch: Path, stack: list[Any]) -> dict[str,
             made[backend] = (lambda task, run, url=url, token=token: connect_remote_workspace(task, run, base_url=url, token=token)[0],
                               HTTP_READ)
         elif backend == "docker":
-            from pytest_innovator.docker_backend import (
+            from pytest_innovator.remote.docker import (
                 DockerBackendError,
                 create_docker_workspace,
                 docker_client,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import openai
 
-from pytest_innovator.embedded_llm import start_embedded_server
+from pytest_innovator.llm.embedded import start_embedded_server
 
 TOOLS = "\n".join(f"- {name}({arguments}): {text}" for name, arguments, text in [
     ("list_files", "path: string", "list a directory of the workspace"),

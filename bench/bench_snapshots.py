@@ -43,7 +43,7 @@ from bench_provision import (
     tree_size,
 )
 
-from pytest_innovator.snapshots import SnapshotStore
+from pytest_innovator.snapshots.store import SnapshotStore
 
 CHANGED_FILES = (
     "src/pkg00/module00000.py",

@@ -41,8 +41,8 @@ def list_agents() -> int:
 
 def leaderboard(inputs: list[str], json_out: str | None, markdown_out: str | None, update: str | None,
                 force: bool) -> int:
-    from . import leaderboard as lb
-    from .result_inputs import InputError, read_inputs
+    from .reporting import leaderboard as lb
+    from .reporting.result_inputs import InputError, read_inputs
 
     if not (json_out or markdown_out or update):
         print("nothing to write: give --json OUT.json, --markdown OUT.md or --update LEADERBOARD.json", file=sys.stderr)
@@ -67,10 +67,10 @@ def leaderboard(inputs: list[str], json_out: str | None, markdown_out: str | Non
 
 
 def plots(inputs: list[str], out: str) -> int:
-    from .result_inputs import InputError
+    from .reporting.result_inputs import InputError
 
     try:
-        from .plots import write_plots
+        from .reporting.plots import write_plots
     except ImportError as exc:
         print(f"error: plots need matplotlib ({exc}); pip install 'pytest-innovator[report]'", file=sys.stderr)
         return 1
@@ -85,7 +85,7 @@ def plots(inputs: list[str], out: str) -> int:
 
 
 def report(run_dir: str, out: str | None) -> int:
-    from .html_report import ReportError, write_report
+    from .reporting.html_report import ReportError, write_report
 
     try:
         path = write_report(Path(run_dir), Path(out) if out else None)
@@ -97,7 +97,7 @@ def report(run_dir: str, out: str | None) -> int:
 
 
 def status(results_dir: str, run_id: str | None, all_runs: bool, as_json: bool, watch: float | None) -> int:
-    from .status import StatusError, show_status
+    from .reporting.status import StatusError, show_status
 
     try:
         return show_status(Path(results_dir), run_id=run_id, all_runs=all_runs, as_json=as_json, watch_s=watch)
@@ -107,7 +107,7 @@ def status(results_dir: str, run_id: str | None, all_runs: bool, as_json: bool, 
 
 
 def snapshot(item_dir: str) -> int:
-    from .snapshots import take_on_demand
+    from .snapshots.store import take_on_demand
 
     try:
         info = take_on_demand(Path(item_dir))
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return status(args.results_dir, args.run_id, args.all_runs, args.as_json, args.watch)
     if args.command == "serve":
-        from .server import serve_command
+        from .remote.server import serve_command
 
         return serve_command(args)
     return list_agents()

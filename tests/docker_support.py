@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_innovator.docker_backend import DEFAULT_IMAGE
+from pytest_innovator.remote.docker import DEFAULT_IMAGE
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 IMAGE_SCRIPT = REPOSITORY / "scripts" / "docker-test-image.sh"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_innovator.embedded_llm import EmbeddedModelError, default_cache_dir, default_model_file
+from pytest_innovator.llm.embedded import EmbeddedModelError, default_cache_dir, default_model_file
 
 from .test_plugin import junit_properties
 

@@ -14,7 +14,7 @@ from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.env import Limits, ResearchEnv
 from pytest_innovator.gpus import GpuLease
 from pytest_innovator.grading import run_grader
-from pytest_innovator.remote import ServerUnreachable
+from pytest_innovator.remote.client import ServerUnreachable
 from pytest_innovator.results import EpisodeResult
 from pytest_innovator.task import Task, load_task
 from pytest_innovator.workspace import LocalWorkspace, Workspace, WorkspaceError
@@ -25,7 +25,7 @@ from .test_task_scaffold_construction import BASELINE_STEALING_ANSWERS
 
 pytest.importorskip("docker", reason="the docker backend needs the docker package: pip install docker")
 
-from pytest_innovator.docker_backend import (
+from pytest_innovator.remote.docker import (
     ITEM_LABEL,
     DockerBackendError,
     DockerWorkspace,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_innovator.embedded_llm import (
+from pytest_innovator.llm.embedded import (
     EmbeddedModelError,
     RequestError,
     chat_messages,
@@ -17,7 +17,7 @@ from pytest_innovator.embedded_llm import (
     default_model_file,
     start_embedded_server,
 )
-from pytest_innovator.server_process import LLMEndpoint, ServerStartError
+from pytest_innovator.llm.server_process import LLMEndpoint, ServerStartError
 
 
 def test_messages_from_native_tool_use_are_rendered_as_text() -> None:
@@ -92,7 +92,7 @@ def test_lists_its_model(client: Any, embedded: LLMEndpoint) -> None:
 def test_answers_greedily_with_usage_counted_by_the_tokenizer(client: Any, embedded: LLMEndpoint) -> None:
     from transformers import AutoTokenizer
 
-    from pytest_innovator.embedded_llm import prepare_model_dir
+    from pytest_innovator.llm.embedded import prepare_model_dir
 
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     first = client.chat.completions.create(model=embedded.model, messages=messages, max_tokens=16)
@@ -155,7 +155,7 @@ def test_the_session_fixture_serves_the_embedded_model(pytester: pytest.Pytester
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # pytester gives the run a temporary HOME; keep the converted model's cache where it is.
     monkeypatch.setenv("XDG_CACHE_HOME", str(default_cache_dir().parent.parent))
-    pytester.makeconftest("from pytest_innovator.llm_servers import embedded_llm_server  # noqa: F401\n")
+    pytester.makeconftest("from pytest_innovator.plugin.llm_servers import embedded_llm_server  # noqa: F401\n")
     pytester.makepyfile(test_chat="""
         import openai
 

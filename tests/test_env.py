@@ -9,7 +9,7 @@ import pytest
 from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.env import Limits, ResearchEnv
 from pytest_innovator.ledger import EvalLedger
-from pytest_innovator.remote import connect_remote_workspace
+from pytest_innovator.remote.client import connect_remote_workspace
 from pytest_innovator.task import load_task
 from pytest_innovator.trajectory import read_trajectory
 from pytest_innovator.workspace import LocalWorkspace, Workspace

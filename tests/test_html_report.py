@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pytest_innovator.html_report import ReportError, write_report
-from pytest_innovator.result_inputs import read_input
+from pytest_innovator.reporting.html_report import ReportError, write_report
+from pytest_innovator.reporting.result_inputs import read_input
 
 from .benchmark_runs import EVALUATE, FINISH, answer, make_task, run_pytest, write_replays
 

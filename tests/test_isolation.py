@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_innovator.options import OPTION_BY_NAME
+from pytest_innovator.plugin.options import OPTION_BY_NAME
 from pytest_innovator.sandbox import bwrap_path
 
 from .docker_support import docker_daemon, docker_image  # noqa: F401

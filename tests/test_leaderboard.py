@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pytest_innovator import leaderboard as lb
 from pytest_innovator.cli import main
-from pytest_innovator.result_inputs import InputError, read_input, read_inputs, typed
+from pytest_innovator.reporting import leaderboard as lb
+from pytest_innovator.reporting.result_inputs import InputError, read_input, read_inputs, typed
 
 from .benchmark_runs import (
     EVALUATE,

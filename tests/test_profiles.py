@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from pytest_innovator.profiles import (
+from pytest_innovator.reporting.profiles import (
     ProfileError,
     area_under,
     performance_profiles,

@@ -17,7 +17,7 @@ from pytest_innovator.agents.react import RESUMED_NOTE, ReactAgent, ReactConfig,
 from pytest_innovator.agents.text_protocol import NUDGE, TextAction, parse_action
 from pytest_innovator.env import ResearchEnv
 from pytest_innovator.ledger import EvalLedger
-from pytest_innovator.llm import Price, RetryPolicy, load_price_table, price_for
+from pytest_innovator.llm.client import Price, RetryPolicy, load_price_table, price_for
 from pytest_innovator.results import EpisodeResult
 from pytest_innovator.trajectory import read_trajectory
 

@@ -16,7 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pytest_innovator.remote import RemoteWorkspace, ServerUnreachable, connect_remote_workspace
+from pytest_innovator.remote.client import (
+    RemoteWorkspace,
+    ServerUnreachable,
+    connect_remote_workspace,
+)
 from pytest_innovator.sessions import SessionError
 from pytest_innovator.task import load_task
 from pytest_innovator.workspace import LocalWorkspace, Workspace, WorkspaceError

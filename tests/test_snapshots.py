@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_innovator import snapshots
 from pytest_innovator.ledger import EvalLedger
 from pytest_innovator.protected import sha256_of
-from pytest_innovator.snapshots import SnapshotStore, take_on_demand
+from pytest_innovator.snapshots import store as snapshots
+from pytest_innovator.snapshots.store import SnapshotStore, take_on_demand
 from pytest_innovator.trajectory import TrajectoryWriter
 from tests.test_provision import snapshot as tree_state
 
@@ -290,7 +290,7 @@ CHILD_TAKES_A_SNAPSHOT = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from pytest_innovator import snapshots
+    from pytest_innovator.snapshots import store as snapshots
 
     store_dir, workspace, pause_at = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -556,7 +556,7 @@ CHILD_SNAPSHOTS_AND_PRINTS_INFO = textwrap.dedent(
     """
     import dataclasses, json, sys
     from pathlib import Path
-    from pytest_innovator.snapshots import SnapshotStore
+    from pytest_innovator.snapshots.store import SnapshotStore
     info = SnapshotStore(Path(sys.argv[1]), durable=False).take(Path(sys.argv[2]), {}, step=1)
     print(json.dumps(dataclasses.asdict(info)))
     """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_innovator.cli import main
-from pytest_innovator.status import StatusError, collect_status, last_record
+from pytest_innovator.reporting.status import StatusError, collect_status, last_record
 
 from .benchmark_runs import (
     EVALUATE,

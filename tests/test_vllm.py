@@ -17,15 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_innovator.embedded_llm import default_cache_dir
 from pytest_innovator.gpus import GpuLeaser
-from pytest_innovator.llm_servers import (
-    NotEnoughGpus,
-    ServerSetupError,
-    vllm_gpu_count,
-    vllm_server_spec,
-)
-from pytest_innovator.server_process import (
+from pytest_innovator.llm.embedded import default_cache_dir
+from pytest_innovator.llm.server_process import (
     ServerProcess,
     ServerSpec,
     ServerStartError,
@@ -33,6 +27,12 @@ from pytest_innovator.server_process import (
     free_loopback_port,
     process_alive,
     served_models,
+)
+from pytest_innovator.plugin.llm_servers import (
+    NotEnoughGpus,
+    ServerSetupError,
+    vllm_gpu_count,
+    vllm_server_spec,
 )
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm_server.py")
@@ -43,7 +43,7 @@ EMBEDDED_MODEL_CACHE = default_cache_dir()
 VLLM_CACHE_ROOT = Path.home() / ".cache" / "vllm"
 
 CONFTEST = """
-from pytest_innovator.llm_servers import embedded_llm_server, vllm_server  # noqa: F401
+from pytest_innovator.plugin.llm_servers import embedded_llm_server, vllm_server  # noqa: F401
 """
 
 
@@ -64,7 +64,7 @@ def test_spec_refuses_arguments_the_fixture_sets(tmp_path: Path) -> None:
 
 def test_spec_holds_the_gpus_through_the_launcher(tmp_path: Path) -> None:
     on_gpus = vllm_server_spec("org/model", "-tp 2 --dtype half", "", ("0", "1", "2"), tmp_path)
-    assert on_gpus.command[1:4] == ("-m", "pytest_innovator.server_process", "hold-gpus")
+    assert on_gpus.command[1:4] == ("-m", "pytest_innovator.llm.server_process", "hold-gpus")
     assert on_gpus.command[on_gpus.command.index("--count") + 1] == "2"
     on_cpu = vllm_server_spec("org/model", "--dtype half", "", (), tmp_path)
     assert on_cpu.command[1:] == ("-m", "vllm.entrypoints.openai.api_server", "--model", "org/model",
@@ -241,7 +241,7 @@ def test_fixture_errors_with_the_log_tail_when_the_server_dies(pytester: pytest.
                            "(docs/llm-servers.md; scripts/start-vllm-cpu.sh)")
 def test_real_vllm_serves_chat_completions(pytester: pytest.Pytester, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_innovator.embedded_llm import (
+    from pytest_innovator.llm.embedded import (
         EmbeddedModelError,
         default_model_file,
         prepare_model_dir,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..trajectory import summarize
 
 if TYPE_CHECKING:
-    from ..llm import Completion, LLMClient
+    from ..llm.client import Completion, LLMClient
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..env import ResearchEnv
-from ..llm import (
+from ..llm.client import (
     DEFAULT_PRICES,
     Completion,
     ContextOverflow,

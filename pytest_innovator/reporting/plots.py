@@ -20,8 +20,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from ..ledger import EvalLedger
 from . import leaderboard as lb
-from .ledger import EvalLedger
 from .profiles import performance_profiles
 from .result_inputs import InputError, deduplicate, read_input
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .ledger import write_json_atomic
+from ..ledger import write_json_atomic
 from .profiles import performance_profiles
 from .result_inputs import deduplicate, fill_from_run, item_key
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ledger import EvalLedger, write_json_atomic
-from .snapshots import SnapshotStore
+from ..ledger import EvalLedger, write_json_atomic
+from .store import SnapshotStore
 
 
 class ResumeError(Exception):

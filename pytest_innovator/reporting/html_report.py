@@ -16,9 +16,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..ledger import EvalLedger
 from . import leaderboard as lb
 from .html_assets import CSS, JS
-from .ledger import EvalLedger
 from .result_inputs import deduplicate, read_result_files, read_results_log
 
 CHUNK_LINES = 200

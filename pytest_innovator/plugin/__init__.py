@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from ..task import KNOWN_DOMAINS, Task, TaskError, load_task
 from . import report
-from .report import describe_crashed_item
 from .llm_servers import embedded_llm_server, vllm_server  # noqa: F401  (registers the fixtures)
 from .options import Settings, add_options, resolve_settings
-from .task import KNOWN_DOMAINS, Task, TaskError, load_task
+from .report import describe_crashed_item
 
 settings_key = pytest.StashKey[Settings]()
 run_id_key = pytest.StashKey[str]()
@@ -51,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = resolve_settings(config)
     config.stash[settings_key] = settings
     if settings.resume:
-        from .resume import ResumeError, parse_resume_option
+        from ..snapshots.resume import ResumeError, parse_resume_option
 
         try:
             config.stash[resume_target_key] = parse_resume_option(settings.resume)
@@ -112,7 +112,7 @@ class TaskFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         carried = None
         if resume_target_key in self.config.stash:
-            from .resume import finished_result
+            from ..snapshots.resume import finished_result
 
             carried = finished_result(self.config.stash[resume_target_key], task.id)
         item = TaskItem.from_parent(self, name=task.id, callobj=carry_over_body if carried else run_task_body)
@@ -161,7 +161,7 @@ class TaskItem(pytest.Function):
 
 def run_task_body(request: pytest.FixtureRequest, research_env: Any, agent: Any) -> None:
     """The test body of every task item: run the agent, grade, compare with the pass score."""
-    from .agents import run_episode
+    from ..agents import run_episode
 
     try:
         result = run_episode(agent, research_env)
@@ -266,7 +266,7 @@ def innovator_run_dir(request: pytest.FixtureRequest, innovator_task: Task) -> P
 
 @pytest.fixture
 def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path) -> Iterator[Any]:
-    from .gpus import GpuLeaser
+    from ..gpus import GpuLeaser
 
     settings: Settings = request.config.stash[settings_key]
     needed = innovator_task.spec.resources.gpus
@@ -294,19 +294,19 @@ def hidden_paths(task: Task, settings: Settings) -> list[Path]:
 
 @pytest.fixture
 def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any) -> Iterator[Any]:
-    from .workspace import LocalWorkspace
+    from ..workspace import LocalWorkspace
 
     settings: Settings = request.config.stash[settings_key]
     env = {"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id}
     hidden = hidden_paths(innovator_task, settings) if settings.backend != "local" else ()
     if resume_target_key in request.config.stash:
-        from .resume import prepare_run_dir, resume_point
+        from ..snapshots.resume import prepare_run_dir, resume_point
 
         point = resume_point(request.config.stash[resume_target_key], innovator_task.id)
         if point is not None:
             request.node.stash[resumed_key] = prepare_run_dir(point, innovator_run_dir)
     if settings.backend == "docker":
-        from .docker_backend import DockerBackendError, create_docker_workspace
+        from ..remote.docker import DockerBackendError, create_docker_workspace
 
         try:
             ws, _ = create_docker_workspace(innovator_task, innovator_run_dir, env, gpu_lease,
@@ -314,7 +314,7 @@ def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
         except DockerBackendError as exc:
             pytest.skip(f"docker backend unavailable: {exc}")
     elif settings.backend == "remote":
-        from .remote import connect_remote_workspace
+        from ..remote.client import connect_remote_workspace
 
         if not settings.remote_url or not settings.remote_token_file:
             raise pytest.UsageError("--innovator-backend remote needs --innovator-remote-url and --innovator-remote-token-file")
@@ -322,7 +322,7 @@ def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
         ws, _ = connect_remote_workspace(innovator_task, innovator_run_dir, env, base_url=settings.remote_url,
                                          token=token, grader_hidden=hidden_paths(innovator_task, settings))
     else:
-        from .gpus import gpu_device_nodes
+        from ..gpus import gpu_device_nodes
 
         ws, _ = LocalWorkspace.create(innovator_task, innovator_run_dir, env=env, hidden=hidden,
                                       devices=gpu_device_nodes(gpu_lease.devices))
@@ -351,7 +351,7 @@ def uses_embedded_model(settings: Settings) -> bool:
 
 @pytest.fixture
 def agent(request: pytest.FixtureRequest) -> Any:
-    from .agents import AgentError, load_agent
+    from ..agents import AgentError, load_agent
 
     settings: Settings = request.config.stash[settings_key]
     options = settings.agent_options()
@@ -368,8 +368,8 @@ def agent(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path) -> Iterator[Any]:
-    from .agents import agent_label
-    from .env import Limits, ResearchEnv, SnapshotPolicy
+    from ..agents import agent_label
+    from ..env import Limits, ResearchEnv, SnapshotPolicy
 
     settings: Settings = request.config.stash[settings_key]
     spec = innovator_task.spec

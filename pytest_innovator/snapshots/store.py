@@ -90,8 +90,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .protected import HASH_CHUNK_BYTES, sha256_of
-from .provision import (
+from ..protected import HASH_CHUNK_BYTES, sha256_of
+from ..provision import (
     FICLONE,
     NO_REFLINK_ERRNOS,
     clone_data,

@@ -24,13 +24,13 @@ from typing import Any
 
 import httpx
 
+from ..protected import FileState, ProtectedChange, from_json, to_json
+from ..provision import ProvisionReport
+from ..sandbox import Sandbox
+from ..sessions import CommandResult, SessionError, SessionStatus
+from ..task import Task
+from ..workspace import DirEntry, ExecResult, WorkspaceError
 from .archive import extract_tar, tar_stream
-from .protected import FileState, ProtectedChange, from_json, to_json
-from .provision import ProvisionReport
-from .sandbox import Sandbox
-from .sessions import CommandResult, SessionError, SessionStatus
-from .task import Task
-from .workspace import DirEntry, ExecResult, WorkspaceError
 
 LONG_POLL_S = 60.0
 RESPONSE_MARGIN_S = 30.0

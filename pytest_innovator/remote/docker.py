@@ -44,20 +44,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
-from .grader_kit import ALONE_IN_CONTAINER
-from .grading import grader_environment
-from .protected import FileState, ProtectedChange
-from .provision import ProvisionReport, provision
-from .remote import RemoteError, RemoteWorkspace, ServerUnreachable
-from .sandbox import SYSTEM_DIRS, python_paths
-from .task import Task
-from .workspace import DirEntry, LocalWorkspace
+from ..grader_kit import ALONE_IN_CONTAINER
+from ..grading import grader_environment
+from ..protected import FileState, ProtectedChange
+from ..provision import ProvisionReport, provision
+from ..sandbox import SYSTEM_DIRS, python_paths
+from ..task import Task
+from ..workspace import DirEntry, LocalWorkspace
+from .client import RemoteError, RemoteWorkspace, ServerUnreachable
 
 if TYPE_CHECKING:
     import docker  # type: ignore[import-untyped]
     from docker.models.containers import Container  # type: ignore[import-untyped]
 
-    from .gpus import GpuLease
+    from ..gpus import GpuLease
 
 DEFAULT_IMAGE = "innovator-test:bookworm"
 DEFAULT_PIDS_LIMIT = 4096
@@ -110,7 +110,9 @@ def container_python_paths() -> list[Path]:
 def package_parent() -> str:
     """The directory holding this package: PYTHONPATH in containers, so they import the mounted copy
     whether the harness found it through an editable install or through PYTHONPATH."""
-    return str(Path(__file__).resolve().parent.parent)
+    import pytest_innovator
+
+    return str(Path(pytest_innovator.__file__).resolve().parent.parent)
 
 
 def _mount(source: Path | str, target: Path | str, *, read_only: bool) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 
 import openai
 
-from .agents.context import estimate_message_tokens, estimate_tokens
+from ..agents.context import estimate_message_tokens, estimate_tokens
 
 
 class LLMError(Exception):

@@ -7,7 +7,7 @@ workers, or two pytest runs) use one: the first starts it, the others find it in
 file guarded by a file lock, and the last one out stops it. The state lists the pids of its users,
 so a worker that was killed does not keep the server alive forever.
 
-A server that needs GPUs is started through ``python -m pytest_innovator.server_process hold-gpus``,
+A server that needs GPUs is started through ``python -m pytest_innovator.llm.server_process hold-gpus``,
 which leases the devices (`GpuLeaser`), runs the server with ``CUDA_VISIBLE_DEVICES`` set and holds
 the lease exactly as long as the server lives, whichever process stops it.
 """
@@ -301,7 +301,7 @@ def _live(pids: Sequence[int]) -> list[int]:
 def hold_gpus_command(count: int, lock_dir: Path, inventory: Sequence[str], owner: str,
                       command: Sequence[str], timeout_s: float) -> list[str]:
     """The command that runs `command` with `count` leased GPUs (see `hold_gpus_and_run`)."""
-    return [sys.executable, "-m", "pytest_innovator.server_process", "hold-gpus", "--count", str(count),
+    return [sys.executable, "-m", "pytest_innovator.llm.server_process", "hold-gpus", "--count", str(count),
             "--lock-dir", str(lock_dir), "--inventory", ",".join(inventory), "--owner", owner,
             "--timeout", str(timeout_s), "--", *command]
 
@@ -309,7 +309,7 @@ def hold_gpus_command(count: int, lock_dir: Path, inventory: Sequence[str], owne
 def hold_gpus_and_run(count: int, lock_dir: Path, inventory: Sequence[str], owner: str,
                       command: Sequence[str], timeout_s: float | None = None) -> int:
     """Lease `count` GPUs, run `command` with CUDA_VISIBLE_DEVICES set, release when it exits."""
-    from .gpus import GpuLeaser
+    from ..gpus import GpuLeaser
 
     leaser = GpuLeaser(lock_dir, inventory)
     with leaser.lease(count, owner=f"{owner} (pid {os.getpid()})", timeout=timeout_s) as lease:
@@ -326,7 +326,7 @@ def hold_gpus_and_run(count: int, lock_dir: Path, inventory: Sequence[str], owne
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_innovator.server_process")
+    parser = argparse.ArgumentParser(prog="python -m pytest_innovator.llm.server_process")
     commands = parser.add_subparsers(dest="action", required=True)
     hold = commands.add_parser("hold-gpus", help="run a command while holding a GPU lease")
     hold.add_argument("--count", type=int, required=True)

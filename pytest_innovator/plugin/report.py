@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .ledger import EvalLedger
-from .results import RESULTS_SCHEMA, EpisodeResult
-from .trajectory import read_trajectory
+from ..ledger import EvalLedger
+from ..results import RESULTS_SCHEMA, EpisodeResult
+from ..trajectory import read_trajectory
 
 if TYPE_CHECKING:
-    from .env import ResearchEnv
+    from ..env import ResearchEnv
     from .options import Settings
 
 TRAJECTORY_TAIL_STEPS = 8

@@ -6,7 +6,7 @@
 It holds a lease on tensor-parallel x pipeline-parallel GPUs (1 by default; none on a host without
 GPUs) for as long as it runs.
 
-``embedded_llm_server``: the embedded model (pytest_innovator.embedded_llm) on the CPU.
+``embedded_llm_server``: the embedded model (pytest_innovator.llm.embedded) on the CPU.
 
 Both yield an `LLMEndpoint` (``base_url`` ending in /v1, ``model``). All pytest-xdist workers
 of a host, and other pytest runs on it, share one server per configuration (`SharedServer`):
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from .server_process import (
+from ..llm.server_process import (
     LLMEndpoint,
     ServerSpec,
     ServerStartError,
@@ -109,7 +109,7 @@ def vllm_server_spec(model: str, args_option: str, command_option: str, gpus: Se
 
 
 def _settings(request: pytest.FixtureRequest) -> Any:
-    from .plugin import settings_key  # here: the plugin imports this module
+    from . import settings_key  # here: the plugin imports this module
 
     return request.config.stash[settings_key]
 
@@ -148,7 +148,7 @@ def vllm_server(request: pytest.FixtureRequest) -> Iterator[LLMEndpoint]:
 @pytest.fixture(scope="session")
 def embedded_llm_server(request: pytest.FixtureRequest) -> Iterator[LLMEndpoint]:
     """The embedded model (SmolLM2-135M-Instruct on the CPU), shared by the workers of this host."""
-    from .embedded_llm import EmbeddedModelError, default_model_file, server_command
+    from ..llm.embedded import EmbeddedModelError, default_model_file, server_command
 
     try:
         model_file = default_model_file()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .gpus import detect_gpus
+from ..gpus import detect_gpus
 
 
 class SettingsError(pytest.UsageError):
@@ -213,7 +213,7 @@ def _raw_value(config: pytest.Config, option: Option) -> tuple[str | None, str]:
 
 
 def default_backend() -> str:
-    from .sandbox import bwrap_path
+    from ..sandbox import bwrap_path
 
     return "sandbox" if bwrap_path() else "local"
 

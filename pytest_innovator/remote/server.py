@@ -2,7 +2,7 @@
 
 ``pytest-innovator serve`` runs it under uvicorn. It wraps the same runtime the in-process
 backends use (``LocalWorkspace`` and ``SessionManager``), so behaviour and error messages are
-those of the local backend; :mod:`pytest_innovator.remote` is its client. It serves
+those of the local backend; :mod:`pytest_innovator.remote.client` is its client. It serves
 
 * the workspace given with ``--workspace DIR`` (id ``main``): how a Docker container serves the
   item's bind-mounted workspace; and
@@ -46,10 +46,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .archive import ArchiveError, extract_tar, file_chunks, tar_stream
-from .protected import ProtectedChange, from_json, to_json
-from .sandbox import Sandbox, bwrap_path
-from .sessions import (
+from ..protected import ProtectedChange, from_json, to_json
+from ..sandbox import Sandbox, bwrap_path
+from ..sessions import (
     SESSION_NAME,
     CommandResult,
     Session,
@@ -57,7 +56,8 @@ from .sessions import (
     SessionManager,
     SessionStatus,
 )
-from .workspace import DirEntry, LocalWorkspace, WorkspaceError, command_environment
+from ..workspace import DirEntry, LocalWorkspace, WorkspaceError, command_environment
+from .archive import ArchiveError, extract_tar, file_chunks, tar_stream
 
 API_VERSION = 1
 MAIN_WORKSPACE = "main"

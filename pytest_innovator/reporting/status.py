@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .ledger import EvalLedger
+from ..ledger import EvalLedger
 
 TAIL_BYTES = 64 * 1024
 

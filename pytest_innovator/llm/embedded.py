@@ -6,7 +6,7 @@ CPU cores (docs/llm-servers.md has the measurements and why this model). transfo
 GGUF file once, dequantised, and the result is cached as a transformers directory, so later starts
 take seconds instead of half a minute.
 
-    python -m pytest_innovator.embedded_llm --port 8000     # serves until killed
+    python -m pytest_innovator.llm.embedded --port 8000     # serves until killed
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``GET /health``. Decoding is greedy
 (``temperature`` and ``top_p`` are ignored), one request at a time, with the model's chat template;
@@ -352,7 +352,7 @@ def _missing(module: str) -> bool:
 def server_command(port: int | None = None, model_file: Path | None = None, model_name: str = DEFAULT_MODEL_NAME,
                    max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None) -> list[str]:
     """The command line of the server (without ``--port`` when `port` is None)."""
-    command = [sys.executable, "-m", "pytest_innovator.embedded_llm", "--model-name", model_name,
+    command = [sys.executable, "-m", "pytest_innovator.llm.embedded", "--model-name", model_name,
                "--max-tokens", str(max_tokens)]
     if model_file is not None:
         command += ["--model-file", str(model_file)]
@@ -385,7 +385,7 @@ def start_embedded_server(model_file: Path | None = None, model_name: str = DEFA
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_innovator.embedded_llm",
+    parser = argparse.ArgumentParser(prog="python -m pytest_innovator.llm.embedded",
                                      description="Serve the embedded model on 127.0.0.1 (OpenAI chat completions).")
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--model-file", type=Path, default=None,
