@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import socket
+import stat
 import tarfile
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pytest_innovator.remote.archive import HAS_DATA_FILTER, ArchiveError, extract_tar
 from pytest_innovator.remote.client import (
     RemoteWorkspace,
     ServerUnreachable,
@@ -211,6 +213,55 @@ def test_bad_archives_are_refused(remote: RemoteWorkspace, session_server: Serve
         placed = http.put(f"/v1/workspaces/{remote.workspace_id}/archive", params={"path": "sub"},
                           content=_tar(_member("/tmp/absolute.txt")))
     assert placed.status_code == 200 and remote.read_file("sub/tmp/absolute.txt") == b"x"
+
+
+WITH_FILTER = pytest.param(True, id="data-filter", marks=pytest.mark.skipif(
+    not HAS_DATA_FILTER, reason="tarfile has no extraction filters before Python 3.11.4"))
+BOTH_WAYS = pytest.mark.parametrize("data_filter", [WITH_FILTER, pytest.param(False, id="checked-here")])
+
+
+@BOTH_WAYS
+@pytest.mark.parametrize(
+    ("members", "refusal"),
+    [
+        pytest.param([_member("../escaped.txt")], "would be extracted to", id="dotdot"),
+        pytest.param([_member("sub/../../escaped.txt")], "would be extracted to", id="dotdot-inside"),
+        pytest.param([_member("link/escaped.txt")], "would be extracted to", id="through-a-symlink"),
+        pytest.param([_member("abs", kind=tarfile.SYMTYPE, link="/etc")], "link to an absolute path", id="absolute-symlink"),
+        pytest.param([_member("up", kind=tarfile.SYMTYPE, link="../..")], "would link to", id="symlink-out"),
+        pytest.param([_member("hard", kind=tarfile.LNKTYPE, link="../escaped.txt")], "would link to", id="hardlink-out"),
+        pytest.param([_member("fifo", kind=tarfile.FIFOTYPE)], "special file", id="fifo"),
+        pytest.param([_member("null", kind=tarfile.CHRTYPE)], "special file", id="device"),
+    ],
+)
+def test_archives_cannot_reach_outside_their_destination(tmp_path: Path, data_filter: bool,
+                                                         members: list[tuple[tarfile.TarInfo, bytes]],
+                                                         refusal: str) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(tmp_path)  # as a command in the workspace could have made it
+    (tmp_path / "escaped.txt").write_text("outside")
+    with pytest.raises(ArchiveError, match=f"may not be extracted here: .*{refusal}"):
+        extract_tar(io.BytesIO(_tar(*members)), dest, data_filter=data_filter)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "escaped.txt"]
+    assert os.listdir(dest) == ["link"] and (tmp_path / "escaped.txt").read_text() == "outside"
+
+
+@BOTH_WAYS
+def test_extracted_files_get_sane_owners_and_modes(tmp_path: Path, data_filter: bool) -> None:
+    members = [_member("/absolute.txt"), _member("run.sh", b"#!/bin/sh\n"), _member("notes.txt", b"notes"),
+               _member("dir", kind=tarfile.DIRTYPE), _member("dir/link", kind=tarfile.SYMTYPE, link="../run.sh"),
+               _member("hard", kind=tarfile.LNKTYPE, link="notes.txt")]
+    for (info, _), mode in zip(members, [0o644, 0o4777, 0o066, 0o700, 0o777, 0o066]):
+        info.mode, info.uid, info.gid = mode, 12345, 12345
+    dest = tmp_path / "dest"
+    assert extract_tar(io.BytesIO(_tar(*members)), dest, data_filter=data_filter) == (3, 1 + 10 + 5)
+    (tmp_path / "default").mkdir()
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in dest.rglob("*") if not p.is_symlink()}
+    default = stat.S_IMODE((tmp_path / "default").stat().st_mode)
+    assert modes == {"absolute.txt": 0o644, "run.sh": 0o755, "notes.txt": 0o644, "hard": 0o644, "dir": default}
+    assert {p.lstat().st_uid for p in dest.rglob("*")} == {os.geteuid()}
+    assert (dest / "dir" / "link").read_bytes() == b"#!/bin/sh\n" and os.path.samefile(dest / "hard", dest / "notes.txt")
 
 
 def test_outputs_come_back_without_symlinks(remote: RemoteWorkspace, tmp_path: Path) -> None:

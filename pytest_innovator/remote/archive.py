@@ -1,8 +1,9 @@
 """Tar streams that move workspace files between the harness and a session server.
 
 Written piece by piece (a header, the file's bytes, padding), so a directory of any size is sent
-in bounded memory; read with tarfile's ``data`` filter, so an archive cannot place anything
-outside its destination (absolute names, ``..``, links that leave it, device files).
+in bounded memory; read with tarfile's ``data`` filter (or, on Pythons before 3.11.4, the same rules
+checked here), so an archive cannot place anything outside its destination (absolute names,
+``..``, links that leave it, device files) nor set ownership, setuid bits or group/other write bits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import BinaryIO, Protocol, cast
 
 BLOCK = tarfile.BLOCKSIZE
 CHUNK_BYTES = 1 << 20
+HAS_DATA_FILTER = hasattr(tarfile, "data_filter")  # Python 3.11.4 and later
+REFUSED = "the archive may not be extracted here"
 
 
 class Readable(Protocol):
@@ -91,22 +94,56 @@ def _file_entry(path: str, relative: str, info: os.stat_result) -> Iterator[byte
         yield b"\0" * (BLOCK - size % BLOCK)
 
 
-def extract_tar(stream: Readable, dest: Path) -> tuple[int, int]:
+def extract_tar(stream: Readable, dest: Path, *, data_filter: bool = HAS_DATA_FILTER) -> tuple[int, int]:
     """Extract a tar stream into ``dest`` (created if needed); returns (files, bytes).
 
-    Raises ArchiveError for anything that is not a tar archive or would leave ``dest``.
+    Raises ArchiveError for anything that is not a tar archive or would leave ``dest``. Uses
+    tarfile's ``data`` filter, or with ``data_filter=False`` the same rules checked here.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    real_dest = os.path.realpath(dest)
     files = size = 0
     try:
         with tarfile.open(fileobj=cast(BinaryIO, stream), mode="r|*") as archive:
             for member in archive:
-                archive.extract(member, dest, filter="data")
+                if data_filter:
+                    archive.extract(member, dest, filter="data")
+                else:
+                    _extract_as_data(archive, member, real_dest)
                 if member.isfile():
                     files += 1
                     size += member.size
-    except tarfile.FilterError as exc:
-        raise ArchiveError(f"the archive may not be extracted here: {exc}") from None
     except (tarfile.TarError, EOFError, UnicodeError) as exc:
+        if HAS_DATA_FILTER and isinstance(exc, tarfile.FilterError):
+            raise ArchiveError(f"{REFUSED}: {exc}") from None
         raise ArchiveError(f"not a valid tar archive ({exc}); send a tar file (optionally compressed)") from None
     return files, size
+
+
+def _extract_as_data(archive: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
+    """Extract ``member`` under the rules of tarfile's data filter, for Pythons that lack it."""
+    member.name = member.name.lstrip("/")
+    _check_inside(dest, member.name, f"{member.name!r} would be extracted to")
+    if member.issym() or member.islnk():
+        if os.path.isabs(member.linkname):
+            raise ArchiveError(f"{REFUSED}: {member.name!r} is a link to an absolute path")
+        # A symlink's target is relative to its directory, a hard link's to the archive's root.
+        base = os.path.dirname(member.name) if member.issym() else ""
+        _check_inside(dest, os.path.join(base, member.linkname), f"{member.name!r} would link to")
+    elif member.isdir():
+        # As with the filter, a new directory gets the default mode and an existing one keeps its own.
+        os.makedirs(os.path.join(dest, member.name), exist_ok=True)
+        return
+    elif not member.isreg():
+        raise ArchiveError(f"{REFUSED}: {member.name!r} is a special file")
+    if not member.issym():
+        mode = member.mode & 0o755
+        member.mode = (mode if mode & 0o100 else mode & ~0o111) | 0o600
+    member.uid, member.gid = os.geteuid(), os.getegid()
+    archive.extract(member, dest, numeric_owner=True)
+
+
+def _check_inside(dest: str, relative: str, what: str) -> None:
+    target = os.path.realpath(os.path.join(dest, relative))
+    if os.path.commonpath([target, dest]) != dest:
+        raise ArchiveError(f"{REFUSED}: {what} {target!r}, which is outside the destination")
