@@ -35,6 +35,7 @@ from ..llm.server_process import (
     SharedServer,
     hold_gpus_command,
 )
+from .options import settings_key
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 VLLM_START_TIMEOUT_S = 1800.0  # a first start may download weights and compile kernels
@@ -109,8 +110,6 @@ def vllm_server_spec(model: str, args_option: str, command_option: str, gpus: Se
 
 
 def _settings(request: pytest.FixtureRequest) -> Any:
-    from . import settings_key  # here: the plugin imports this module
-
     return request.config.stash[settings_key]
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from ..ledger import EvalLedger
 from ..results import RESULTS_SCHEMA, EpisodeResult
+from ..rundir import RunDir, results_log_path
 from ..trajectory import read_trajectory
 
 if TYPE_CHECKING:
@@ -74,16 +75,16 @@ def failure_text(headline: str, env: ResearchEnv, result: EpisodeResult) -> str:
     final = env.ledger.final_evaluation
     last_message = (final.message if final else "").strip() or "(no message)"
     return (f"{headline}\n\nevaluations:\n{score_table(env.ledger)}\n\nlast evaluation's message:\n  {last_message}"
-            f"\n\nlast steps of the trajectory:\n{trajectory_tail(env.run_dir / 'trajectory.jsonl')}"
+            f"\n\nlast steps of the trajectory:\n{trajectory_tail(RunDir(env.run_dir).trajectory)}"
             f"\n\nrun directory: {result.run_dir}")
 
 
-def describe_crashed_item(report: pytest.TestReport, run_dir: Path) -> None:
+def describe_crashed_item(report: pytest.TestReport, run_dir: RunDir) -> None:
     """Complete xdist's report of an item whose worker died with what its run directory holds:
     the evaluations the ledger had saved (the final one never ran)."""
     properties: dict[str, Any] = {"innovator_task": report.nodeid.rsplit("::", 1)[-1],
-                                  "end_reason": "worker_crashed", "run_dir": str(run_dir), "score_final": None}
-    trajectory_path = run_dir / "trajectory.jsonl"
+                                  "end_reason": "worker_crashed", "run_dir": str(run_dir.path), "score_final": None}
+    trajectory_path = run_dir.trajectory
     try:
         records = read_trajectory(trajectory_path) if trajectory_path.is_file() else []
     except (OSError, ValueError):  # a line torn by the crash
@@ -93,7 +94,7 @@ def describe_crashed_item(report: pytest.TestReport, run_dir: Path) -> None:
         properties.update(innovator_domain=header.get("domain"), innovator_agent=header.get("agent"),
                           backend=header.get("backend"),
                           steps=max((r["step"] for r in records if r.get("type") == "step"), default=0))
-    ledger_path = run_dir / "ledger.json"
+    ledger_path = run_dir.ledger
     if ledger_path.is_file():
         try:
             ledger = EvalLedger.load(ledger_path)
@@ -106,7 +107,7 @@ def describe_crashed_item(report: pytest.TestReport, run_dir: Path) -> None:
                               working_time_s=round(ledger.working_time_s, 3))
             report.longrepr = (f"{report.longrepr}\nno final evaluation ran; the evaluations saved before the "
                                f"crash:\n{score_table(ledger)}")
-    report.longrepr = f"{report.longrepr}\nrun directory: {run_dir}"
+    report.longrepr = f"{report.longrepr}\nrun directory: {run_dir.path}"
     report.user_properties.extend(properties.items())
 
 
@@ -129,7 +130,7 @@ class ResultsReporter:
         self.config = config
         self.settings = settings
         self.run_id = run_id
-        self.log_path = settings.results / "results.jsonl"
+        self.log_path = results_log_path(settings.results)
         self.records: list[dict[str, Any]] = []
         self._phases: dict[str, dict[str, str]] = defaultdict(dict)
 

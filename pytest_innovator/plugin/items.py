@@ -1,0 +1,148 @@
+"""Task items: a task.toml collected as a `TaskItem` whose body runs the agent, and how every way
+the body can end (a score, a timeout, a harness error, a carried-over result) becomes its report."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..task import Task, TaskError, load_task
+from . import report
+from .options import Settings, settings_key
+
+task_key = pytest.StashKey[Task]()
+result_key = pytest.StashKey[Any]()
+resume_target_key = pytest.StashKey[Any]()
+carried_result_key = pytest.StashKey[dict]()
+resumed_key = pytest.StashKey[dict]()
+broken_task_files_key = pytest.StashKey[int]()
+
+
+class TaskFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            task = load_task(self.path)
+        except TaskError as exc:
+            self.config.stash[broken_task_files_key] = self.config.stash.get(broken_task_files_key, 0) + 1
+            raise self.CollectError(str(exc)) from None
+        carried = None
+        if resume_target_key in self.config.stash:
+            from ..snapshots.resume import finished_result
+
+            carried = finished_result(self.config.stash[resume_target_key], task.id)
+        item = TaskItem.from_parent(self, name=task.id, callobj=carry_over_body if carried else run_task_body)
+        item.stash[task_key] = task
+        if carried:
+            item.stash[carried_result_key] = carried
+        settings = self.config.stash[settings_key]
+        self.config.addinivalue_line("markers", f"{task.spec.domain}: tasks of the {task.spec.domain} domain")
+        item.add_marker(pytest.mark.innovator(task=task.id, domain=task.spec.domain, version=task.spec.version,
+                                               time_limit_s=task.spec.time_limit, eval_budget=task.spec.eval_budget))
+        item.add_marker(getattr(pytest.mark, task.spec.domain))
+        if task.spec.resources.gpus:
+            item.add_marker(pytest.mark.gpu(task.spec.resources.gpus))
+        item.add_marker(pytest.mark.timeout(item_timeout(task, settings)))
+        yield item
+
+    class CollectError(Exception):
+        pass
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, self.CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+def item_timeout(task: Task, settings: Settings) -> float:
+    """Working time, every possible grader run, and a grace period: kills a hung item, never a slow honest one."""
+    budget = settings.max_evals if settings.max_evals is not None else task.spec.eval_budget
+    return round(task.spec.time_limit * settings.time_scale + task.spec.grader.timeout * (budget + 1) + settings.timeout_grace, 1)
+
+
+class TaskItem(pytest.Function):
+    """A benchmark task as a test item: a pytest.Function so fixtures resolve."""
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"innovator task {self.name}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, report.ItemFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def _prunetraceback(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:  # no module to prune against
+        pass
+
+
+def run_task_body(request: pytest.FixtureRequest, research_env: Any, agent: Any) -> None:
+    """The test body of every task item: run the agent, grade, compare with the pass score."""
+    from ..agents import run_episode
+
+    try:
+        result = run_episode(agent, research_env)
+    except BaseException as exc:  # a pytest-timeout, Ctrl-C or the harness's own error cut the episode off
+        raise cut_off(request.node, research_env, exc)
+    record_result(request.node, result)
+    settings: Settings = request.config.stash[settings_key]
+    failure = report.verdict(result, settings.pass_score, research_env)
+    if failure is not None:
+        raise failure
+
+
+def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
+    """Finish an episode something outside the agent ended: the final evaluation still runs and
+    the item is reported with it. Returns the exception the body raises."""
+    if isinstance(exc, KeyboardInterrupt):
+        reason, headline = "interrupted", "interrupted"
+    elif isinstance(exc, pytest.fail.Exception) and "pytest-timeout" in str(exc):
+        reason, headline = "timeout", f"timed out after {item_timeout_of(node):g}s (pytest-timeout)"
+    else:
+        reason = "harness_error"
+        headline = "harness error: " + "".join(traceback.format_exception_only(exc)).strip()
+    try:
+        result = env.finalize(reason)
+    except Exception as second:
+        record_result(node, None, end_reason=reason, run_dir=str(env.run_dir))
+        text = (f"{headline}\nthe final evaluation could not run either: {type(second).__name__}: {second}"
+                f"\nrun directory: {env.run_dir}\n\n" + "".join(traceback.format_exception(second)))
+        return report.ItemFailure(text)
+    record_result(node, result)
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    text = report.failure_text(f"{headline}; final score {result.score_final or 0:.2f}", env, result)
+    if reason == "harness_error":
+        text += "\n\n" + "".join(traceback.format_exception(exc))
+    return report.ItemFailure(text)
+
+
+def item_timeout_of(node: pytest.Item) -> float:
+    marker = node.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker and marker.args else 0.0
+
+
+def carry_over_body(request: pytest.FixtureRequest) -> None:
+    """An item that finished in the run being resumed: report its result again, run nothing."""
+    carried = dict(request.node.stash[carried_result_key])
+    carried.pop("schema", None)
+    settings: Settings = request.config.stash[settings_key]
+    request.node.user_properties.extend([*carried.items(), ("resumed_from", carried["run_dir"])])
+    request.node.stash[result_key] = carried
+    score = carried.get("score_final")
+    if carried.get("final_status") == "grader_failed" or score is None or score < settings.pass_score:
+        raise report.ItemFailure(
+            f"carried over from {carried['run_dir']}: final score {score} (pass score {settings.pass_score:g}), "
+            f"ended by {carried.get('end_reason')}; see that run directory for the evaluations and trajectory")
+
+
+def record_result(node: pytest.Item, result: Any, **no_result: Any) -> None:
+    """The item's properties, once; with no result (the final evaluation failed), what is known."""
+    if result_key in node.stash:
+        return
+    node.stash[result_key] = result
+    node.user_properties.extend(result.properties() if result is not None else no_result.items())
+
+

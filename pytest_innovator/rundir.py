@@ -1,0 +1,88 @@
+"""Where a run's files live, named in one place, and the one way JSON state is written.
+
+    <results>/results.jsonl                  one line per finished item (the controller's log)
+    <results>/runs/<run id>/<task id>/       an item's run directory (`RunDir`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def results_log_path(results: Path) -> Path:
+    return results / "results.jsonl"
+
+
+def runs_dir(results: Path) -> Path:
+    return results / "runs"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One item's run directory. Every module that reads or writes one of its files asks here."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, results: Path, run_id: str, task_id: str) -> RunDir:
+        return cls(runs_dir(results) / run_id / task_id)
+
+    @property
+    def workspace(self) -> Path:
+        return self.path / "workspace"
+
+    @property
+    def sessions(self) -> Path:
+        """Session logs (one ``<name>.log`` each)."""
+        return self.path / "sessions"
+
+    @property
+    def grader_logs(self) -> Path:
+        return self.path / "grader"
+
+    def grader_log(self, index: int) -> Path:
+        return self.grader_logs / f"eval-{index}.log"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path / "snapshots"
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / "ledger.json"
+
+    @property
+    def result(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def trajectory(self) -> Path:
+        return self.path / "trajectory.jsonl"
+
+    @property
+    def gpu_lease(self) -> Path:
+        return self.path / "gpu_lease.json"
+
+    @property
+    def llm_messages(self) -> Path:
+        return self.path / "llm_messages.jsonl"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write, sync and rename: a reader (or a crash) sees the old file or the new one, never a torn
+    one. The temporary name is unique, so concurrent writers do not trip over each other."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1))
