@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .errors import pip_hint
 from .task import TaskError, find_tasks, load_task
 
 
@@ -72,7 +73,7 @@ def plots(inputs: list[str], out: str) -> int:
     try:
         from .reporting.plots import write_plots
     except ImportError as exc:
-        print(f"error: plots need matplotlib ({exc}); pip install 'pytest-innovator[report]'", file=sys.stderr)
+        print(f"error: plots need matplotlib ({exc}); {pip_hint('report')}", file=sys.stderr)
         return 1
     try:
         written = write_plots([Path(p) for p in inputs], Path(out))

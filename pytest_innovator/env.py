@@ -20,9 +20,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from .grading import run_grader
-from .ledger import EvalKind, EvalLedger, Evaluation, write_json_atomic
+from .ledger import EvalKind, EvalLedger, Evaluation
 from .protected import from_json, to_json
 from .results import EpisodeResult
+from .rundir import RunDir, write_json_atomic
 from .scores import normalize
 from .sessions import SessionError
 from .task import Task
@@ -119,7 +120,7 @@ class ResearchEnv:
         self.limits = limits
         self.agent_name = agent_name
         self.grade_seed = grade_seed
-        self.ledger_path = run_dir / "ledger.json"
+        self.ledger_path = RunDir(run_dir).ledger
         if self.ledger_path.exists():
             self.ledger = EvalLedger.load(self.ledger_path)
         else:
@@ -132,7 +133,7 @@ class ResearchEnv:
             self.ledger.save(self.ledger_path)
         self.clock = WorkingClock(self.ledger.working_time_s, clock)
         self.trajectory = TrajectoryWriter(
-            run_dir / "trajectory.jsonl",
+            RunDir(run_dir).trajectory,
             {"task": task.id, "domain": task.spec.domain, "task_version": task.spec.version, "agent": agent_name,
              "backend": workspace.backend, "limits": limits.__dict__},
         )
@@ -272,9 +273,12 @@ class ResearchEnv:
         from .snapshots.store import SnapshotStore
 
         if self._snapshot_store is None:  # one store per episode: it keeps the last manifest in memory
-            self._snapshot_store = SnapshotStore(self.run_dir / "snapshots")
+            self._snapshot_store = SnapshotStore(RunDir(self.run_dir).snapshots)
         store = self._snapshot_store
-        info = store.take(Path(self.workspace.host_root), self.snapshot_state(), step=self.ledger.steps)  # type: ignore[attr-defined]
+        if self.workspace.host_root is None:
+            raise WorkspaceError(f"the {self.workspace.backend} backend's workspace is not on this host: "
+                                 "snapshots need its files here")
+        info = store.take(self.workspace.host_root, self.snapshot_state(), step=self.ledger.steps)
         if self.snapshot_policy:
             store.prune(keep_last=self.snapshot_policy.keep_last)
         self._last_snapshot = (self.ledger.steps, self.working_time_s)
@@ -285,7 +289,7 @@ class ResearchEnv:
     def _maybe_snapshot(self, force: bool = False) -> None:
         policy = self.snapshot_policy
         # Snapshots need the workspace's files on this host (not so for the remote backend).
-        if policy is None or self.done or getattr(self.workspace, "host_root", None) is None:
+        if policy is None or self.done or self.workspace.host_root is None:
             return
         steps, minutes = self.ledger.steps - self._last_snapshot[0], (self.working_time_s - self._last_snapshot[1]) / 60
         due = (force or (policy.every_steps is not None and steps >= policy.every_steps)
@@ -391,7 +395,7 @@ class ResearchEnv:
         changes = self._check_protected()
         flags = self._check_disk()
         index = self.ledger.next_index()
-        log_path = self.run_dir / "grader" / f"eval-{index}.log"
+        log_path = RunDir(self.run_dir).grader_log(index)
 
         def fill(submission: Path) -> None:
             for output in self.task.spec.outputs:
@@ -462,5 +466,5 @@ class ResearchEnv:
             task_version=self.task.spec.version,
             agent_properties=dict(agent_properties or {}),
         )
-        write_json_atomic(self.run_dir / "result.json", self._result.to_json())
+        write_json_atomic(RunDir(self.run_dir).result, self._result.to_json())
         return self._result

@@ -9,11 +9,11 @@ a fresh one. Steps and working time between those saves are in the trajectory, o
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .rundir import write_json_atomic
 from .scores import with_hint_penalty
 
 LEDGER_SCHEMA = 1
@@ -113,12 +113,3 @@ class EvalLedger:
     @classmethod
     def load(cls, path: Path) -> EvalLedger:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+RESULT_FILE = "result.json"  # also what reporting/ looks for when it is given a folder of runs
+
 
 def results_log_path(results: Path) -> Path:
     return results / "results.jsonl"
@@ -58,7 +60,7 @@ class RunDir:
 
     @property
     def result(self) -> Path:
-        return self.path / "result.json"
+        return self.path / RESULT_FILE
 
     @property
     def trajectory(self) -> Path:
@@ -67,6 +69,11 @@ class RunDir:
     @property
     def gpu_lease(self) -> Path:
         return self.path / "gpu_lease.json"
+
+    @property
+    def resume_record(self) -> Path:
+        """Where a resumed item came from (written when it starts again)."""
+        return self.path / "resume.json"
 
     @property
     def llm_messages(self) -> Path:

@@ -64,6 +64,8 @@ from typing import NamedTuple
 from pytest_innovator.output_buffer import OutputBuffer
 from pytest_innovator.reaper import process_stats
 
+from .errors import InnovatorError
+
 REAPER_PATH = Path(__file__).with_name("reaper.py")
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TERMINAL_ROWS, TERMINAL_COLUMNS = 50, 200
@@ -98,7 +100,7 @@ START_WAIT_SECONDS = 5.0
 FOREGROUND_WAIT_SECONDS = 0.25
 
 
-class SessionError(Exception):
+class SessionError(InnovatorError):
     """A request the session cannot serve; the message says what to do instead."""
 
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import InnovatorError
+
 KNOWN_DOMAINS = (
     "data_construction",
     "data_filtering",
@@ -28,7 +30,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
 
-class TaskError(Exception):
+class TaskError(InnovatorError):
     """A task directory or task.toml that cannot be used; the message says what to change."""
 
 

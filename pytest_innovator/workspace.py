@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .errors import InnovatorError
 from .protected import FileState, ProtectedChange, check_protected, checksum_protected
 from .provision import ProvisionReport, provision
+from .rundir import RunDir
 from .sandbox import Sandbox
 from .sessions import SessionManager
 from .task import Task
@@ -44,7 +46,7 @@ def command_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(InnovatorError):
     """A user-caused problem with a path or file (shown to the agent as an error observation)."""
 
 
@@ -64,6 +66,7 @@ class ExecResult:
 class Workspace(Protocol):
     backend: str
     root: str  # the workspace's path as commands inside it see it
+    host_root: Path | None  # its directory on this host; None where it lives elsewhere (remote)
     sessions: SessionManager
     protects: str  # one line for the session header: what this backend protects
 
@@ -110,7 +113,7 @@ class LocalWorkspace:
         """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed.
 
         `devices` are the device nodes (the leased GPUs') the sandbox passes through."""
-        host_root = run_dir / "workspace"
+        host_root = RunDir(run_dir).workspace
         # A hard link shares the task's own file, so read-only files are linked only in a sandbox,
         # which mounts each of them read-only; the local backend copies (or reflinks) them.
         if host_root.exists():  # restored from a snapshot by a resume: nothing is shared with the task
@@ -118,7 +121,7 @@ class LocalWorkspace:
         else:
             report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=bool(hidden))
         command_env = command_environment(env)
-        log_dir = run_dir / "sessions"
+        log_dir = RunDir(run_dir).sessions
         log_dir.mkdir(parents=True, exist_ok=True)
         sandbox = None
         if hidden:

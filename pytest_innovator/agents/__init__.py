@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import InnovatorError
+
 if TYPE_CHECKING:
     from ..env import ResearchEnv
     from ..results import EpisodeResult
@@ -32,7 +34,7 @@ class Agent(Protocol):
     def run(self, env: ResearchEnv) -> None: ...
 
 
-class AgentError(Exception):
+class AgentError(InnovatorError):
     """An agent that cannot be found or built; the message says what to change."""
 
 

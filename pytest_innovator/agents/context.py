@@ -11,18 +11,16 @@ are kept as they were.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..llm.tokens import CHARS_PER_TOKEN, estimate_message_tokens
 from ..trajectory import summarize
 
 if TYPE_CHECKING:
     from ..llm.client import Completion, LLMClient
 
-CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD_TOKENS = 4
 RECENT_SHARE = 0.5  # recent turns kept: at most this share of the budget left beside the head
 OLD_TURN_RESULT_CHARS = 1500  # of each tool result, shown to the summariser
 
@@ -42,17 +40,6 @@ decisions made. Keep every number that matters. Carry over the findings of the p
 What to do next, in order, and what to check on (running commands, pending results).
 
 Be concise and concrete. Do not call tools."""
-
-
-def estimate_tokens(text: str) -> int:
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-
-
-def estimate_message_tokens(message: dict[str, Any]) -> int:
-    size = len(message.get("content") or "")
-    if message.get("tool_calls"):
-        size += len(json.dumps(message["tool_calls"]))
-    return MESSAGE_OVERHEAD_TOKENS + (size + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
 @dataclass

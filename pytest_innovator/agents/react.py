@@ -34,8 +34,10 @@ from ..llm.client import (
     Usage,
     load_price_table,
 )
+from ..llm.tokens import estimate_tokens
+from ..rundir import RunDir
 from . import text_protocol
-from .context import Context, EpisodeFacts, estimate_tokens
+from .context import Context, EpisodeFacts
 
 STATE_VERSION = 1
 MAX_IDLE_REPLIES = 5  # replies in a row without an action before the agent stops
@@ -201,7 +203,7 @@ class ReactAgent:
     # --- the loop --------------------------------------------------------------------------
 
     def run(self, env: ResearchEnv) -> None:
-        self._log = MessageLog(env.run_dir / "llm_messages.jsonl")
+        self._log = MessageLog(RunDir(env.run_dir).llm_messages)
         try:
             if not self.model:
                 models = self.client.list_models()

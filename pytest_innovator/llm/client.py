@@ -25,10 +25,11 @@ from typing import Any
 
 import openai
 
-from ..agents.context import estimate_message_tokens, estimate_tokens
+from ..errors import InnovatorError
+from .tokens import estimate_message_tokens, estimate_tokens
 
 
-class LLMError(Exception):
+class LLMError(InnovatorError):
     """The endpoint failed for good: the episode ends with end_reason agent_error."""
 
 

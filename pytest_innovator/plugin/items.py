@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ..errors import InnovatorError
 from ..task import Task, TaskError, load_task
 from . import report
 from .options import Settings, settings_key
@@ -48,7 +49,7 @@ class TaskFile(pytest.File):
         item.add_marker(pytest.mark.timeout(item_timeout(task, settings)))
         yield item
 
-    class CollectError(Exception):
+    class CollectError(InnovatorError):
         pass
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from ..errors import InnovatorError, pip_hint
 from ..llm.server_process import (
     LLMEndpoint,
     ServerSpec,
@@ -45,7 +46,7 @@ _FIXTURE_SET_ARGUMENTS = ("--port", "--host", "--model")
 __all__ = ["LLMEndpoint", "embedded_llm_server", "vllm_server"]
 
 
-class ServerSetupError(Exception):
+class ServerSetupError(InnovatorError):
     """A server setting the user must change; the message says how."""
 
 
@@ -156,7 +157,7 @@ def embedded_llm_server(request: pytest.FixtureRequest) -> Iterator[LLMEndpoint]
     missing = [module for module in ("fastapi", "uvicorn", "transformers", "torch", "gguf")
                if importlib.util.find_spec(module) is None]
     if missing:
-        pytest.skip(f"the embedded model server needs {', '.join(missing)}: pip install 'pytest-innovator[embedded]'")
+        pytest.skip(f"the embedded model server needs {', '.join(missing)}: {pip_hint('embedded')}")
     command = server_command(model_file=model_file)
     key = "embedded-" + hashlib.sha256(json.dumps(command).encode()).hexdigest()[:16]
     spec = ServerSpec(key=key, command=tuple(command), env=_embedded_env(), start_timeout_s=EMBEDDED_START_TIMEOUT_S,

@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from ..backends import BACKENDS, BackendSettings, default_backend
+from ..errors import InnovatorError
 from ..gpus import detect_gpus
 
 
-class SettingsError(pytest.UsageError):
+class SettingsError(InnovatorError, pytest.UsageError):
     pass
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..errors import InnovatorError
 from ..ledger import EvalLedger
 from ..results import RESULTS_SCHEMA, EpisodeResult
 from ..rundir import RunDir, results_log_path
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 TRAJECTORY_TAIL_STEPS = 8
 
 
-class ItemFailure(Exception):
+class ItemFailure(InnovatorError):
     """An item that did not pass: a score below the pass score, a failed final grading, a timeout
     or a harness error. Its text is the report the user reads, in place of a traceback."""
 

@@ -16,7 +16,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..errors import InnovatorError, pip_hint
 from ..ledger import EvalLedger
+from ..rundir import RunDir, results_log_path, write_text_atomic
 from . import leaderboard as lb
 from .html_assets import CSS, JS
 from .result_inputs import deduplicate, read_result_files, read_results_log
@@ -25,14 +27,14 @@ CHUNK_LINES = 200
 SUMMARY_CHARS = 160
 
 
-class ReportError(Exception):
+class ReportError(InnovatorError):
     """A directory the report cannot be made from; the message says what to give instead."""
 
 
 def item_dirs(run_dir: Path) -> list[Path]:
-    if (run_dir / "ledger.json").is_file():
+    if (RunDir(run_dir).ledger).is_file():
         return [run_dir]
-    found = sorted(d for d in run_dir.iterdir() if (d / "ledger.json").is_file()) if run_dir.is_dir() else []
+    found = sorted(d for d in run_dir.iterdir() if (RunDir(d).ledger).is_file()) if run_dir.is_dir() else []
     if not found:
         raise ReportError(f"{run_dir}: no item directories (with a ledger.json) in it; "
                           "give a run directory, <results>/runs/<run id>")
@@ -55,8 +57,8 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 def run_records(run_dir: Path, dirs: list[Path]) -> list[dict[str, Any]]:
     """The finished items of the run, with outcomes from the results log when it is beside the run."""
     run_id = dirs[0].parent.name
-    records = [r for d in dirs if (d / "result.json").is_file() for r in read_result_files(d)]
-    log = dirs[0].parent.parent.parent / "results.jsonl"
+    records = [r for d in dirs if (RunDir(d).result).is_file() for r in read_result_files(d)]
+    log = results_log_path(dirs[0].parent.parent.parent)
     if log.is_file():
         records += [r for r in read_results_log(log) if r["run_id"] == run_id]
     return deduplicate(records)
@@ -141,16 +143,16 @@ def build_report(run_dir: Path, out: Path) -> str:
     try:
         from .plots import ledger_series, score_over_time_figure, svg_text
     except ImportError as exc:
-        raise ReportError(f"the HTML report needs matplotlib ({exc}): pip install 'pytest-innovator[report]'") from None
+        raise ReportError(f"the HTML report needs matplotlib ({exc}): {pip_hint('report')}") from None
 
     item_rows, sections, blocks, items_meta = [], [], [], []
     for number, item_dir in enumerate(dirs):
-        ledger = EvalLedger.load(item_dir / "ledger.json")
-        lines = read_lines(item_dir / "trajectory.jsonl")
+        ledger = EvalLedger.load(RunDir(item_dir).ledger)
+        lines = read_lines(RunDir(item_dir).trajectory)
         header = lines[0] if lines and lines[0].get("type") == "header" else {}
         task = ledger.task_id
         record = records.get(task, {})
-        outcome = record.get("outcome") or ("finished" if (item_dir / "result.json").exists() else "running")
+        outcome = record.get("outcome") or ("finished" if (RunDir(item_dir).result).exists() else "running")
         agent = record.get("agent") or header.get("agent", "")
         # The ledger is saved on evaluations and at the end; a running item's trajectory is newer.
         steps = max([ledger.steps, *(line.get("step", 0) for line in lines[1:])])
@@ -167,9 +169,9 @@ def build_report(run_dir: Path, out: Path) -> str:
                         f'<td class="small">{escape(e.message[:300])}</td>',
                         f'<a href="{escape(_link(item_dir / e.log, out_dir))}">log</a>' if e.log else "–"]
                        for e in ledger.evaluations]
-        plot = svg_text(score_over_time_figure(task, [ledger_series(agent, item_dir / "ledger.json")]), ids=str(number)) if ledger.evaluations else ""
-        logs = sorted((item_dir / "sessions").glob("*.log")) if (item_dir / "sessions").is_dir() else []
-        extra_logs = [p for p in (item_dir / "llm_messages.jsonl", item_dir / "trajectory.jsonl") if p.exists()]
+        plot = svg_text(score_over_time_figure(task, [ledger_series(agent, RunDir(item_dir).ledger)]), ids=str(number)) if ledger.evaluations else ""
+        logs = sorted((RunDir(item_dir).sessions).glob("*.log")) if (RunDir(item_dir).sessions).is_dir() else []
+        extra_logs = [p for p in (RunDir(item_dir).llm_messages, RunDir(item_dir).trajectory) if p.exists()]
         log_links = " · ".join(f'<a href="{escape(_link(p, out_dir))}">{escape(p.name)}</a> <span class="muted">({_size(p)})</span>'
                                for p in [*logs, *extra_logs])
         hint = f" · hint viewed at step {ledger.hint_viewed_step} (scores × {1 - ledger.hint_penalty:g})" if ledger.hint_viewed else ""
@@ -222,8 +224,5 @@ def build_report(run_dir: Path, out: Path) -> str:
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out = out or run_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    html = build_report(run_dir, out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text_atomic(out, build_report(run_dir, out))
     return out

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..ledger import write_json_atomic
+from ..errors import InnovatorError
+from ..rundir import write_json_atomic
 from .profiles import performance_profiles
 from .result_inputs import deduplicate, fill_from_run, item_key
 
@@ -32,7 +33,7 @@ ITEM_FIELDS = (
 PROFILE_KINDS = {"best_attempt": "best_attempt_at_k", "best_submission": "best_submission_at_k"}
 
 
-class LeaderboardError(Exception):
+class LeaderboardError(InnovatorError):
     """A merge the user must decide on (another task version) or an unreadable leaderboard file."""
 
 

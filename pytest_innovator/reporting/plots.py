@@ -21,6 +21,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from ..ledger import EvalLedger
+from ..rundir import RunDir
 from . import leaderboard as lb
 from .profiles import performance_profiles
 from .result_inputs import InputError, deduplicate, read_input
@@ -48,7 +49,7 @@ def item_dir(item: dict[str, Any], roots: Iterable[Path]) -> Path | None:
     candidates = [Path(item["run_dir"])] if item.get("run_dir") else []
     name = Path(item["run_dir"]).name if item.get("run_dir") else item["innovator_task"]
     candidates += [root / "runs" / item["run_id"] / name for root in roots]
-    return next((c for c in candidates if (c / "ledger.json").is_file()), None)
+    return next((c for c in candidates if (RunDir(c).ledger).is_file()), None)
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def write_plots(inputs: list[Path], out_dir: Path) -> list[Path]:
     for item in sorted(items, key=lb.item_key):
         found = item_dir(item, roots)
         if found is not None:
-            by_task[item["innovator_task"]].append(ledger_series(item["agent"], found / "ledger.json"))
+            by_task[item["innovator_task"]].append(ledger_series(item["agent"], RunDir(found).ledger))
     for task, series in sorted(by_task.items()):
         written += save_figure(score_over_time_figure(task, series), out_dir / f"score_over_time-{_file_name(task)}")
     for kind in lb.PROFILE_KINDS:

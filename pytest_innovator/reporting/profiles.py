@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import InnovatorError
+
 Direction = Literal["maximize", "minimize"]
 
 INFEASIBLE_FACTOR = 1.05
@@ -29,7 +31,7 @@ TAU_POINTS = 500
 TAU_STEP = 0.1  # τ_max is log10 of the largest ratio rounded up to a multiple of this
 
 
-class ProfileError(ValueError):
+class ProfileError(InnovatorError, ValueError):
     """Values that cannot form ratios; the message says what to give instead."""
 
 

@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import InnovatorError
+from ..rundir import RESULT_FILE, RunDir, results_log_path
+
 FLOAT_PROPERTIES = {"score_final", "score_best", "metric_final", "metric_best", "working_time_s", "cost_usd"}
 INT_PROPERTIES = {"evals_used", "evals_budget", "steps", "protected_changes", "tokens_in", "tokens_out", "llm_calls"}
 BOOL_PROPERTIES = {"hint_used"}
@@ -21,7 +24,7 @@ TEXT_PROPERTIES = {"innovator_task", "innovator_domain", "innovator_agent", "end
                    "final_message", "backend", "task_version", "model", "nodeid", "run_id", "worker", "outcome"}
 
 
-class InputError(Exception):
+class InputError(InnovatorError):
     """An input the leaderboard cannot read; the message says which file and what is wrong."""
 
 
@@ -49,7 +52,7 @@ def fill_from_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def read_input(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
-        log = path / "results.jsonl"
+        log = results_log_path(path)
         if log.is_file():
             return read_results_log(log)
         found = read_result_files(path)
@@ -91,10 +94,10 @@ def read_result_files(root: Path) -> list[dict[str, Any]]:
     at, never inside workspaces (which may hold millions of files, and files named result.json).
     """
     records = []
-    for pattern in ("result.json", "*/result.json", "*/*/result.json", "runs/*/*/result.json"):
+    for pattern in (RESULT_FILE, f"*/{RESULT_FILE}", f"*/*/{RESULT_FILE}", f"runs/*/*/{RESULT_FILE}"):
         for result in sorted(root.glob(pattern)):
             item_dir = result.parent
-            if not (item_dir / "ledger.json").is_file():
+            if not RunDir(item_dir).ledger.is_file():
                 continue
             data = json.loads(result.read_text(encoding="utf-8"))
             data.setdefault("run_id", item_dir.parent.name)

@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import InnovatorError
 from ..ledger import EvalLedger
+from ..rundir import RunDir
 
 TAIL_BYTES = 64 * 1024
 
 
-class StatusError(Exception):
+class StatusError(InnovatorError):
     """A results directory without runs; the message says what to give instead."""
 
 
@@ -56,13 +58,13 @@ def last_record(path: Path) -> dict[str, Any] | None:
 
 def item_progress(item_dir: Path, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    trajectory = item_dir / "trajectory.jsonl"
+    trajectory = RunDir(item_dir).trajectory
     header = first_line(trajectory)
     last = last_record(trajectory) or {}
     limits = header.get("limits", {})
-    ledger = EvalLedger.load(item_dir / "ledger.json") if (item_dir / "ledger.json").is_file() else None
-    result = json.loads((item_dir / "result.json").read_text(encoding="utf-8")) if (item_dir / "result.json").is_file() else None
-    lease = first_line(item_dir / "gpu_lease.json")
+    ledger = EvalLedger.load(RunDir(item_dir).ledger) if (RunDir(item_dir).ledger).is_file() else None
+    result = json.loads((RunDir(item_dir).result).read_text(encoding="utf-8")) if (RunDir(item_dir).result).is_file() else None
+    lease = first_line(RunDir(item_dir).gpu_lease)
     if result is not None:
         state = "finished"
     elif "released_at" in lease:  # the item's teardown ran, yet it wrote no result
@@ -105,7 +107,7 @@ def run_dirs(results_dir: Path) -> list[Path]:
 
 
 def run_progress(run_dir: Path, now: float | None = None) -> dict[str, Any]:
-    items = [item_progress(d, now) for d in sorted(run_dir.iterdir()) if (d / "trajectory.jsonl").exists()]
+    items = [item_progress(d, now) for d in sorted(run_dir.iterdir()) if (RunDir(d).trajectory).exists()]
     order = {"running": 0, "stopped": 1, "finished": 2}
     items.sort(key=lambda i: (order[i["state"]], i["task"]))
     counts = {state: sum(1 for i in items if i["state"] == state) for state in order}

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..ledger import EvalLedger, write_json_atomic
+from ..errors import InnovatorError
+from ..ledger import EvalLedger
+from ..rundir import RunDir, write_json_atomic
 from .store import SnapshotStore
 
 
-class ResumeError(Exception):
+class ResumeError(InnovatorError):
     """A resume target that cannot be used; the message says what to give instead."""
 
 
@@ -39,7 +41,7 @@ def parse_resume_option(value: str) -> ResumeTarget:
     if "@" in value:
         path, _, snapshot = value.rpartition("@")
         item_dir = Path(path).resolve()
-        if not (item_dir / "snapshots").is_dir():
+        if not (RunDir(item_dir).snapshots).is_dir():
             raise ResumeError(f"{item_dir} has no snapshots/; give RUN_DIR/ITEM@SNAPSHOT with an item's run directory")
         return ResumeTarget(item_dir.parent, item_dir.name, snapshot)
     run_dir = Path(value).resolve()
@@ -60,7 +62,7 @@ def finished_result(target: ResumeTarget, task_id: str) -> dict[str, Any] | None
     """The result of an item that finished in the earlier run (never for a branch)."""
     if target.snapshot is not None:
         return None
-    path = target.run_dir / task_id / "result.json"
+    path = RunDir(target.run_dir / task_id).result
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -69,8 +71,8 @@ def resume_point(target: ResumeTarget, task_id: str) -> ResumePoint | None:
     if target.item is not None and target.item != task_id:
         return None
     item_dir = target.run_dir / task_id
-    store = SnapshotStore(item_dir / "snapshots")
-    if not (item_dir / "snapshots").is_dir():
+    store = SnapshotStore(RunDir(item_dir).snapshots)
+    if not (RunDir(item_dir).snapshots).is_dir():
         return None
     if target.snapshot is not None:
         names = [info.name for info in store.list()]
@@ -90,7 +92,7 @@ def merged_ledger(point: ResumePoint) -> EvalLedger:
     must not be undone: later evaluations keep their budget spent, a viewed hint stays viewed."""
     ledger = EvalLedger.from_json(point.state["ledger"])
     ledger.end_reason = None
-    latest_path = point.item_dir / "ledger.json"
+    latest_path = RunDir(point.item_dir).ledger
     if point.branch or not latest_path.is_file():
         return ledger
     latest = EvalLedger.load(latest_path)
@@ -104,13 +106,13 @@ def merged_ledger(point: ResumePoint) -> EvalLedger:
 
 def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
     """Fill a new item run directory from the resume point; returns what ResearchEnv(resumed=...) takes."""
-    SnapshotStore(point.item_dir / "snapshots").restore(point.snapshot, run_dir / "workspace")
-    merged_ledger(point).save(run_dir / "ledger.json")
-    with open(point.item_dir / "trajectory.jsonl", "rb") as source, open(run_dir / "trajectory.jsonl", "wb") as dest:
+    SnapshotStore(RunDir(point.item_dir).snapshots).restore(point.snapshot, RunDir(run_dir).workspace)
+    merged_ledger(point).save(RunDir(run_dir).ledger)
+    with open(RunDir(point.item_dir).trajectory, "rb") as source, open(RunDir(run_dir).trajectory, "wb") as dest:
         dest.write(source.read(point.state["trajectory_bytes"]))
-    old_sessions = point.item_dir / "sessions"
+    old_sessions = RunDir(point.item_dir).sessions
     if old_sessions.is_dir():  # the lost sessions' output, for the record
-        shutil.copytree(old_sessions, run_dir / "sessions" / "before-resume", ignore=shutil.ignore_patterns("*.ctl"))
+        shutil.copytree(old_sessions, RunDir(run_dir).sessions / "before-resume", ignore=shutil.ignore_patterns("*.ctl"))
     resumed = {
         "source": str(point.item_dir),
         "snapshot": point.snapshot,
@@ -120,5 +122,5 @@ def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
         "agent_name": point.state.get("agent_name"),
         "sessions": point.state.get("sessions", []),
     }
-    write_json_atomic(run_dir / "resume.json", {k: v for k, v in resumed.items() if k != "agent"})
+    write_json_atomic(RunDir(run_dir).resume_record, {k: v for k, v in resumed.items() if k != "agent"})
     return resumed

@@ -99,6 +99,7 @@ from ..provision import (
     reflink_supported,
     remove_partial,
 )
+from ..rundir import RunDir
 
 SNAPSHOT_SCHEMA = 1
 CAPTURE_ROUNDS = 4
@@ -786,13 +787,13 @@ def run_dir_state(run_dir: Path) -> dict[str, Any]:
     the ledger, the trajectory position (complete lines and bytes), the result if there is one,
     and the session logs present."""
     run_dir = Path(run_dir)
-    ledger_path, result_path = run_dir / "ledger.json", run_dir / "result.json"
+    ledger_path, result_path = RunDir(run_dir).ledger, RunDir(run_dir).result
     state: dict[str, Any] = {
         "source": "on-demand",
         "ledger": json.loads(ledger_path.read_text()) if ledger_path.is_file() else None,
-        "trajectory": _trajectory_position(run_dir / "trajectory.jsonl"),
+        "trajectory": _trajectory_position(RunDir(run_dir).trajectory),
         "result": json.loads(result_path.read_text()) if result_path.is_file() else None,
-        "session_logs": sorted(p.name for p in (run_dir / "sessions").glob("*.log")),
+        "session_logs": sorted(p.name for p in (RunDir(run_dir).sessions).glob("*.log")),
     }
     return state
 
@@ -824,7 +825,7 @@ def take_on_demand(run_dir: Path) -> SnapshotInfo:
 
     Safe while the item runs: the store's lock orders it with the item's own snapshots."""
     run_dir = Path(run_dir)
-    workspace = run_dir / "workspace"
+    workspace = RunDir(run_dir).workspace
     if not workspace.is_dir():
         raise ValueError(
             f"{run_dir} has no workspace/ directory; give one item's run directory, "
@@ -832,4 +833,4 @@ def take_on_demand(run_dir: Path) -> SnapshotInfo:
         )
     state = run_dir_state(run_dir)
     step = state["trajectory"]["last_step"] or (state["ledger"] or {}).get("steps", 0)
-    return SnapshotStore(run_dir / "snapshots").take(workspace, state, step=step)
+    return SnapshotStore(RunDir(run_dir).snapshots).take(workspace, state, step=step)
