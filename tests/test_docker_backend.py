@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,9 @@ from pytest_innovator.remote.docker import (
     DockerBackendError,
     DockerWorkspace,
     container_options,
+    container_python_mounts,
     create_docker_workspace,
+    symlinks_followed,
 )
 
 
@@ -68,6 +71,21 @@ def test_container_options_follow_the_task_and_the_lease(number_task_dir: Path, 
     allowed = container_options(task_with(number_task_dir, network=True), root, tmp_path, tmp_path, image="i", env={},
                                 lease=None)
     assert allowed["network_mode"] == "host" and allowed["device_requests"] == []
+
+
+def test_the_interpreter_is_mounted_where_its_symlinks_lead(tmp_path: Path) -> None:
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "usr" / "bin" / "python3.11").write_text("")
+    (tmp_path / "usr" / "bin" / "python3").symlink_to("python3.11")
+    (tmp_path / "venv" / "bin" / "python3").symlink_to(tmp_path / "usr" / "bin" / "python3")
+    (tmp_path / "venv" / "bin" / "python").symlink_to("python3")
+    assert symlinks_followed(tmp_path / "venv" / "bin" / "python") == [
+        tmp_path / "venv" / "bin" / "python", tmp_path / "venv" / "bin" / "python3", tmp_path / "usr" / "bin" / "python3"]
+    interpreter = Path(sys.executable).resolve()
+    targets = {target: source for source, target in container_python_mounts()}
+    for link in symlinks_followed(Path(sys.executable)):
+        assert targets.get(link) == interpreter or any(t in link.parents for t in targets)
 
 
 @pytest.fixture

@@ -91,20 +91,36 @@ def _is_system_path(path: Path) -> bool:
     return any(path == Path(root) or Path(root) in path.parents for root in SYSTEM_ROOTS)
 
 
-def container_python_paths() -> list[Path]:
-    """What of the harness's Python the container needs, none of it covering the image's system.
+def container_python_mounts() -> list[tuple[Path, Path]]:
+    """What of the harness's Python the container needs, as (host path, container path), none of
+    it covering the image's system directories.
 
-    A Python installed under /usr (a distribution's, or a venv made from it) is mounted by its
-    own parts (interpreter, standard library, site-packages), not by the image's whole /usr.
+    A Python installed under /usr (a distribution's, or a venv made from it) is mounted by its own
+    parts (interpreter, standard library, site-packages), not by the image's whole /usr. Docker
+    cannot mount a symlink, so the interpreter is also mounted at each system path that the
+    harness's `python3` reaches it through (a venv's bin/python3 -> /usr/bin/python3 -> python3.11).
     """
     paths = {p for p in python_paths() if not _is_system_path(p)}
+    interpreter = Path(sys.executable).resolve()
+    links: list[Path] = []
     if len(paths) < len(python_paths()):
         config = sysconfig.get_paths()
-        own_parts = [Path(sys.executable).resolve(), *(Path(config[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+        own_parts = [interpreter, *(Path(config[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")),
                      *(Path(p) for p in site.getsitepackages())]
         paths.update(p.resolve() for p in own_parts if p.exists())
+        links = [p for p in symlinks_followed(Path(sys.executable)) if _is_system_path(p)]
     existing = sorted(paths)
-    return [p for p in existing if not any(q != p and q in p.parents for q in existing)]
+    outermost = [p for p in existing if not any(q != p and q in p.parents for q in existing)]
+    return [(p, p) for p in outermost] + [(interpreter, link) for link in links]
+
+
+def symlinks_followed(path: Path) -> list[Path]:
+    """The symlinks met on the way from path to the file it names, as the paths they are found at."""
+    links = []
+    while path.is_symlink() and path not in links:
+        links.append(path)
+        path = Path(os.path.normpath(path.parent / path.readlink()))
+    return links
 
 
 def package_parent() -> str:
@@ -128,8 +144,9 @@ def container_options(task: Task, host_root: Path, log_dir: Path, socket_dir: Pa
     """Keyword arguments of `containers.run` for an item's container (see the module docstring)."""
     from docker.types import DeviceRequest, Mount  # type: ignore[import-untyped]
 
-    python_mounts = container_python_paths()
-    mounts = [_mount(p, p, read_only=True) for p in python_mounts]
+    python = container_python_mounts()
+    python_mounts = [target for _, target in python]
+    mounts = [_mount(source, target, read_only=True) for source, target in python]
     # Hidden task parts that lie inside a mounted directory (a checkout installed in develop mode).
     for path in hidden:
         if any(m == path or m in path.parents for m in python_mounts):
@@ -258,14 +275,15 @@ class DockerWorkspace(RemoteWorkspace):
                     "--memory", str(resources.memory), "--memory-swap", str(resources.memory),
                     "--pids-limit", str(self.pids_limit), "--workdir", str(scratch / "grader"),
                     "--volume", f"{scratch}:{scratch}"]
-        python_mounts = container_python_paths()
+        python = container_python_mounts()
+        python_mounts = [target for _, target in python]
         if any(Path("/root") in path.parents for path in python_mounts):
             # `nobody` must reach the interpreter through /root, which images keep 0700 (and
             # Docker copies that mode onto a tmpfs): open the tmpfs before the grader starts.
             command += ["--tmpfs", "/root:rw"]
             argv = ["sh", "-c", 'chmod 0755 /root && exec "$@"', "sh", *argv]
-        for path in python_mounts:
-            command += ["--volume", f"{path}:{path}:ro"]
+        for source, target in python:
+            command += ["--volume", f"{source}:{target}:ro"]
         for path in self.hidden:
             if any(m == path or m in path.parents for m in python_mounts):
                 command += ["--tmpfs", str(path)] if path.is_dir() else ["--volume", f"/dev/null:{path}:ro"]
@@ -353,7 +371,8 @@ def _wait_for_server(container: Container, socket_path: Path, token: str, timeou
                 output = container.logs(tail=30).decode("utf-8", "replace").strip()
                 raise DockerBackendError(
                     f"the session server in container {container.name} exited (status {container.status}): {output}\n"
-                    "The image needs bash, a glibc at least as new as the host's, and the C libraries the harness's "
-                    "Python links (see scripts/docker-test-image.sh)")
+                    f"The image needs bash, a glibc at least as new as the host's, and the C libraries that the "
+                    f"harness's Python ({sys.executable}) links (see scripts/docker-test-image.sh): use such an image, "
+                    "or run the harness from a Python built for a system no newer than the image's")
             time.sleep(0.05)
     raise DockerBackendError(f"the session server in container {container.name} did not answer within {timeout:g} s")
