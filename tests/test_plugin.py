@@ -198,3 +198,23 @@ def test_crashed_worker_keeps_finished_items_in_the_results_log(pytester: pytest
     result.stdout.fnmatch_lines(["*crash*"])
     finished = {r["innovator_task"]: r["outcome"] for r in results_log(pytester)}
     assert finished.get("c1") == "passed" and finished.get("c2") == "passed"
+
+
+def test_a_backend_named_but_unavailable_stops_the_run_with_the_fix(pytester: pytest.Pytester,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    add_task(pytester.path / "suite", "alpha")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/no-such-docker.sock")
+    result = pytester.runpytest_subprocess("suite", "--innovator-backend", "docker", "--innovator-agent", "oracle")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--innovator-backend docker: cannot reach the Docker daemon*start it*"])
+    assert not (pytester.path / ".innovator" / "runs").exists()
+    monkeypatch.setenv("INNOVATOR_BACKEND", "remote")
+    result = pytester.runpytest_subprocess("suite", "--innovator-agent", "oracle")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--innovator-backend remote: the remote backend needs --innovator-remote-url*"])
+
+
+def test_the_default_backend_is_chosen_quietly(pytester: pytest.Pytester) -> None:
+    add_task(pytester.path / "suite", "alpha")
+    result = pytester.runpytest_subprocess("suite", "--innovator-agent", "oracle")
+    result.assert_outcomes(passed=1)

@@ -153,7 +153,7 @@ class Settings:
                                 "text if the server rejects tools", "auto", _choice("auto", "native", "text"),
                                 for_agent=True)
     reply_tokens: int = option("most tokens an LLM agent's model may write in one reply (each request's "
-                               "max_tokens); 0: the endpoint's default", "0", _non_negative_int, for_agent=True)
+                               "max_tokens); 0: the endpoint's default (the embedded model: 160)", "0", _non_negative_int, for_agent=True)
     context_tokens: int = option("tokens of conversation an LLM agent keeps before it summarises the older turns",
                                  "64000", _positive_int, for_agent=True)
     price_table: str = option("JSON or TOML file of model prices (USD per million tokens) that extends the "
