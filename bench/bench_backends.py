@@ -53,9 +53,25 @@ Factory = Callable[[Task, Path], Any]
 @contextmanager
 def session_server(directory: Path) -> Iterator[tuple[str, str]]:
     token_file = directory / "token"
-    process = subprocess.Popen([sys.executable, "-m", "pytest_innovator.cli", "serve", "--root", str(directory / "root"),
-                                "--port", "0", "--token-file", str(token_file), "--sandbox", "off"],
-                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest_innovator.cli",
+            "serve",
+            "--root",
+            str(directory / "root"),
+            "--port",
+            "0",
+            "--token-file",
+            str(token_file),
+            "--sandbox",
+            "off",
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert process.stdout is not None
     url = process.stdout.readline().split()[1]
     try:
@@ -83,8 +99,12 @@ def factories(backends: list[str], scratch: Path, stack: list[Any]) -> dict[str,
             (scratch / "server").mkdir()
             url, token = server.__enter__()
             stack.append(server)
-            made[backend] = (lambda task, run, url=url, token=token: connect_remote_workspace(task, run, base_url=url, token=token)[0],
-                              HTTP_READ)
+            made[backend] = (
+                lambda task, run, url=url, token=token: connect_remote_workspace(task, run, base_url=url, token=token)[
+                    0
+                ],
+                HTTP_READ,
+            )
         elif backend == "docker":
             from pytest_innovator.remote.docker import (
                 DockerBackendError,
@@ -97,7 +117,10 @@ def factories(backends: list[str], scratch: Path, stack: list[Any]) -> dict[str,
             except DockerBackendError as exc:
                 print(f"docker: skipped ({exc})")
                 continue
-            made[backend] = (lambda task, run, client=client: create_docker_workspace(task, run, client=client)[0], HTTP_READ)
+            made[backend] = (
+                lambda task, run, client=client: create_docker_workspace(task, run, client=client)[0],
+                HTTP_READ,
+            )
     return made
 
 
@@ -136,7 +159,11 @@ def bench_output(workspace: Any, megabytes: int, chunk: int) -> dict[str, Any]:
             time.sleep(0.005)
     seconds = time.perf_counter() - started
     session.wait(60)
-    return {"seconds": seconds, "mb_per_s": megabytes / seconds, "identical": digest.hexdigest() == expected_sha256(total)}
+    return {
+        "seconds": seconds,
+        "mb_per_s": megabytes / seconds,
+        "identical": digest.hexdigest() == expected_sha256(total),
+    }
 
 
 def bench_items(factory: Factory, task: Task, scratch: Path, items: int) -> dict[str, float]:
@@ -179,18 +206,32 @@ def main() -> None:
             item_dir.mkdir()
             row["item"] = bench_items(factory, task, item_dir, args.items)
             rows[backend] = row
-            print(f"{backend:8} round trip median {row['round_trip']['median_ms']:.2f} ms, p95 {row['round_trip']['p95_ms']:.2f} ms; "
-                  f"{args.megabytes} MB in {row['output']['seconds']:.2f} s ({row['output']['mb_per_s']:.1f} MB/s, "
-                  f"identical: {row['output']['identical']}); provision {row['item']['provision_s']:.3f} s, "
-                  f"teardown {row['item']['teardown_s']:.3f} s", flush=True)
+            print(
+                f"{backend:8} round trip median {row['round_trip']['median_ms']:.2f} ms, p95 "
+                f"{row['round_trip']['p95_ms']:.2f} ms; "
+                f"{args.megabytes} MB in {row['output']['seconds']:.2f} s ({row['output']['mb_per_s']:.1f} MB/s, "
+                f"identical: {row['output']['identical']}); provision {row['item']['provision_s']:.3f} s, "
+                f"teardown {row['item']['teardown_s']:.3f} s",
+                flush=True,
+            )
     finally:
         for server in stack:
             server.__exit__(None, None, None)
         shutil.rmtree(scratch, ignore_errors=True)
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"bench_backends-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"arguments": vars(args), "machine": platform.platform(), "cpus": os.cpu_count(),
-                               "load_average": os.getloadavg(), "backends": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "arguments": vars(args),
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "backends": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"written to {out}")
 
 

@@ -82,8 +82,10 @@ def main() -> None:
         "machine": platform.machine(),
     }
     print(f"{args.steps} think steps, median of {args.repeats} runs")
-    print(f"  env.step end to end : {result['env_total_s_median'] * 1000:8.2f} ms total, "
-          f"{result['step_ms_median']:.3f} ms/step median, {result['step_ms_p95']:.3f} ms p95")
+    print(
+        f"  env.step end to end : {result['env_total_s_median'] * 1000:8.2f} ms total, "
+        f"{result['step_ms_median']:.3f} ms/step median, {result['step_ms_p95']:.3f} ms p95"
+    )
     print(f"  bare handler        : {result['bare_total_s_median'] * 1000:8.2f} ms total")
     print(f"  ratio               : {result['ratio_env_to_bare']:.0f}x")
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -56,10 +56,7 @@ def build_workspace(workspace: Path, large_files: int, large_bytes: int, small_f
         return
     shutil.rmtree(workspace, ignore_errors=True)
     spec_path.unlink(missing_ok=True)
-    print(
-        f"building {workspace}: {large_files} x {large_bytes / 1e6:.0f} MB "
-        f"+ {small_files} small files"
-    )
+    print(f"building {workspace}: {large_files} x {large_bytes / 1e6:.0f} MB + {small_files} small files")
     started = time.perf_counter()
     random_source = random.Random(20240601)
     for index in range(large_files):
@@ -119,14 +116,10 @@ def settle() -> None:
     time.sleep(1.0)
 
 
-def measure_methods(
-    workspace: Path, runs_dir: Path, repeats: int
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def measure_methods(workspace: Path, runs_dir: Path, repeats: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
     methods: dict[str, Callable[[Path], ProvisionReport | None]] = {
         "shutil.copytree": lambda dest: (shutil.copytree(workspace, dest, symlinks=True), None)[1],
-        "provision copy": lambda dest: provision(
-            workspace, dest, read_only=READ_ONLY_PATTERNS, strategy="copy"
-        ),
+        "provision copy": lambda dest: provision(workspace, dest, read_only=READ_ONLY_PATTERNS, strategy="copy"),
         "provision link (ro mount)": lambda dest: provision(
             workspace, dest, read_only=READ_ONLY_PATTERNS, allow_links=True, strategy="link"
         ),
@@ -138,9 +131,7 @@ def measure_methods(
             workspace, dest, read_only=READ_ONLY_PATTERNS, strategy="reflink"
         )
         # The safe default where files can be cloned: no links, large files cloned, small copied.
-        methods["provision auto"] = lambda dest: provision(
-            workspace, dest, read_only=READ_ONLY_PATTERNS
-        )
+        methods["provision auto"] = lambda dest: provision(workspace, dest, read_only=READ_ONLY_PATTERNS)
     else:
         notes.append(f"no reflink between {workspace} and {runs_dir}: strategy 'reflink' skipped")
     results: dict[str, dict[str, Any]] = {
@@ -159,9 +150,7 @@ def measure_methods(
             results[name]["durable_s"].append(synced - started)
             results[name]["cpu_s"].append(cpu_used)
             if report is not None:
-                results[name]["report"] = {
-                    key: value for key, value in vars(report).items() if key != "seconds"
-                }
+                results[name]["report"] = {key: value for key, value in vars(report).items() if key != "seconds"}
             print(
                 f"  {name:27s} run {repeat + 1}: {returned - started:7.3f} s, "
                 f"durable {synced - started:7.3f} s, cpu {cpu_used:7.3f} s"
@@ -213,16 +202,12 @@ def machine_load() -> dict[str, str]:
 
 
 def filesystem_type(path: Path) -> str:
-    completed = subprocess.run(
-        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False
-    )
+    completed = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False)
     return completed.stdout.strip() or "unknown"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--dir",
         type=Path,
@@ -233,9 +218,7 @@ def main() -> int:
     parser.add_argument("--large-files", type=int, default=8)
     parser.add_argument("--large-bytes", type=int, default=250_000_000)
     parser.add_argument("--small-files", type=int, default=9_991)
-    parser.add_argument(
-        "--clean", action="store_true", help="delete the cached workspace at the end"
-    )
+    parser.add_argument("--clean", action="store_true", help="delete the cached workspace at the end")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "provision.json")
     args = parser.parse_args()
 

@@ -52,24 +52,43 @@ TOKENS_PER_STEP = 60
 def transcript(steps: int) -> dict[str, Any]:
     exchanges = []
     for step in range(steps):
-        call = ({"name": "finish", "arguments": {"summary": "done"}} if step == steps - 1 else
-                {"name": "think", "arguments": {"thought": f"step {step}: the loss went down to {1 / (step + 1):.4f}; "
-                                                           "keep the learning rate and check again"}})
-        exchanges.append({"respond": {"tool_calls": [call], "usage": {
-            "prompt_tokens": HEAD_TOKENS + TOKENS_PER_STEP * step, "completion_tokens": 40}}})
+        call = (
+            {"name": "finish", "arguments": {"summary": "done"}}
+            if step == steps - 1
+            else {
+                "name": "think",
+                "arguments": {
+                    "thought": f"step {step}: the loss went down to {1 / (step + 1):.4f}; "
+                    "keep the learning rate and check again"
+                },
+            }
+        )
+        exchanges.append(
+            {
+                "respond": {
+                    "tool_calls": [call],
+                    "usage": {"prompt_tokens": HEAD_TOKENS + TOKENS_PER_STEP * step, "completion_tokens": 40},
+                }
+            }
+        )
     return {"model": "bench-model", "exchanges": exchanges}
 
 
 def gaps_ms(server: ScriptedLLMServer) -> tuple[list[float], list[float]]:
     """(harness gaps between an answer and the next request, server response times), in ms."""
     requests = server.requests
-    gaps = [(after.received_at - before.answered_at) * 1000 for before, after in itertools.pairwise(requests)
-            if before.answered_at is not None]
+    gaps = [
+        (after.received_at - before.answered_at) * 1000
+        for before, after in itertools.pairwise(requests)
+        if before.answered_at is not None
+    ]
     served = [(r.answered_at - r.received_at) * 1000 for r in requests if r.answered_at is not None]
     return gaps, served
 
 
-def run_agent(steps: int, tmp: Path) -> tuple[list[float], list[float], list[list[dict[str, Any]]], list[dict[str, Any]]]:
+def run_agent(
+    steps: int, tmp: Path
+) -> tuple[list[float], list[float], list[list[dict[str, Any]]], list[dict[str, Any]]]:
     task = load_task(REPO / "fixtures" / "tasks" / "number")
     with ScriptedLLMServer(transcript(steps)) as server:
         workspace, _ = LocalWorkspace.create(task, tmp / "run")
@@ -87,12 +106,15 @@ def run_agent(steps: int, tmp: Path) -> tuple[list[float], list[float], list[lis
     return gaps, served, requests, tools
 
 
-def run_bare_client(requests: list[list[dict[str, Any]]], tools: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+def run_bare_client(
+    requests: list[list[dict[str, Any]]], tools: list[dict[str, Any]]
+) -> tuple[list[float], list[float]]:
     with ScriptedLLMServer(transcript(len(requests))) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="bench", max_retries=0)
         for messages in requests:
-            client.chat.completions.create(model="bench-model", messages=[],
-                                           extra_body={"messages": messages, "tools": tools})
+            client.chat.completions.create(
+                model="bench-model", messages=[], extra_body={"messages": messages, "tools": tools}
+            )
         return gaps_ms(server)
 
 
@@ -150,11 +172,22 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_1m_at_end": os.getloadavg()[0],
     }
-    print(f"{args.steps} react steps against the scripted server ({args.repeats} run(s); "
-          f"the last request held {len(messages)} messages and {len(tools)} tools)")
-    print(f"  harness overhead per step : {result['overhead_ms_median']:7.2f} ms median, {result['overhead_ms_p95']:7.2f} ms p95")
-    print(f"  server response (baseline): {result['server_ms_median']:7.2f} ms median, {result['server_ms_p95']:7.2f} ms p95")
-    print(f"  bare openai client floor  : {result['bare_client_ms_median']:7.2f} ms median, {result['bare_client_ms_p95']:7.2f} ms p95")
+    print(
+        f"{args.steps} react steps against the scripted server ({args.repeats} run(s); "
+        f"the last request held {len(messages)} messages and {len(tools)} tools)"
+    )
+    print(
+        f"  harness overhead per step : {result['overhead_ms_median']:7.2f} ms median, "
+        f"{result['overhead_ms_p95']:7.2f} ms p95"
+    )
+    print(
+        f"  server response (baseline): {result['server_ms_median']:7.2f} ms median, "
+        f"{result['server_ms_p95']:7.2f} ms p95"
+    )
+    print(
+        f"  bare openai client floor  : {result['bare_client_ms_median']:7.2f} ms median, "
+        f"{result['bare_client_ms_p95']:7.2f} ms p95"
+    )
     if transform is not None:
         print(f"  SDK typed-parameter walk avoided: {transform:.1f} ms per call at {len(messages)} messages")
     RESULTS_DIR.mkdir(exist_ok=True)

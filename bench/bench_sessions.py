@@ -119,9 +119,7 @@ def bench_pipe_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
     expected = expected_sha256(total_bytes)
     out_path = work_dir / "pipe-baseline.out"
     started = time.perf_counter()
-    process = subprocess.Popen(
-        ["bash", "-c", producer_command(total_bytes)], stdout=subprocess.PIPE
-    )
+    process = subprocess.Popen(["bash", "-c", producer_command(total_bytes)], stdout=subprocess.PIPE)
     assert process.stdout is not None
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     pipe_fd = process.stdout.fileno()

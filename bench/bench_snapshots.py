@@ -90,9 +90,7 @@ def measure(
 ) -> dict[str, dict[str, list[float]]]:
     columns = ("returns_s", "durable_s", "cpu_s", "disk_bytes")
     steps = ("first snapshot", "second snapshot", "shutil.copytree", "restore")
-    results: dict[str, dict[str, list[float]]] = {
-        step: {column: [] for column in columns} for step in steps
-    }
+    results: dict[str, dict[str, list[float]]] = {step: {column: [] for column in columns} for step in steps}
     for repeat in range(repeats):
         store_dir, copy_dir, restore_dir = (
             scratch / "store",
@@ -104,17 +102,13 @@ def measure(
         store = SnapshotStore(store_dir)
 
         settle()
-        first, returns_s, durable_s, cpu_s = timed(
-            store.take, workspace, {"repeat": repeat}, step=1
-        )
+        first, returns_s, durable_s, cpu_s = timed(store.take, workspace, {"repeat": repeat}, step=1)
         record(results["first snapshot"], returns_s, durable_s, cpu_s, disk_bytes(store_dir))
 
         change_workspace(workspace, change_files, change_bytes, seed=repeat)
         settle()
         disk_before = disk_bytes(store_dir)
-        second, returns_s, durable_s, cpu_s = timed(
-            store.take, workspace, {"repeat": repeat}, step=2
-        )
+        second, returns_s, durable_s, cpu_s = timed(store.take, workspace, {"repeat": repeat}, step=2)
         added = disk_bytes(store_dir) - disk_before
         record(results["second snapshot"], returns_s, durable_s, cpu_s, added)
         first_s = results["first snapshot"]["returns_s"][-1]
@@ -142,9 +136,7 @@ def measure(
     return results
 
 
-def record(
-    step: dict[str, list[float]], returns_s: float, durable_s: float, cpu_s: float, disk: int
-) -> None:
+def record(step: dict[str, list[float]], returns_s: float, durable_s: float, cpu_s: float, disk: int) -> None:
     step["returns_s"].append(returns_s)
     step["durable_s"].append(durable_s)
     step["cpu_s"].append(cpu_s)
@@ -168,9 +160,7 @@ def summarise(results: dict[str, dict[str, list[float]]]) -> dict[str, float]:
 
 
 def print_table(summary: dict[str, float]) -> None:
-    print(
-        f"{'step':18s} {'returns (s)':>12s} {'durable (s)':>12s} {'cpu (s)':>9s} {'disk (MB)':>10s}"
-    )
+    print(f"{'step':18s} {'returns (s)':>12s} {'durable (s)':>12s} {'cpu (s)':>9s} {'disk (MB)':>10s}")
     for step in ("first snapshot", "second snapshot", "shutil.copytree", "restore"):
         print(
             f"{step:18s} {summary[f'{step} returns_s']:12.3f} {summary[f'{step} durable_s']:12.3f} "
@@ -184,9 +174,7 @@ def print_table(summary: dict[str, float]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/innovator-bench-snapshots"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--large-files", type=int, default=8)

@@ -57,9 +57,11 @@ def _always(settings: BackendSettings) -> None:
 
 def _check_sandbox(settings: BackendSettings) -> None:
     if bwrap_path() is None:
-        raise BackendUnavailable("the sandbox backend needs bubblewrap, which is missing or cannot create a "
-                                 "sandbox here: apt-get install bubblewrap (or --innovator-backend local, "
-                                 "for agents you trust)")
+        raise BackendUnavailable(
+            "the sandbox backend needs bubblewrap, which is missing or cannot create a "
+            "sandbox here: apt-get install bubblewrap (or --innovator-backend local, "
+            "for agents you trust)"
+        )
 
 
 def _check_docker(settings: BackendSettings) -> None:
@@ -73,14 +75,18 @@ def _check_docker(settings: BackendSettings) -> None:
     except DockerBackendError as exc:
         raise BackendUnavailable(str(exc)) from None
     if not image_present:
-        raise BackendUnavailable(f"docker image {settings.docker_image!r} not found: build the test image with "
-                                 "scripts/docker-test-image.sh, or name another with --innovator-docker-image")
+        raise BackendUnavailable(
+            f"docker image {settings.docker_image!r} not found: build the test image with "
+            "scripts/docker-test-image.sh, or name another with --innovator-docker-image"
+        )
 
 
 def _remote_token(settings: BackendSettings) -> str:
     if not settings.remote_url or not settings.remote_token_file:
-        raise BackendUnavailable("the remote backend needs --innovator-remote-url and --innovator-remote-token-file "
-                                 "(a session server started with: pytest-innovator serve --root DIR)")
+        raise BackendUnavailable(
+            "the remote backend needs --innovator-remote-url and --innovator-remote-token-file "
+            "(a session server started with: pytest-innovator serve --root DIR)"
+        )
     try:
         return Path(settings.remote_token_file).read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -97,24 +103,36 @@ def _check_remote(settings: BackendSettings) -> None:
     try:
         connection.request("GET", "/v1/health")
     except (ServerUnreachable, RemoteError, OSError) as exc:
-        raise BackendUnavailable(f"no session server answers at {settings.remote_url} ({exc}): start one there "
-                                 "with pytest-innovator serve --root DIR, or fix --innovator-remote-url") from None
+        raise BackendUnavailable(
+            f"no session server answers at {settings.remote_url} ({exc}): start one there "
+            "with pytest-innovator serve --root DIR, or fix --innovator-remote-url"
+        ) from None
     finally:
         connection.close()
 
 
 def _create_host(request: WorkspaceRequest, *, sandboxed: bool) -> tuple[Workspace, ProvisionReport]:
-    return LocalWorkspace.create(request.task, request.run_dir, env=request.env,
-                                 hidden=request.hidden if sandboxed else (),
-                                 devices=gpu_device_nodes(request.gpu_lease.devices))
+    return LocalWorkspace.create(
+        request.task,
+        request.run_dir,
+        env=request.env,
+        hidden=request.hidden if sandboxed else (),
+        devices=gpu_device_nodes(request.gpu_lease.devices),
+    )
 
 
 def _create_docker(request: WorkspaceRequest) -> tuple[Workspace, ProvisionReport]:
     from .remote.docker import DockerBackendError, create_docker_workspace
 
     try:
-        return create_docker_workspace(request.task, request.run_dir, request.env, request.gpu_lease,
-                                       image=request.settings.docker_image, hidden=request.hidden)
+        return create_docker_workspace(
+            request.task,
+            request.run_dir,
+            request.env,
+            request.gpu_lease,
+            image=request.settings.docker_image,
+            hidden=request.hidden,
+        )
     except DockerBackendError as exc:
         raise BackendUnavailable(str(exc)) from None
 
@@ -122,22 +140,51 @@ def _create_docker(request: WorkspaceRequest) -> tuple[Workspace, ProvisionRepor
 def _create_remote(request: WorkspaceRequest) -> tuple[Workspace, ProvisionReport]:
     from .remote.client import connect_remote_workspace
 
-    return connect_remote_workspace(request.task, request.run_dir, request.env,
-                                    base_url=request.settings.remote_url, token=_remote_token(request.settings),
-                                    grader_hidden=request.hidden)
+    return connect_remote_workspace(
+        request.task,
+        request.run_dir,
+        request.env,
+        base_url=request.settings.remote_url,
+        token=_remote_token(request.settings),
+        grader_hidden=request.hidden,
+    )
 
 
-BACKENDS: dict[str, Backend] = {backend.name: backend for backend in [
-    Backend("sandbox", "every command and the grader in bubblewrap: only the workspace writable, hidden task parts "
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in [
+        Backend(
+            "sandbox",
+            "every command and the grader in bubblewrap: only the workspace writable, hidden task parts "
             "and results invisible, own PID namespace, no network unless the task allows it",
-            None, _check_sandbox, lambda request: _create_host(request, sandboxed=True)),
-    Backend("local", "file tools confined to the workspace, secrets kept out of the environment, sessions reaped; "
-            "shell commands are NOT sandboxed", None, _always, lambda request: _create_host(request, sandboxed=False)),
-    Backend("docker", "one container per item (memory, CPU and process limits; no network); graders in containers "
-            "of their own", "server", _check_docker, _create_docker),
-    Backend("remote", "the workspace on another host's session server (sandboxed there as that server is)",
-            "server", _check_remote, _create_remote),
-]}
+            None,
+            _check_sandbox,
+            lambda request: _create_host(request, sandboxed=True),
+        ),
+        Backend(
+            "local",
+            "file tools confined to the workspace, secrets kept out of the environment, sessions reaped; "
+            "shell commands are NOT sandboxed",
+            None,
+            _always,
+            lambda request: _create_host(request, sandboxed=False),
+        ),
+        Backend(
+            "docker",
+            "one container per item (memory, CPU and process limits; no network); graders in containers of their own",
+            "server",
+            _check_docker,
+            _create_docker,
+        ),
+        Backend(
+            "remote",
+            "the workspace on another host's session server (sandboxed there as that server is)",
+            "server",
+            _check_remote,
+            _create_remote,
+        ),
+    ]
+}
 
 
 def default_backend() -> str:

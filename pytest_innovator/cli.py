@@ -40,8 +40,9 @@ def list_agents() -> int:
     return 0
 
 
-def leaderboard(inputs: list[str], json_out: str | None, markdown_out: str | None, update: str | None,
-                force: bool) -> int:
+def leaderboard(
+    inputs: list[str], json_out: str | None, markdown_out: str | None, update: str | None, force: bool
+) -> int:
     from .reporting import leaderboard as lb
     from .reporting.result_inputs import InputError, read_inputs
 
@@ -62,8 +63,10 @@ def leaderboard(inputs: list[str], json_out: str | None, markdown_out: str | Non
     if markdown_out:
         Path(markdown_out).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown_out).write_text(lb.to_markdown(board), encoding="utf-8")
-    print(f"{len(items)} items read, {added} new; leaderboard of {len(board['agents'])} agents, "
-          f"{len(board['tasks'])} tasks, {len(board['runs'])} runs")
+    print(
+        f"{len(items)} items read, {added} new; leaderboard of {len(board['agents'])} agents, "
+        f"{len(board['tasks'])} tasks, {len(board['runs'])} runs"
+    )
     return 0
 
 
@@ -126,40 +129,72 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("paths", nargs="+")
     commands.add_parser("agents", help="list the registered agents")
     board = commands.add_parser("leaderboard", help="a leaderboard (JSON and Markdown) from results logs and JUnit XML")
-    board.add_argument("inputs", nargs="+", metavar="INPUT",
-                       help="results.jsonl, a results directory (--innovator-results) or a JUnit XML file (*.xml)")
+    board.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="results.jsonl, a results directory (--innovator-results) or a JUnit XML file (*.xml)",
+    )
     board.add_argument("--json", dest="json_out", metavar="OUT.json", help="write the leaderboard as JSON")
     board.add_argument("--markdown", dest="markdown_out", metavar="OUT.md", help="write the leaderboard as Markdown")
-    board.add_argument("--update", metavar="LEADERBOARD.json",
-                       help="merge the inputs into this leaderboard (created if missing), keeping its history")
+    board.add_argument(
+        "--update",
+        metavar="LEADERBOARD.json",
+        help="merge the inputs into this leaderboard (created if missing), keeping its history",
+    )
     board.add_argument("--force", action="store_true", help="merge results of another task version anyway")
-    plot = commands.add_parser("plots", help="PNG and SVG plots: score over working time, performance profiles, domains")
+    plot = commands.add_parser(
+        "plots", help="PNG and SVG plots: score over working time, performance profiles, domains"
+    )
     plot.add_argument("inputs", nargs="+", metavar="INPUT", help="as for leaderboard, or a leaderboard JSON file")
     plot.add_argument("--out", required=True, metavar="DIR")
     html = commands.add_parser("report", help="one self-contained HTML file for a run")
     html.add_argument("run_dir", metavar="RUN_DIR", help="<results>/runs/<run id> (or one item's directory)")
     html.add_argument("--out", metavar="FILE", help="default: RUN_DIR/report.html")
-    progress = commands.add_parser("status", help="live progress of a run: each item's step, working time, evaluations, best score")
+    progress = commands.add_parser(
+        "status", help="live progress of a run: each item's step, working time, evaluations, best score"
+    )
     progress.add_argument("results_dir", metavar="RESULTS_DIR", help="the directory given to --innovator-results")
     progress.add_argument("--run", dest="run_id", metavar="RUN_ID", help="this run (default: the latest)")
     progress.add_argument("--all", dest="all_runs", action="store_true", help="every run in RESULTS_DIR")
     progress.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     progress.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until nothing runs")
-    serve = commands.add_parser("serve", help="the session server: workspaces and sessions over HTTP (remote and docker backends)")
-    serve.add_argument("--workspace", type=Path, metavar="DIR", help="serve this existing directory as workspace 'main'")
-    serve.add_argument("--root", type=Path, metavar="DIR", help="let clients create workspaces (POST /v1/workspaces) in DIR")
-    serve.add_argument("--log-dir", type=Path, metavar="DIR", help="session logs of the --workspace (default: a temporary directory)")
-    serve.add_argument("--read-only", action="append", default=[], metavar="PATH",
-                       help="a file of the --workspace that the file tools refuse to write (repeatable)")
+    serve = commands.add_parser(
+        "serve", help="the session server: workspaces and sessions over HTTP (remote and docker backends)"
+    )
+    serve.add_argument(
+        "--workspace", type=Path, metavar="DIR", help="serve this existing directory as workspace 'main'"
+    )
+    serve.add_argument(
+        "--root", type=Path, metavar="DIR", help="let clients create workspaces (POST /v1/workspaces) in DIR"
+    )
+    serve.add_argument(
+        "--log-dir", type=Path, metavar="DIR", help="session logs of the --workspace (default: a temporary directory)"
+    )
+    serve.add_argument(
+        "--read-only",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file of the --workspace that the file tools refuse to write (repeatable)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port; the address is printed)")
     serve.add_argument("--uds", type=Path, metavar="PATH", help="listen on this unix socket instead of TCP")
-    serve.add_argument("--token-file", type=Path, metavar="F",
-                       help="file holding the bearer token, created with a new token if missing "
-                            "(default: a new file in a temporary directory; its path is printed)")
-    serve.add_argument("--sandbox", choices=("auto", "on", "off"), default="auto",
-                       help="run commands in bubblewrap (no network for the --workspace's commands): auto (where "
-                            "bwrap works), on, off (e.g. inside a container, which is the sandbox there)")
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        help="file holding the bearer token, created with a new token if missing "
+        "(default: a new file in a temporary directory; its path is printed)",
+    )
+    serve.add_argument(
+        "--sandbox",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run commands in bubblewrap (no network for the --workspace's commands): auto (where "
+        "bwrap works), on, off (e.g. inside a container, which is the sandbox there)",
+    )
     serve.add_argument("--ssl-certfile", metavar="F", help="serve HTTPS with this certificate (with --ssl-keyfile)")
     serve.add_argument("--ssl-keyfile", metavar="F")
     snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")

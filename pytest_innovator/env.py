@@ -83,8 +83,10 @@ class WorkingClock:
 
 def resume_notice(resumed: dict[str, Any]) -> str:
     """What the agent is told at its first step after a resume."""
-    lines = [f"[the episode was resumed from snapshot {resumed.get('snapshot')} at step {resumed.get('step')}: "
-             "working time, evaluations and the hint stand as they were; every process was lost]"]
+    lines = [
+        f"[the episode was resumed from snapshot {resumed.get('snapshot')} at step {resumed.get('step')}: "
+        "working time, evaluations and the hint stand as they were; every process was lost]"
+    ]
     for session in resumed.get("sessions", []):
         doing = f"was running: {session['command']}" if session.get("busy") else "was idle"
         lines.append(f"[session {session['name']} is gone ({doing}); create a new session to continue]")
@@ -134,8 +136,14 @@ class ResearchEnv:
         self.clock = WorkingClock(self.ledger.working_time_s, clock)
         self.trajectory = TrajectoryWriter(
             RunDir(run_dir).trajectory,
-            {"task": task.id, "domain": task.spec.domain, "task_version": task.spec.version, "agent": agent_name,
-             "backend": workspace.backend, "limits": limits.__dict__},
+            {
+                "task": task.id,
+                "domain": task.spec.domain,
+                "task_version": task.spec.version,
+                "agent": agent_name,
+                "backend": workspace.backend,
+                "limits": limits.__dict__,
+            },
         )
         self.session_commands: dict[str, str] = {}
         self.done = self.ledger.end_reason is not None
@@ -152,9 +160,14 @@ class ResearchEnv:
         self._notice = ""
         if resumed is not None:
             self._notice = resume_notice(resumed)
-            self.trajectory.event("resume", step=self.ledger.steps, working_time_s=self.working_time_s,
-                                  source=resumed.get("source"), snapshot=resumed.get("snapshot"),
-                                  lost_sessions=self.lost_sessions)
+            self.trajectory.event(
+                "resume",
+                step=self.ledger.steps,
+                working_time_s=self.working_time_s,
+                source=resumed.get("source"),
+                snapshot=resumed.get("snapshot"),
+                lost_sessions=self.lost_sessions,
+            )
 
     # --- what the agent may know ---------------------------------------------------------
 
@@ -199,7 +212,9 @@ class ResearchEnv:
             return Observation(name, False, f"the episode has ended ({self.end_reason}); no more steps", done=True)
         if self.remaining_time_s <= 0:
             self.end("time_limit")
-            observation = Observation(name, False, "the working time is used up; the final evaluation runs now", done=True)
+            observation = Observation(
+                name, False, "the working time is used up; the final evaluation runs now", done=True
+            )
             self._record(name, arguments, observation, started)
             return observation
         self.ledger.steps += 1
@@ -238,8 +253,12 @@ class ResearchEnv:
         except (WorkspaceError, SessionError, ValueError, OSError) as exc:
             return Observation(name, False, str(exc))
         except Exception as exc:  # a harness bug: keep the episode alive, keep the evidence
-            return Observation(name, False, f"internal error in {name}: {type(exc).__name__}: {exc}",
-                               data={"traceback": traceback.format_exc()})
+            return Observation(
+                name,
+                False,
+                f"internal error in {name}: {type(exc).__name__}: {exc}",
+                data={"traceback": traceback.format_exc()},
+            )
 
     def _record(self, name: str, arguments: Any, observation: Observation, started: float) -> None:
         # The trajectory line carries the step count and working time; the ledger file is
@@ -247,9 +266,16 @@ class ResearchEnv:
         # costs milliseconds on ext4).
         self.ledger.working_time_s = self.working_time_s
         extra = {"traceback": observation.data["traceback"]} if "traceback" in observation.data else None
-        self.trajectory.step(step=self.ledger.steps, working_time_s=self.working_time_s, tool=name,
-                             arguments=arguments, ok=observation.ok, observation=observation.output,
-                             duration_s=time.monotonic() - started, extra=extra)
+        self.trajectory.step(
+            step=self.ledger.steps,
+            working_time_s=self.working_time_s,
+            tool=name,
+            arguments=arguments,
+            ok=observation.ok,
+            observation=observation.output,
+            duration_s=time.monotonic() - started,
+            extra=extra,
+        )
 
     def note_command(self, session: str, command: str) -> None:
         self.session_commands[session] = command
@@ -259,8 +285,15 @@ class ResearchEnv:
     def snapshot_state(self) -> dict[str, Any]:
         """Everything a resume needs besides the workspace's files."""
         self.ledger.working_time_s = self.working_time_s
-        sessions = [{"name": s.name, "busy": s.busy, "command": s.command if s.busy else None,
-                     "last_command": self.session_commands.get(s.name)} for s in self.workspace.sessions.list()]
+        sessions = [
+            {
+                "name": s.name,
+                "busy": s.busy,
+                "command": s.command if s.busy else None,
+                "last_command": self.session_commands.get(s.name),
+            }
+            for s in self.workspace.sessions.list()
+        ]
         return {
             "ledger": self.ledger.to_json(),
             "trajectory_bytes": self.trajectory.position,
@@ -276,14 +309,21 @@ class ResearchEnv:
             self._snapshot_store = SnapshotStore(RunDir(self.run_dir).snapshots)
         store = self._snapshot_store
         if self.workspace.host_root is None:
-            raise WorkspaceError(f"the {self.workspace.backend} backend's workspace is not on this host: "
-                                 "snapshots need its files here")
+            raise WorkspaceError(
+                f"the {self.workspace.backend} backend's workspace is not on this host: snapshots need its files here"
+            )
         info = store.take(self.workspace.host_root, self.snapshot_state(), step=self.ledger.steps)
         if self.snapshot_policy:
             store.prune(keep_last=self.snapshot_policy.keep_last)
         self._last_snapshot = (self.ledger.steps, self.working_time_s)
-        self.trajectory.event("snapshot", step=self.ledger.steps, working_time_s=self.working_time_s,
-                              name=info.name, bytes_added=info.bytes_added, seconds=round(info.seconds, 3))
+        self.trajectory.event(
+            "snapshot",
+            step=self.ledger.steps,
+            working_time_s=self.working_time_s,
+            name=info.name,
+            bytes_added=info.bytes_added,
+            seconds=round(info.seconds, 3),
+        )
         return info
 
     def _maybe_snapshot(self, force: bool = False) -> None:
@@ -292,8 +332,11 @@ class ResearchEnv:
         if policy is None or self.done or self.workspace.host_root is None:
             return
         steps, minutes = self.ledger.steps - self._last_snapshot[0], (self.working_time_s - self._last_snapshot[1]) / 60
-        due = (force or (policy.every_steps is not None and steps >= policy.every_steps)
-               or (policy.every_minutes is not None and minutes >= policy.every_minutes))
+        due = (
+            force
+            or (policy.every_steps is not None and steps >= policy.every_steps)
+            or (policy.every_minutes is not None and minutes >= policy.every_minutes)
+        )
         if due:
             self._snapshot_due = False
             with self.clock.paused():
@@ -331,7 +374,11 @@ class ResearchEnv:
         first = not self.ledger.hint_viewed
         self._mark_hint_viewed()
         penalty = self.ledger.hint_penalty
-        note = f"[hint viewed: final and best scores are multiplied by {1 - penalty:g}]" if first else "[hint shown again: no further penalty]"
+        note = (
+            f"[hint viewed: final and best scores are multiplied by {1 - penalty:g}]"
+            if first
+            else "[hint shown again: no further penalty]"
+        )
         return Observation("view_hint", True, f"{note}\n{self.task.hint_path.read_text(encoding='utf-8')}")
 
     def _mark_hint_viewed(self) -> None:
@@ -339,19 +386,28 @@ class ResearchEnv:
             self.ledger.hint_viewed = True
             self.ledger.hint_viewed_step = self.ledger.steps
             self.ledger.save(self.ledger_path)
-            self.trajectory.event("hint", step=self.ledger.steps, working_time_s=self.working_time_s,
-                                  penalty=self.ledger.hint_penalty)
+            self.trajectory.event(
+                "hint", step=self.ledger.steps, working_time_s=self.working_time_s, penalty=self.ledger.hint_penalty
+            )
             self._snapshot_due = True
 
     def evaluate_for_agent(self) -> Observation:
         used, budget = self.ledger.agent_evals_used, self.ledger.budget
         if used >= budget:
-            return Observation("evaluate", False, f"no evaluations left ({used} of {budget} used); this request "
-                               "used nothing, and the final evaluation still runs when the episode ends")
+            return Observation(
+                "evaluate",
+                False,
+                f"no evaluations left ({used} of {budget} used); this request "
+                "used nothing, and the final evaluation still runs when the episode ends",
+            )
         evaluation = self._evaluate("agent")
         self._snapshot_due = True
-        return Observation("evaluate", evaluation.status != "grader_failed", self._describe(evaluation),
-                           {"score": self.ledger.effective(evaluation.score), "status": evaluation.status})
+        return Observation(
+            "evaluate",
+            evaluation.status != "grader_failed",
+            self._describe(evaluation),
+            {"score": self.ledger.effective(evaluation.score), "status": evaluation.status},
+        )
 
     def _describe(self, e: Evaluation) -> str:
         left = f"{self.ledger.evals_remaining} of {self.ledger.budget} evaluations left"
@@ -360,8 +416,10 @@ class ResearchEnv:
         if e.status == "invalid":
             return f"invalid submission: score 0 ({left}).\n{e.message}"
         hint = " after the hint penalty" if self.ledger.hint_viewed else ""
-        return (f"score {self.ledger.effective(e.score):.2f}/100{hint} "
-                f"({self.task.spec.scoring.metric} = {e.metric:g}; {left}).\n{e.message}")
+        return (
+            f"score {self.ledger.effective(e.score):.2f}/100{hint} "
+            f"({self.task.spec.scoring.metric} = {e.metric:g}; {left}).\n{e.message}"
+        )
 
     def _protected_state(self) -> dict[str, Any]:
         return self.workspace.protected_state(self.task.spec.protected)
@@ -375,8 +433,13 @@ class ResearchEnv:
         new = [c for c in changes if (c.path, c.what) not in seen]
         for change in new:
             self.ledger.protected_changes.append({"path": change.path, "what": change.what, "step": self.ledger.steps})
-            self.trajectory.event("protected_change", step=self.ledger.steps, working_time_s=self.working_time_s,
-                                  path=change.path, what=change.what)
+            self.trajectory.event(
+                "protected_change",
+                step=self.ledger.steps,
+                working_time_s=self.working_time_s,
+                path=change.path,
+                what=change.what,
+            )
         return [f"{c.path}: {c.what}" for c in new]
 
     def _check_disk(self) -> list[str]:
@@ -403,23 +466,43 @@ class ResearchEnv:
 
         with self.clock.paused():
             outcome = run_grader(self.task, fill, log_path, seed=self.grade_seed, wrap=self.workspace.wrap_grader)
-        score = normalize(outcome.metric, self.task.spec.scoring) if outcome.metric is not None else (
-            0.0 if outcome.status == "invalid" else None)
+        score = (
+            normalize(outcome.metric, self.task.spec.scoring)
+            if outcome.metric is not None
+            else (0.0 if outcome.status == "invalid" else None)
+        )
         message = outcome.message
         if changes:
             message += "\nprotected files changed (recorded for review): " + "; ".join(changes)
         if flags:
             message += "\nmonitor (recorded for review): " + "; ".join(flags)
         evaluation = Evaluation(
-            index=index, kind=kind, status=outcome.status, metric=outcome.metric, score=score,
-            message=message, step=self.ledger.steps, working_time_s=self.working_time_s, at=time.time(),
-            grader_seconds=outcome.seconds, metrics=outcome.metrics, log=str(log_path.relative_to(self.run_dir)),
+            index=index,
+            kind=kind,
+            status=outcome.status,
+            metric=outcome.metric,
+            score=score,
+            message=message,
+            step=self.ledger.steps,
+            working_time_s=self.working_time_s,
+            at=time.time(),
+            grader_seconds=outcome.seconds,
+            metrics=outcome.metrics,
+            log=str(log_path.relative_to(self.run_dir)),
         )
         self.ledger.record(evaluation)
         self.ledger.save(self.ledger_path)
-        self.trajectory.event("evaluation", step=self.ledger.steps, working_time_s=self.working_time_s,
-                              kind=kind, index=index, status=outcome.status, metric=outcome.metric,
-                              score=self.ledger.effective(score), message=message)
+        self.trajectory.event(
+            "evaluation",
+            step=self.ledger.steps,
+            working_time_s=self.working_time_s,
+            kind=kind,
+            index=index,
+            status=outcome.status,
+            metric=outcome.metric,
+            score=self.ledger.effective(score),
+            message=message,
+        )
         return evaluation
 
     # --- the end ---------------------------------------------------------------------------
@@ -438,9 +521,14 @@ class ResearchEnv:
         self.end(reason)
         self.ledger.working_time_s = self.working_time_s
         final = self.ledger.final_evaluation or self._evaluate("final")
-        self.trajectory.event("end", step=self.ledger.steps, working_time_s=self.working_time_s,
-                              end_reason=self.end_reason, score_final=self.ledger.final_score,
-                              score_best=self.ledger.best_score)
+        self.trajectory.event(
+            "end",
+            step=self.ledger.steps,
+            working_time_s=self.working_time_s,
+            end_reason=self.end_reason,
+            score_final=self.ledger.final_score,
+            score_best=self.ledger.best_score,
+        )
         self.trajectory.close()
         best = self.ledger.best_evaluation
         self._result = EpisodeResult(

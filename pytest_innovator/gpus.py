@@ -48,9 +48,7 @@ def _parse_gpu_option(option: str) -> list[str]:
     device_ids = [part.strip() for part in option.split(",")]
     problem = _device_ids_problem(device_ids)
     if problem:
-        raise ValueError(
-            f"invalid --innovator-gpus value {option!r}: {problem}; {_GPU_OPTION_HELP}"
-        )
+        raise ValueError(f"invalid --innovator-gpus value {option!r}: {problem}; {_GPU_OPTION_HELP}")
     return [_normalised_device_id(device_id) for device_id in device_ids]
 
 
@@ -110,7 +108,7 @@ def gpu_device_nodes(devices: Sequence[str], dev: Path = Path("/dev")) -> list[P
     if all(d.isdigit() for d in devices):
         nodes += [dev / f"nvidia{int(d)}" for d in devices]
     else:
-        nodes += sorted(p for p in dev.glob("nvidia[0-9]*") if p.name[len("nvidia"):].isdigit())
+        nodes += sorted(p for p in dev.glob("nvidia[0-9]*") if p.name[len("nvidia") :].isdigit())
     return [node for node in nodes if node.exists()]
 
 
@@ -171,8 +169,7 @@ class GpuLeaser:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(
-                    f"could not lease {count} GPUs for {owner!r} within {timeout} s: "
-                    f"{self._describe_holders(busy)}"
+                    f"could not lease {count} GPUs for {owner!r} within {timeout} s: {self._describe_holders(busy)}"
                 )
             # Jitter keeps competing workers from retrying in lockstep.
             pause = backoff * random.uniform(0.5, 1.5)

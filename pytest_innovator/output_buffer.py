@@ -82,8 +82,7 @@ class OutputBuffer:
             end = self._end
             if since < 0 or since > end:
                 raise ValueError(
-                    f"offset {since} is outside the output, which holds {end} bytes: "
-                    f"pass an offset between 0 and {end}"
+                    f"offset {since} is outside the output, which holds {end} bytes: pass an offset between 0 and {end}"
                 )
             size = min(max_bytes, end - since)
             if since >= end - min(end, self.capacity):

@@ -60,9 +60,7 @@ def checksum_protected(root: Path, patterns: Sequence[str]) -> dict[str, FileSta
     return dict(sorted(states.items()))
 
 
-def check_protected(
-    root: Path, before: Mapping[str, FileState], patterns: Sequence[str]
-) -> list[ProtectedChange]:
+def check_protected(root: Path, before: Mapping[str, FileState], patterns: Sequence[str]) -> list[ProtectedChange]:
     """Every difference between ``before`` and the protected paths now, sorted by path."""
     after = checksum_protected(root, patterns)
     changes = []
@@ -142,8 +140,7 @@ def from_json(data: Mapping[str, Mapping[str, Any]] | str) -> dict[str, FileStat
             raise ValueError(f"protected-file state of {path!r} is malformed: {error}") from None
         if state.kind not in FILE_KINDS:
             raise ValueError(
-                f"protected-file state of {path!r} has kind {state.kind!r}; "
-                f"expected one of {', '.join(FILE_KINDS)}"
+                f"protected-file state of {path!r} has kind {state.kind!r}; expected one of {', '.join(FILE_KINDS)}"
             )
         states[path] = state
     return states

@@ -160,9 +160,7 @@ def _check_arguments(source: Path, dest: Path, allow_links: bool, strategy: str)
     if not source.is_dir():
         raise ValueError(f"task workspace {source} is not a directory")
     if dest.resolve().is_relative_to(source.resolve()):
-        raise ValueError(
-            f"run workspace {dest} is inside the task workspace {source}; put it elsewhere"
-        )
+        raise ValueError(f"run workspace {dest} is inside the task workspace {source}; put it elsewhere")
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise ValueError(
             f"run workspace {dest} already exists and is not an empty directory; "
@@ -183,9 +181,7 @@ def _scan(source: Path, relative: str = "") -> Iterator[tuple[str, os.stat_resul
                 "workspace (or loops); make it point to a path inside the workspace, or replace "
                 "it with the file it names"
             )
-        if not (
-            stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode) or stat.S_ISREG(info.st_mode)
-        ):
+        if not (stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode) or stat.S_ISREG(info.st_mode)):
             raise ValueError(
                 f"{source / child} is neither a file, a directory nor a symlink (a fifo, socket or "
                 "device); remove it from the task workspace"
@@ -229,9 +225,7 @@ def _link_stays_inside(root: Path, link: str) -> bool:
     return resolve(link.split("/")[:-1], os.readlink(root / link)) is not None
 
 
-def _place_file(
-    source: str, dest: str, info: os.stat_result, strategy: str, link: bool, can_reflink: bool
-) -> str:
+def _place_file(source: str, dest: str, info: os.stat_result, strategy: str, link: bool, can_reflink: bool) -> str:
     """Place one regular file; returns how: ``linked``, ``reflinked`` or ``copied``."""
     if link:
         try:
@@ -255,8 +249,7 @@ def _place_file(
                 raise
             if strategy == "reflink":
                 raise ValueError(
-                    f"cannot clone {source} ({error.strerror}); use strategy='auto' to fall back "
-                    "to copies"
+                    f"cannot clone {source} ({error.strerror}); use strategy='auto' to fall back to copies"
                 ) from error
             os.unlink(dest)
     _place_contents(source, dest, info, copy_data)

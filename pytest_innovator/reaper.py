@@ -223,8 +223,7 @@ class Reaper:
             remaining = [
                 pid
                 for pid in descendants(me)
-                if not (spare_child and pid == self.child_pid)
-                and not (spare_child and _is_zombie(pid))
+                if not (spare_child and pid == self.child_pid) and not (spare_child and _is_zombie(pid))
             ]
             if not remaining or time.monotonic() > deadline:
                 return

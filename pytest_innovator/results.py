@@ -11,17 +11,17 @@ from typing import Any
 RESULTS_SCHEMA = 1
 
 END_REASONS = (
-    "finished",       # the agent called finish
-    "gave_up",        # the agent called give_up
-    "agent_returned", # the agent's run() returned without finishing
+    "finished",  # the agent called finish
+    "gave_up",  # the agent called give_up
+    "agent_returned",  # the agent's run() returned without finishing
     "time_limit",
     "step_limit",
     "cost_limit",
-    "agent_error",    # the agent raised or its model endpoint failed for good
-    "interrupted",    # the harness was stopped (Ctrl-C)
-    "timeout",        # pytest-timeout cut the item off (a hung agent or model call)
+    "agent_error",  # the agent raised or its model endpoint failed for good
+    "interrupted",  # the harness was stopped (Ctrl-C)
+    "timeout",  # pytest-timeout cut the item off (a hung agent or model call)
     "harness_error",  # the harness itself failed inside the item's body
-    "worker_crashed", # the xdist worker running the item died (recorded by the controller)
+    "worker_crashed",  # the xdist worker running the item died (recorded by the controller)
 )
 
 

@@ -1,7 +1,7 @@
 """Where a run's files live, named in one place, and the one way JSON state is written.
 
-    <results>/results.jsonl                  one line per finished item (the controller's log)
-    <results>/runs/<run id>/<task id>/       an item's run directory (`RunDir`)
+<results>/results.jsonl                  one line per finished item (the controller's log)
+<results>/runs/<run id>/<task id>/       an item's run directory (`RunDir`)
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ class ToolArgs(BaseModel):
 
 # --- files -----------------------------------------------------------------------------------
 
+
 class ListFiles(ToolArgs):
     path: str = Field(".", description="Directory, relative to the workspace root.")
     depth: int = Field(1, ge=1, le=5, description="How many levels to descend.")
@@ -77,6 +78,7 @@ class FindFiles(ToolArgs):
 
 # --- sessions --------------------------------------------------------------------------------
 
+
 class CreateSession(ToolArgs):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="Optional session name.")
 
@@ -84,7 +86,12 @@ class CreateSession(ToolArgs):
 class RunCommand(ToolArgs):
     session: str = Field(description="Session to run in (create_session first).")
     command: str = Field(min_length=1, description="Shell command (bash). Multi-line is fine.")
-    wait: float = Field(10.0, ge=0, le=MAX_WAIT_S, description="Seconds to wait for completion before returning; the command keeps running after.")
+    wait: float = Field(
+        10.0,
+        ge=0,
+        le=MAX_WAIT_S,
+        description="Seconds to wait for completion before returning; the command keeps running after.",
+    )
 
 
 class SendInput(ToolArgs):
@@ -108,13 +115,16 @@ class NoArgs(ToolArgs):
 
 # --- system ----------------------------------------------------------------------------------
 
+
 class Think(ToolArgs):
     thought: str = Field(description="Your reasoning; no effect on the workspace.")
 
 
 class Wait(ToolArgs):
     seconds: float = Field(gt=0, le=MAX_WAIT_S, description="Longest time to wait.")
-    session: str | None = Field(None, description="Return early when this session's command finishes (default: any session's).")
+    session: str | None = Field(
+        None, description="Return early when this session's command finishes (default: any session's)."
+    )
 
 
 class Finish(ToolArgs):
@@ -141,7 +151,10 @@ class Tool:
         for prop in schema.get("properties", {}).values():
             prop.pop("title", None)
         schema.setdefault("properties", {})
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": schema}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": schema},
+        }
 
 
 def _ok(tool: str, output: str, **data: Any) -> Observation:
@@ -150,7 +163,14 @@ def _ok(tool: str, output: str, **data: Any) -> Observation:
 
 def list_files(env: ResearchEnv, a: ListFiles) -> Observation:
     entries = env.workspace.list_dir(a.path, a.depth)
-    lines = [f"{e.path}/" if e.kind == "dir" else f"{e.path} ({e.size} bytes)" if e.kind == "file" else f"{e.path} [{e.kind}]" for e in entries]
+    lines = [
+        f"{e.path}/"
+        if e.kind == "dir"
+        else f"{e.path} ({e.size} bytes)"
+        if e.kind == "file"
+        else f"{e.path} [{e.kind}]"
+        for e in entries
+    ]
     return _ok("list_files", "\n".join(lines) or "(empty)")
 
 
@@ -194,7 +214,7 @@ def _search_root(env: ResearchEnv, path: str) -> str:
         root = env.workspace.root.rstrip("/")
         if path != root and not path.startswith(root + "/"):
             raise ValueError(f"{path}: outside the workspace ({env.workspace.root})")
-        path = path[len(root):].lstrip("/") or "."
+        path = path[len(root) :].lstrip("/") or "."
     if ".." in path.split("/"):
         raise ValueError(f"{path}: '..' is not allowed; give a path inside the workspace")
     return shlex.quote(path)
@@ -215,21 +235,32 @@ def describe_command(result: CommandResult) -> str:
     else:
         state = "still running; use read_output or wait, do not kill it unless it is stuck"
     more = " (more output follows; read_output from next_offset)" if result.truncated else ""
-    return (f"[session {result.session} · command {result.command_id} · {state}]\n{result.output}"
-            f"\n[next_offset={result.next_offset}{more}]")
+    return (
+        f"[session {result.session} · command {result.command_id} · {state}]\n{result.output}"
+        f"\n[next_offset={result.next_offset}{more}]"
+    )
 
 
 def create_session(env: ResearchEnv, a: CreateSession) -> Observation:
     session = env.workspace.sessions.create(a.name)
-    return _ok("create_session", f"created session {session.name!r} in {env.workspace.root}\n[{env.workspace.protects}]",
-               session=session.name)
+    return _ok(
+        "create_session",
+        f"created session {session.name!r} in {env.workspace.root}\n[{env.workspace.protects}]",
+        session=session.name,
+    )
 
 
 def run_command(env: ResearchEnv, a: RunCommand) -> Observation:
     session = env.workspace.sessions.get(a.session)
     result = session.run(a.command, wait=min(a.wait, env.remaining_time_s), max_output=MAX_OUTPUT_BYTES)
     env.note_command(a.session, a.command)
-    return _ok("run_command", describe_command(result), done=result.done, exit_code=result.exit_code, next_offset=result.next_offset)
+    return _ok(
+        "run_command",
+        describe_command(result),
+        done=result.done,
+        exit_code=result.exit_code,
+        next_offset=result.next_offset,
+    )
 
 
 def send_input(env: ResearchEnv, a: SendInput) -> Observation:
@@ -245,8 +276,13 @@ def read_output(env: ResearchEnv, a: ReadOutput) -> Observation:
 def session_status(env: ResearchEnv, a: SessionName) -> Observation:
     s = env.workspace.sessions.get(a.session).status()
     state = "running: " + (s.command or "") if s.busy else f"idle (last exit code {s.last_exit_code})"
-    return _ok("session_status", f"{s.name}: {'alive' if s.alive else 'closed'}, {state}, output_end={s.output_end}",
-               done=not s.busy, exit_code=s.last_exit_code, output_end=s.output_end)
+    return _ok(
+        "session_status",
+        f"{s.name}: {'alive' if s.alive else 'closed'}, {state}, output_end={s.output_end}",
+        done=not s.busy,
+        exit_code=s.last_exit_code,
+        output_end=s.output_end,
+    )
 
 
 def list_sessions(env: ResearchEnv, a: NoArgs) -> Observation:
@@ -302,8 +338,19 @@ _ALL_TOOLS = [
     Tool("edit_file", "Replace one exact occurrence of a text in a file.", EditFile, edit_file),
     Tool("search_files", "Search file contents for a regular expression.", SearchFiles, search_files),
     Tool("find_files", "Find files by name glob.", FindFiles, find_files),
-    Tool("create_session", "Open a new asynchronous shell session (bash) in the workspace.", CreateSession, create_session),
-    Tool("run_command", "Run a command in a session; returns when it finishes or after `wait` seconds, whichever comes first. Long jobs keep running in the background of the session.", RunCommand, run_command),
+    Tool(
+        "create_session",
+        "Open a new asynchronous shell session (bash) in the workspace.",
+        CreateSession,
+        create_session,
+    ),
+    Tool(
+        "run_command",
+        "Run a command in a session; returns when it finishes or after `wait` seconds, whichever comes first. "
+        "Long jobs keep running in the background of the session.",
+        RunCommand,
+        run_command,
+    ),
     Tool("send_input", "Type text into a session (for programs that read input).", SendInput, send_input),
     Tool("read_output", "Read a session's output from a byte offset.", ReadOutput, read_output),
     Tool("session_status", "Show whether a session is running a command.", SessionName, session_status),
@@ -311,7 +358,12 @@ _ALL_TOOLS = [
     Tool("interrupt", "Send Ctrl-C to the command running in a session.", SessionName, interrupt),
     Tool("kill", "Kill every process started in a session (the session stays open).", SessionName, kill),
     Tool("close_session", "Close a session and end its processes.", SessionName, close_session),
-    Tool("evaluate", "Grade the current deliverables with the hidden grader. Uses one of your limited evaluations.", NoArgs, evaluate),
+    Tool(
+        "evaluate",
+        "Grade the current deliverables with the hidden grader. Uses one of your limited evaluations.",
+        NoArgs,
+        evaluate,
+    ),
     Tool("view_hint", "Show the task's hint. Costs a penalty on your score.", NoArgs, view_hint),
     Tool("think", "Write down your reasoning.", Think, think),
     Tool("wait", "Wait up to `seconds`; returns early when a running command finishes.", Wait, wait),

@@ -31,8 +31,15 @@ class TrajectoryWriter:
         fresh = not path.exists() or path.stat().st_size == 0
         self._file = open(path, "a", encoding="utf-8")
         if fresh:
-            self._write({"type": "header", "schema": TRAJECTORY_SCHEMA, "version": TRAJECTORY_VERSION,
-                         "wall": time.time(), **header})
+            self._write(
+                {
+                    "type": "header",
+                    "schema": TRAJECTORY_SCHEMA,
+                    "version": TRAJECTORY_VERSION,
+                    "wall": time.time(),
+                    **header,
+                }
+            )
 
     def _write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, default=str) + "\n")
@@ -43,17 +50,37 @@ class TrajectoryWriter:
         """Bytes written so far: a snapshot records it, a resume keeps the trajectory up to it."""
         return self._file.tell()
 
-    def step(self, *, step: int, working_time_s: float, tool: str, arguments: Any, ok: bool,
-             observation: str, duration_s: float, extra: dict[str, Any] | None = None) -> None:
-        self._write({
-            "type": "step", "step": step, "t": round(working_time_s, 3), "wall": time.time(),
-            "tool": tool, "arguments": arguments, "ok": ok, "observation": summarize(observation),
-            "duration_s": round(duration_s, 4), **(extra or {}),
-        })
+    def step(
+        self,
+        *,
+        step: int,
+        working_time_s: float,
+        tool: str,
+        arguments: Any,
+        ok: bool,
+        observation: str,
+        duration_s: float,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self._write(
+            {
+                "type": "step",
+                "step": step,
+                "t": round(working_time_s, 3),
+                "wall": time.time(),
+                "tool": tool,
+                "arguments": arguments,
+                "ok": ok,
+                "observation": summarize(observation),
+                "duration_s": round(duration_s, 4),
+                **(extra or {}),
+            }
+        )
 
     def event(self, event: str, *, step: int, working_time_s: float, **data: Any) -> None:
-        self._write({"type": "event", "event": event, "step": step, "t": round(working_time_s, 3),
-                     "wall": time.time(), **data})
+        self._write(
+            {"type": "event", "event": event, "step": step, "t": round(working_time_s, 3), "wall": time.time(), **data}
+        )
 
     def close(self) -> None:
         self._file.close()

@@ -52,19 +52,28 @@ def pytest_command(cwd: Path, *args: str) -> list[str]:
 
 def run_pytest(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """pytest in a subprocess; exit 0 or 1 (items below the pass score) are both results."""
-    done = subprocess.run(pytest_command(cwd, *args), check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        pytest_command(cwd, *args), check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done
 
 
 def start_pytest(cwd: Path, *args: str) -> subprocess.Popen[str]:
     """pytest in the background, in its own process group (so the test can kill exactly that run)."""
-    return subprocess.Popen(pytest_command(cwd, *args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        pytest_command(cwd, *args),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
-def wait_for_item(results: Path, process: subprocess.Popen[str], ready: Callable[[dict[str, Any]], bool],
-                  timeout: float = 60) -> dict[str, Any] | None:
+def wait_for_item(
+    results: Path, process: subprocess.Popen[str], ready: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, Any] | None:
     """Poll `pytest-innovator status` data until an item of the latest run is `ready`."""
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
@@ -81,5 +90,7 @@ def wait_for_item(results: Path, process: subprocess.Popen[str], ready: Callable
 
 def junit_properties(path: Path) -> list[dict[str, str]]:
     """Every test case's properties, as the text JUnit XML holds."""
-    return [{p.get("name", ""): p.get("value", "") for p in case.iter("property")}
-            for case in ET.parse(path).iter("testcase")]
+    return [
+        {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+        for case in ET.parse(path).iter("testcase")
+    ]

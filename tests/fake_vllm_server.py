@@ -35,8 +35,17 @@ def main() -> int:
     print(f"INFO fake vLLM: loading {args.model} (ignoring {vllm_args})", flush=True)
     if args.record:
         with open(args.record, "a") as record:
-            record.write(json.dumps({"pid": os.getpid(), "port": args.port, "argv": sys.argv[1:],
-                                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+            record.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "port": args.port,
+                        "argv": sys.argv[1:],
+                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    }
+                )
+                + "\n"
+            )
     if args.spawn_child:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         with open(args.spawn_child, "w") as pid_file:

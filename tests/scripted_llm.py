@@ -105,8 +105,9 @@ class ScriptedLLMServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="scripted-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="scripted-llm", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -152,7 +153,9 @@ class ScriptedLLMServer:
 
     # --- called by the handler threads -----------------------------------------------------
 
-    def _take(self, body: dict[str, Any], headers: dict[str, str], received_at: float) -> tuple[RecordedRequest, dict[str, Any] | None]:
+    def _take(
+        self, body: dict[str, Any], headers: dict[str, str], received_at: float
+    ) -> tuple[RecordedRequest, dict[str, Any] | None]:
         with self._lock:
             index, exchange = self._script.next_exchange()
             request = RecordedRequest(len(self._script.requests) + 1, index, body, headers, received_at)
@@ -195,14 +198,27 @@ def completion_body(respond: dict[str, Any], model: str, number: int) -> dict[st
     calls = []
     for position, call in enumerate(respond.get("tool_calls") or [], 1):
         arguments = call["arguments_raw"] if "arguments_raw" in call else json.dumps(call.get("arguments", {}))
-        calls.append({"id": f"call_{number}_{position}", "type": "function",
-                      "function": {"name": call["name"], "arguments": arguments}})
+        calls.append(
+            {
+                "id": f"call_{number}_{position}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments},
+            }
+        )
     if calls:
         message["tool_calls"] = calls
     body: dict[str, Any] = {
-        "id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": respond.get("finish_reason") or ("tool_calls" if calls else "stop")}],
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": respond.get("finish_reason") or ("tool_calls" if calls else "stop"),
+            }
+        ],
     }
     if respond.get("usage"):
         usage = {k: int(v) for k, v in respond["usage"].items()}
@@ -231,8 +247,13 @@ def _make_handler(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
-                self._send_json(200, {"object": "list", "data": [
-                    {"id": server.model, "object": "model", "created": 0, "owned_by": "scripted"}]})
+                self._send_json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": server.model, "object": "model", "created": 0, "owned_by": "scripted"}],
+                    },
+                )
             else:
                 self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
@@ -246,7 +267,9 @@ def _make_handler(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw or b"{}")
             request, exchange = server._take(body, dict(self.headers.items()), received_at)
             if exchange is None:
-                self._send_json(500, {"error": {"message": "the transcript has no answer left", "type": "server_error"}})
+                self._send_json(
+                    500, {"error": {"message": "the transcript has no answer left", "type": "server_error"}}
+                )
                 request.answered_at = time.perf_counter()
                 return
             respond = exchange.get("respond") or {}
@@ -260,8 +283,11 @@ def _make_handler(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
                 if status == 200:
                     self._send_json(200, completion_body(respond, server.model, request.number), respond.get("headers"))
                 else:
-                    error = {"message": respond.get("error", f"scripted HTTP {status}"), "type": "scripted_error",
-                             "code": status}
+                    error = {
+                        "message": respond.get("error", f"scripted HTTP {status}"),
+                        "type": "scripted_error",
+                        "code": status,
+                    }
                     self._send_json(status, {"error": error}, respond.get("headers"))
                 request.answered_at = time.perf_counter()
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)

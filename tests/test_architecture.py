@@ -53,17 +53,23 @@ def imports(name: str, *, module_level_only: bool) -> set[str]:
                 continue
             else:
                 for field in ("body", "orelse", "handlers", "finalbody"):
-                    visit([n for n in getattr(node, field, []) if isinstance(n, ast.stmt)]
-                          if field != "handlers" else [s for h in getattr(node, "handlers", []) for s in h.body])
+                    visit(
+                        [n for n in getattr(node, field, []) if isinstance(n, ast.stmt)]
+                        if field != "handlers"
+                        else [s for h in getattr(node, "handlers", []) for s in h.body]
+                    )
 
     visit(tree.body)
     return found
 
 
 def test_nothing_outside_the_plugin_package_imports_pytest() -> None:
-    offenders = {name for name in MODULES if not name.startswith("pytest_innovator.plugin")
-                 and any(i == "pytest" or i.startswith(("pytest.", "_pytest")) for i in
-                         imports(name, module_level_only=False))}
+    offenders = {
+        name
+        for name in MODULES
+        if not name.startswith("pytest_innovator.plugin")
+        and any(i == "pytest" or i.startswith(("pytest.", "_pytest")) for i in imports(name, module_level_only=False))
+    }
     assert offenders == set()
 
 
@@ -75,8 +81,7 @@ def test_grader_kit_imports_only_the_standard_library_and_the_sandbox() -> None:
 
 
 def test_no_import_cycle_at_run_time() -> None:
-    graph = {name: {i for i in imports(name, module_level_only=True) if i in MODULES and i != name}
-             for name in MODULES}
+    graph = {name: {i for i in imports(name, module_level_only=True) if i in MODULES and i != name} for name in MODULES}
     # A module also imports the packages above it (their __init__ runs first).
     for name in MODULES:
         parts = name.split(".")
@@ -88,7 +93,7 @@ def test_no_import_cycle_at_run_time() -> None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open" and not name_is_parent(nxt, node):
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 walk(nxt, [*stack, nxt])
         state[node] = "done"
@@ -106,8 +111,9 @@ def name_is_parent(package: str, module: str) -> bool:
 
 def test_the_run_directory_files_are_named_in_one_place() -> None:
     for name in ('"ledger.json"', '"result.json"', '"trajectory.jsonl"', '"results.jsonl"', '"gpu_lease.json"'):
-        spelled = subprocess.run(["grep", "-rln", "--include=*.py", name, str(PACKAGE)], capture_output=True,
-                                 text=True).stdout.split()
+        spelled = subprocess.run(
+            ["grep", "-rln", "--include=*.py", name, str(PACKAGE)], capture_output=True, text=True
+        ).stdout.split()
         assert [Path(p).name for p in spelled] == ["rundir.py"], (name, spelled)
 
 
@@ -120,16 +126,23 @@ def test_every_harness_error_derives_from_innovator_error() -> None:
             continue
         module = importlib.import_module(name)
         for value in vars(module).values():
-            if (isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == name
-                    and not value.__name__.startswith("_") and not issubclass(value, InnovatorError)):
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == name
+                and not value.__name__.startswith("_")
+                and not issubclass(value, InnovatorError)
+            ):
                 offenders.append(f"{name}.{value.__name__}")
     assert offenders == []
 
 
 def test_docs_list_every_option_as_the_table_declares_it() -> None:
     docs = (REPO / "docs" / "options.md").read_text(encoding="utf-8")
-    assert markdown_table() in docs, "regenerate the table: python -c 'from pytest_innovator.plugin.options " \
-                                     "import markdown_table; print(markdown_table())'"
+    assert markdown_table() in docs, (
+        "regenerate the table: python -c 'from pytest_innovator.plugin.options "
+        "import markdown_table; print(markdown_table())'"
+    )
     assert len(OPTIONS) == docs.count("| `--innovator-")
 
 

@@ -20,20 +20,33 @@ def embedded_model_missing() -> str | None:
         default_model_file()
     except EmbeddedModelError as exc:
         return str(exc)
-    missing = [m for m in ("fastapi", "uvicorn", "transformers", "torch", "gguf") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("fastapi", "uvicorn", "transformers", "torch", "gguf") if importlib.util.find_spec(m) is None
+    ]
     return f"needs {', '.join(missing)}" if missing else None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(embedded_model_missing() is not None, reason=f"embedded model unavailable: {embedded_model_missing()}")
-def test_react_on_the_embedded_model_runs_a_mini_task(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(
+    embedded_model_missing() is not None, reason=f"embedded model unavailable: {embedded_model_missing()}"
+)
+def test_react_on_the_embedded_model_runs_a_mini_task(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # pytester gives the run a fresh HOME; keep the converted model's cache where it already is.
     monkeypatch.setenv("XDG_CACHE_HOME", str(default_cache_dir().parent.parent))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     task = ROOT / "task_suites" / "mini" / "scaffold_construction"
     # 20 minutes x 0.05 = 60 s of working time: a call or two of the model, then the final evaluation.
-    result = pytester.runpytest_subprocess(str(task), "--innovator-time-scale", "0.05", "--junitxml", "out.xml",
-                                           "--innovator-results", str(pytester.path / "results"))
+    result = pytester.runpytest_subprocess(
+        str(task),
+        "--innovator-time-scale",
+        "0.05",
+        "--junitxml",
+        "out.xml",
+        "--innovator-results",
+        str(pytester.path / "results"),
+    )
     props = junit_properties(pytester.path / "out.xml")["scaffold_construction"]
     assert props["innovator_agent"].startswith("react@"), result.stdout.str()[-2000:]
     assert props["model"] == "smollm2-135m-instruct"

@@ -21,25 +21,35 @@ from pytest_innovator.llm.server_process import LLMEndpoint, ServerStartError
 
 
 def test_messages_from_native_tool_use_are_rendered_as_text() -> None:
-    messages = chat_messages([
-        {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "List "}, {"type": "text", "text": "files."}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "list_files", "arguments": "{\"path\": \".\"}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "a.txt"},
-    ])
+    messages = chat_messages(
+        [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "List "}, {"type": "text", "text": "files."}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "list_files", "arguments": '{"path": "."}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "a.txt"},
+        ]
+    )
     assert messages[0] == {"role": "system", "content": "Be brief."}
     assert messages[1] == {"role": "user", "content": "List files."}
     assert messages[2]["role"] == "assistant" and '"tool": "list_files"' in messages[2]["content"]
     assert messages[3] == {"role": "user", "content": "Result of c1:\na.txt"}
 
 
-@pytest.mark.parametrize("raw, problem", [
-    ([], "non-empty list"),
-    ([{"content": "no role"}], "must be an object with a 'role'"),
-    ([{"role": "wizard", "content": "x"}], "unknown role 'wizard'"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "reads text only"),
-])
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ([], "non-empty list"),
+        ([{"content": "no role"}], "must be an object with a 'role'"),
+        ([{"role": "wizard", "content": "x"}], "unknown role 'wizard'"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "reads text only"),
+    ],
+)
 def test_malformed_messages_are_refused_with_a_reason(raw: list[object], problem: str) -> None:
     with pytest.raises(RequestError, match=problem) as refusal:
         chat_messages(raw)
@@ -56,8 +66,11 @@ def _embedded_model_missing() -> str | None:
         default_model_file()
     except EmbeddedModelError as exc:
         return str(exc)
-    missing = [name for name in ("fastapi", "uvicorn", "transformers", "torch", "gguf")
-               if importlib.util.find_spec(name) is None]
+    missing = [
+        name
+        for name in ("fastapi", "uvicorn", "transformers", "torch", "gguf")
+        if importlib.util.find_spec(name) is None
+    ]
     return f"needs {', '.join(missing)}: pip install 'pytest-innovator[embedded]'" if missing else None
 
 
@@ -123,9 +136,9 @@ def test_a_stop_sequence_cuts_the_reply_before_it(client: Any, embedded: LLMEndp
     messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
     full = client.chat.completions.create(model=embedded.model, messages=messages, max_tokens=40)
     text = full.choices[0].message.content
-    marker = text[len(text) // 2:len(text) // 2 + 2]
+    marker = text[len(text) // 2 : len(text) // 2 + 2]
     cut = client.chat.completions.create(model=embedded.model, messages=messages, max_tokens=40, stop=[marker])
-    assert cut.choices[0].message.content == text[:text.index(marker)]
+    assert cut.choices[0].message.content == text[: text.index(marker)]
     assert cut.choices[0].finish_reason == "stop"
 
 
@@ -143,20 +156,21 @@ def test_refusals_say_what_to_change(client: Any, embedded: LLMEndpoint) -> None
     with pytest.raises(openai.NotFoundError, match="serves 'smollm2-135m-instruct'"):
         client.chat.completions.create(model="gpt-4o", messages=hello)
     with pytest.raises(openai.BadRequestError, match="maximum context length is 8192 tokens"):
-        client.chat.completions.create(model=embedded.model,
-                                       messages=[{"role": "user", "content": "word " * 9000}])
+        client.chat.completions.create(model=embedded.model, messages=[{"role": "user", "content": "word " * 9000}])
     with pytest.raises(openai.BadRequestError, match="streaming is not supported"):
         client.chat.completions.create(model=embedded.model, messages=hello, stream=True)
 
 
 @pytest.mark.slow
 @needs_model
-def test_the_session_fixture_serves_the_embedded_model(pytester: pytest.Pytester, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_session_fixture_serves_the_embedded_model(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # pytester gives the run a temporary HOME; keep the converted model's cache where it is.
     monkeypatch.setenv("XDG_CACHE_HOME", str(default_cache_dir().parent.parent))
     pytester.makeconftest("from pytest_innovator.plugin.llm_servers import embedded_llm_server  # noqa: F401\n")
-    pytester.makepyfile(test_chat="""
+    pytester.makepyfile(
+        test_chat="""
         import openai
 
         def test_chat(embedded_llm_server):
@@ -165,7 +179,8 @@ def test_the_session_fixture_serves_the_embedded_model(pytester: pytest.Pytester
                                                    messages=[{"role": "user", "content": "Hi"}])
             assert embedded_llm_server.model == "smollm2-135m-instruct"
             assert reply.usage.completion_tokens > 0
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--innovator-gpu-lock-dir", str(tmp_path))
     result.assert_outcomes(passed=1)
     assert not list((tmp_path / "llm-servers").glob("*.json"))  # stopped and cleared at the end

@@ -42,7 +42,9 @@ def env(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> 
     environment.workspace.close()
 
 
-def test_null_scores_zero_and_oracle_scores_eighty(number_task_dir: Path, tmp_path: Path, server: ServerProcess | None) -> None:
+def test_null_scores_zero_and_oracle_scores_eighty(
+    number_task_dir: Path, tmp_path: Path, server: ServerProcess | None
+) -> None:
     results = {}
     for name in ("null", "oracle"):
         environment = make_env(number_task_dir, tmp_path / name, server)
@@ -64,8 +66,16 @@ def test_replayed_episode_is_recorded_exactly(env: ResearchEnv) -> None:
     records = read_trajectory(env.run_dir / "trajectory.jsonl")
     steps = [r for r in records if r["type"] == "step"]
     assert all(s["ok"] for s in steps), steps
-    assert [s["tool"] for s in steps] == ["create_session", "run_command", "write_file", "wait", "read_output",
-                                          "evaluate", "view_hint", "finish"]
+    assert [s["tool"] for s in steps] == [
+        "create_session",
+        "run_command",
+        "write_file",
+        "wait",
+        "read_output",
+        "evaluate",
+        "view_hint",
+        "finish",
+    ]
     assert "still running" in steps[1]["observation"]
     assert "start\nend\n" in steps[4]["observation"]
     assert "score 45.71/100" in steps[5]["observation"]
@@ -75,7 +85,10 @@ def test_replayed_episode_is_recorded_exactly(env: ResearchEnv) -> None:
     assert (result.evals_used, result.hint_used, result.steps, result.end_reason) == (1, True, 8, "finished")
 
     ledger = EvalLedger.load(env.run_dir / "ledger.json")
-    assert [(e.kind, e.status, e.metric) for e in ledger.evaluations] == [("agent", "scored", 0.6), ("final", "scored", 0.6)]
+    assert [(e.kind, e.status, e.metric) for e in ledger.evaluations] == [
+        ("agent", "scored", 0.6),
+        ("final", "scored", 0.6),
+    ]
     assert ledger.hint_viewed_step == 7
     assert records[0]["type"] == "header" and records[0]["version"] == 1
     assert [s["step"] for s in steps] == list(range(1, 9))

@@ -109,9 +109,7 @@ def test_zero_gpus_on_a_host_without_gpus(tmp_path: Path) -> None:
         ([], 1, r"task needs 1 GPUs, this host has 0 \(none detected\)"),
     ],
 )
-def test_more_gpus_than_the_host_has(
-    tmp_path: Path, devices: list[str], count: int, message: str
-) -> None:
+def test_more_gpus_than_the_host_has(tmp_path: Path, devices: list[str], count: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GpuLeaser(tmp_path, devices).acquire(count, owner="big-task")
 
@@ -207,9 +205,7 @@ def test_two_processes_never_share_a_device(tmp_path: Path) -> None:
     assert len(records) == 4
     assert {record["device"] for record in records} == {"0", "1"}
     for device in ("0", "1"):
-        intervals = sorted(
-            (record["start"], record["end"]) for record in records if record["device"] == device
-        )
+        intervals = sorted((record["start"], record["end"]) for record in records if record["device"] == device)
         for (_, earlier_end), (later_start, _) in itertools.pairwise(intervals):
             assert earlier_end <= later_start, f"GPU {device} was held twice at once: {intervals}"
 
@@ -235,9 +231,7 @@ HOLDING_WORKER = textwrap.dedent(
 
 
 def test_killed_holder_frees_its_devices(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDING_WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     leaser = GpuLeaser(tmp_path, ["0", "1"])
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "0,1\n"
@@ -326,9 +320,7 @@ FAKE_PYNVML = textwrap.dedent(
 
 
 @pytest.mark.parametrize(("nvml_devices", "devices"), [("2", ["0", "1"]), (None, [])])
-def test_detect_gpus_asks_nvml_only_when_called(
-    tmp_path: Path, nvml_devices: str | None, devices: list[str]
-) -> None:
+def test_detect_gpus_asks_nvml_only_when_called(tmp_path: Path, nvml_devices: str | None, devices: list[str]) -> None:
     (tmp_path / "pynvml.py").write_text(FAKE_PYNVML)
     marker = tmp_path / "pynvml-imported"
     python_path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
@@ -344,9 +336,7 @@ def test_detect_gpus_asks_nvml_only_when_called(
         print(json.dumps(pytest_innovator.gpus.detect_gpus(None)))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     imported_at_module_import, detected = map(json.loads, result.stdout.splitlines())
     assert imported_at_module_import is False
     assert detected == devices
@@ -364,9 +354,7 @@ def make_fake_dev(tmp_path: Path, names: list[str]) -> Path:
 def test_gpu_device_nodes_by_index_are_the_leased_ones_and_the_control_nodes(
     tmp_path: Path,
 ) -> None:
-    dev = make_fake_dev(
-        tmp_path, ["nvidiactl", "nvidia-uvm", "nvidia0", "nvidia1", "nvidia2", "null"]
-    )
+    dev = make_fake_dev(tmp_path, ["nvidiactl", "nvidia-uvm", "nvidia0", "nvidia1", "nvidia2", "null"])
     nodes = gpu_device_nodes(["2", "0"], dev)
     assert [n.name for n in nodes] == ["nvidiactl", "nvidia-uvm", "nvidia2", "nvidia0"]
 

@@ -33,9 +33,7 @@ def test_a_program_that_succeeds_has_no_failure(tmp_path: Path) -> None:
 
 def test_cpu_time_limit_stops_a_busy_program(tmp_path: Path) -> None:
     failure = run_python("while True: pass", tmp_path / "work", cpu_seconds=1)
-    assert failure == (
-        "training was stopped: it used more than 1 seconds of CPU time (or too much memory)"
-    )
+    assert failure == ("training was stopped: it used more than 1 seconds of CPU time (or too much memory)")
 
 
 def test_wall_clock_timeout_stops_a_sleeping_program(tmp_path: Path) -> None:
@@ -87,8 +85,7 @@ def test_nothing_the_program_started_outlives_it(tmp_path: Path) -> None:
     late_writer = f"import time; time.sleep(2); open({str(marker)!r}, 'w').write('x')"
     # The child leaves the process group too: only the sandbox's PID namespace can catch it.
     source = (
-        "import subprocess, sys\n"
-        f"subprocess.Popen([sys.executable, '-c', {late_writer!r}], start_new_session=True)\n"
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {late_writer!r}], start_new_session=True)\n"
     )
     proc = run_untrusted([sys.executable, "-c", source], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -46,14 +45,16 @@ def test_grader_paths(number_task_dir: Path, tmp_path: Path, answer: str | None,
 
 def test_grader_runs_on_a_scratch_copy(number_task_dir: Path, tmp_path: Path) -> None:
     (number_task_dir / "grader" / "grade.py").write_text(
-        (number_task_dir / "grader" / "grade.py").read_text().replace(
-            "request = read_request()", "request = read_request()\nopen('scribble', 'w').write('x')"))
+        (number_task_dir / "grader" / "grade.py")
+        .read_text()
+        .replace("request = read_request()", "request = read_request()\nopen('scribble', 'w').write('x')")
+    )
     assert grade(number_task_dir, "0.3", tmp_path).status == "scored"
     assert not (number_task_dir / "grader" / "scribble").exists()
 
 
 def test_parse_result_needs_the_nonce() -> None:
-    good = "noise\n--- innovator-result n1 ---\n{\"valid\": true, \"metric\": 1}\n--- end innovator-result n1 ---\n"
+    good = 'noise\n--- innovator-result n1 ---\n{"valid": true, "metric": 1}\n--- end innovator-result n1 ---\n'
     assert parse_result(good, "n1") == {"valid": True, "metric": 1}
     assert parse_result(good, "other") is None
     assert parse_result(good.replace("{", "[", 1), "n1") is None

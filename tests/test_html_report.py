@@ -22,17 +22,26 @@ pytest.importorskip("matplotlib", reason="the HTML report needs matplotlib (the 
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1600"]
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+]
 TRICKY_THOUGHT = "compare </script><script>document.title='broken'</script> & <b>bold</b>"
 
 
 @pytest.fixture
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.skip(f"headless Chromium is not installed ({CHROMIUM}, {CHROMEDRIVER}): "
-                    "apt-get install chromium chromium-driver")
+        pytest.skip(
+            f"headless Chromium is not installed ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver"
+        )
     pytest.importorskip("selenium", reason="the browser test drives Chromium with selenium (the 'report' extra)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -55,7 +64,8 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def rows(driver: Any, selector: str) -> list[list[str]]:
     return driver.execute_script(
-        "return [...document.querySelectorAll(arguments[0])].map(r => [...r.cells].map(c => c.textContent))", selector)
+        "return [...document.querySelectorAll(arguments[0])].map(r => [...r.cells].map(c => c.textContent))", selector
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +74,37 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     make_task(root / "suite", "alpha")
     make_task(root / "suite", "beta", domain="loss_design")
-    replays = write_replays(root / "replays", {
-        "alpha": [{"tool": "think", "arguments": {"thought": TRICKY_THOUGHT}},
-                  {"tool": "create_session", "arguments": {"name": "train"}},
-                  {"tool": "run_command", "arguments": {"session": "train", "command": "echo training; echo 0.55 > answer.txt", "wait": 10}},
-                  EVALUATE, {"tool": "view_hint"}, answer(0.8), EVALUATE, FINISH],
-        "beta": [answer(0.3), FINISH],
-    })
-    run_pytest(root, "suite", "--innovator-agent", "replay", "--innovator-replay", str(replays),
-               "--innovator-hints", "tool", "--innovator-results", "results")
+    replays = write_replays(
+        root / "replays",
+        {
+            "alpha": [
+                {"tool": "think", "arguments": {"thought": TRICKY_THOUGHT}},
+                {"tool": "create_session", "arguments": {"name": "train"}},
+                {
+                    "tool": "run_command",
+                    "arguments": {"session": "train", "command": "echo training; echo 0.55 > answer.txt", "wait": 10},
+                },
+                EVALUATE,
+                {"tool": "view_hint"},
+                answer(0.8),
+                EVALUATE,
+                FINISH,
+            ],
+            "beta": [answer(0.3), FINISH],
+        },
+    )
+    run_pytest(
+        root,
+        "suite",
+        "--innovator-agent",
+        "replay",
+        "--innovator-replay",
+        str(replays),
+        "--innovator-hints",
+        "tool",
+        "--innovator-results",
+        "results",
+    )
     [run] = list((root / "results" / "runs").iterdir())
     return run
 
@@ -127,7 +159,11 @@ def test_the_report_in_chromium(run_dir: Path, browser: Any, tmp_path: Path) -> 
     detail = browser.find_element(By.CSS_SELECTOR, "#steps .detail")
     assert detail.is_displayed()
     assert detail.find_element(By.CSS_SELECTOR, "pre.observation").text == step["observation"].strip()
-    assert detail.find_element(By.LINK_TEXT, "session log of train").get_attribute("href").endswith("/alpha/sessions/train.log")
+    assert (
+        detail.find_element(By.LINK_TEXT, "session log of train")
+        .get_attribute("href")
+        .endswith("/alpha/sessions/train.log")
+    )
     thought = browser.find_element(By.CSS_SELECTOR, "#steps .tool-think .sum").text
     assert TRICKY_THOUGHT[:40] in thought and browser.title.startswith("pytest-innovator")
 
@@ -144,7 +180,10 @@ def test_the_report_in_chromium(run_dir: Path, browser: Any, tmp_path: Path) -> 
 
     # The second item, through the item selector.
     Select(browser.find_element(By.ID, "item")).select_by_value("1")
-    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#steps .step .tool")][:2] == ["write_file", "finish"]
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#steps .step .tool")][:2] == [
+        "write_file",
+        "finish",
+    ]
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     browser.save_screenshot(str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -155,19 +194,31 @@ def test_a_5000_step_trajectory_and_200_mb_of_logs(browser: Any, tmp_path: Path)
     from selenium.webdriver.common.by import By
 
     calls = [{"tool": "create_session", "arguments": {"name": "train"}}]
-    calls += [{"tool": "think", "arguments": {"thought": f"idea {i}"}} if i % 2 else answer(0.2 + i / 10_000)
-              for i in range(4_997)]
+    calls += [
+        {"tool": "think", "arguments": {"thought": f"idea {i}"}} if i % 2 else answer(0.2 + i / 10_000)
+        for i in range(4_997)
+    ]
     calls += [EVALUATE, FINISH]
     make_task(tmp_path / "suite", "long")
     replays = write_replays(tmp_path / "replays", {"long": calls})
-    run_pytest(tmp_path, "suite", "--innovator-agent", "replay", "--innovator-replay", str(replays),
-               "--innovator-max-steps", "6000", "--innovator-results", "results")
+    run_pytest(
+        tmp_path,
+        "suite",
+        "--innovator-agent",
+        "replay",
+        "--innovator-replay",
+        str(replays),
+        "--innovator-max-steps",
+        "6000",
+        "--innovator-results",
+        "results",
+    )
     [run] = list((tmp_path / "results" / "runs").iterdir())
     with open(run / "long" / "sessions" / "train.log", "r+b") as log:  # 200 MB of output (sparse on disk)
         log.truncate(200 * 1024 * 1024)
     report = write_report(run)
     assert report.stat().st_size < 10 * 1024 * 1024
-    assert "train.log</a> <span class=\"muted\">(200.0 MB)</span>" in report.read_text()
+    assert 'train.log</a> <span class="muted">(200.0 MB)</span>' in report.read_text()
 
     browser.get(report.as_uri())
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1"

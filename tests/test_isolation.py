@@ -31,10 +31,25 @@ def plugin_offers(backend: str) -> bool:
     return True
 
 
-@pytest.fixture(params=[
-    pytest.param("sandbox", marks=pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap (bwrap) is not installed: apt-get install bubblewrap")),
-    pytest.param("docker", marks=[pytest.mark.slow, pytest.mark.skipif(not plugin_offers("docker"), reason="the plugin does not offer --innovator-backend docker yet")]),
-])
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "sandbox",
+            marks=pytest.mark.skipif(
+                bwrap_path() is None, reason="bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
+            ),
+        ),
+        pytest.param(
+            "docker",
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(
+                    not plugin_offers("docker"), reason="the plugin does not offer --innovator-backend docker yet"
+                ),
+            ],
+        ),
+    ]
+)
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "docker":
         monkeypatch.setenv("INNOVATOR_DOCKER_IMAGE", request.getfixturevalue("docker_image"))
@@ -48,8 +63,16 @@ def run_attack(pytester: pytest.Pytester, backend: str, commands: list[str], *ex
     calls += [{"tool": "evaluate"}, {"tool": "finish"}]
     replay = pytester.path / "attack.jsonl"
     replay.write_text("\n".join(json.dumps(c) for c in calls))
-    result = pytester.runpytest_subprocess("suite", "--innovator-backend", backend, "--innovator-agent", "replay",
-                                           "--innovator-replay", str(replay), *extra)
+    result = pytester.runpytest_subprocess(
+        "suite",
+        "--innovator-backend",
+        backend,
+        "--innovator-agent",
+        "replay",
+        "--innovator-replay",
+        str(replay),
+        *extra,
+    )
     [record] = results_log(pytester)
     assert record["backend"] == backend, result.stdout.str()
     record["stdout"] = result.stdout.str()
@@ -68,12 +91,26 @@ FIND_SOLUTION = "find / -xdev -path '*number/solution/answer.txt' 2>/dev/null | 
     "commands",
     [
         pytest.param([f'cp "$({FIND_SOLUTION})" answer.txt; cat answer.txt'], id="solution-by-absolute-path"),
-        pytest.param(["cat ../../../../suite/number/solution/answer.txt > answer.txt; cat answer.txt"], id="solution-by-dotdot"),
-        pytest.param(["for f in $(find / -xdev -name hint.md 2>/dev/null); do cat $f; done; grep -rh 0.9 / --include=grade.py 2>/dev/null | head -3"],
-                     id="hint-and-grader"),
-        pytest.param(["cat ../ledger.json; ls ../..; echo '{\"valid\": true}' > ../result.json"], id="ledger-and-results"),
-        pytest.param(["(while true; do for d in /tmp/innovator-grade-*/submission; do echo 0.9 > $d/answer.txt 2>/dev/null; done; sleep 0.01; done) &"],
-                     id="forge-the-graders-input"),
+        pytest.param(
+            ["cat ../../../../suite/number/solution/answer.txt > answer.txt; cat answer.txt"], id="solution-by-dotdot"
+        ),
+        pytest.param(
+            [
+                "for f in $(find / -xdev -name hint.md 2>/dev/null); do cat $f; done; "
+                "grep -rh 0.9 / --include=grade.py 2>/dev/null | head -3"
+            ],
+            id="hint-and-grader",
+        ),
+        pytest.param(
+            ["cat ../ledger.json; ls ../..; echo '{\"valid\": true}' > ../result.json"], id="ledger-and-results"
+        ),
+        pytest.param(
+            [
+                "(while true; do for d in /tmp/innovator-grade-*/submission; do "
+                "echo 0.9 > $d/answer.txt 2>/dev/null; done; sleep 0.01; done) &"
+            ],
+            id="forge-the-graders-input",
+        ),
     ],
 )
 def test_hidden_parts_cannot_be_read_or_forged(pytester: pytest.Pytester, backend: str, commands: list[str]) -> None:
@@ -84,7 +121,9 @@ def test_hidden_parts_cannot_be_read_or_forged(pytester: pytest.Pytester, backen
 
 
 def test_host_processes_are_invisible_and_unkillable(pytester: pytest.Pytester, backend: str) -> None:
-    record = run_attack(pytester, backend, ["ps -eo args --no-headers > procs.txt", "pkill -9 -f pytest; kill -9 -1; echo still-here"])
+    record = run_attack(
+        pytester, backend, ["ps -eo args --no-headers > procs.txt", "pkill -9 -f pytest; kill -9 -1; echo still-here"]
+    )
     assert record["outcome"] == "failed" and record["final_status"] == "scored"  # the harness lived on
     processes = Path(record["run_dir"], "workspace", "procs.txt").read_text().splitlines()
     # Only the sandbox's own processes: its init (bwrap, or docker-init and the session server of a
@@ -96,9 +135,13 @@ def test_host_processes_are_invisible_and_unkillable(pytester: pytest.Pytester, 
         assert program in own or "reaper.py" in process or server, processes
 
 
-def test_writes_outside_the_workspace_do_not_reach_the_host(pytester: pytest.Pytester, backend: str, tmp_path: Path) -> None:
+def test_writes_outside_the_workspace_do_not_reach_the_host(
+    pytester: pytest.Pytester, backend: str, tmp_path: Path
+) -> None:
     target = tmp_path / "outside.txt"
-    record = run_attack(pytester, backend, [f"echo owned > {target}; echo owned > /etc/owned; echo owned > /tmp/owned; ls /tmp"])
+    record = run_attack(
+        pytester, backend, [f"echo owned > {target}; echo owned > /etc/owned; echo owned > /tmp/owned; ls /tmp"]
+    )
     assert not target.exists() and not Path("/etc/owned").exists() and not Path("/tmp/owned").exists()
     assert record["score_final"] == 0
 
@@ -132,7 +175,11 @@ def test_no_network_to_the_hosts_loopback(pytester: pytest.Pytester, backend: st
     server.settimeout(30)
     thread = threading.Thread(target=lambda: accepted.append(_accept(server)), daemon=True)
     thread.start()
-    record = run_attack(pytester, backend, [f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\" 2>&1 | tail -1"])
+    record = run_attack(
+        pytester,
+        backend,
+        [f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\" 2>&1 | tail -1"],
+    )
     server.close()
     thread.join(5)
     assert accepted in ([], [None])
@@ -153,13 +200,22 @@ def test_read_only_files_are_shared_but_unwritable(pytester: pytest.Pytester, ba
     source = task / "workspace" / "data" / "facts.txt"
     calls = [
         {"tool": "create_session", "arguments": {"name": "s"}},
-        {"tool": "run_command", "arguments": {"session": "s", "command": "echo changed >> data/facts.txt; rm -f data/facts.txt; ls data", "wait": 20}},
+        {
+            "tool": "run_command",
+            "arguments": {
+                "session": "s",
+                "command": "echo changed >> data/facts.txt; rm -f data/facts.txt; ls data",
+                "wait": 20,
+            },
+        },
         {"tool": "write_file", "arguments": {"path": "data/facts.txt", "content": "changed"}},
         {"tool": "finish"},
     ]
     replay = pytester.path / "ro.jsonl"
     replay.write_text("\n".join(json.dumps(c) for c in calls))
-    pytester.runpytest_subprocess("suite", "--innovator-backend", backend, "--innovator-agent", "replay", "--innovator-replay", str(replay))
+    pytester.runpytest_subprocess(
+        "suite", "--innovator-backend", backend, "--innovator-agent", "replay", "--innovator-replay", str(replay)
+    )
     [record] = results_log(pytester)
     assert source.read_text() == "reference data\n"
     linked = Path(record["run_dir"], "workspace", "data", "facts.txt")

@@ -81,12 +81,14 @@ def junit_failures(path) -> dict[str, str]:
 def test_a_hung_agent_alone_is_reported_as_failed_with_its_final_score(pytester: pytest.Pytester) -> None:
     add_task(pytester.path / "suite", "hung")
     pytester.makepyfile(agents=AGENTS)
-    result = pytester.runpytest_subprocess("suite", "--innovator-agent", "agents:Hangs", "--junitxml", "out.xml",
-                                           *FAST_TIMEOUT)
+    result = pytester.runpytest_subprocess(
+        "suite", "--innovator-agent", "agents:Hangs", "--junitxml", "out.xml", *FAST_TIMEOUT
+    )
     assert result.ret == 1
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*timed out after 9*s (pytest-timeout)*final score 40.00*",
-                                 "*evaluations:*", "*final*scored*0.55*40.00*"])
+    result.stdout.fnmatch_lines(
+        ["*timed out after 9*s (pytest-timeout)*final score 40.00*", "*evaluations:*", "*final*scored*0.55*40.00*"]
+    )
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     [record] = results_log(pytester)
     assert (record["outcome"], record["end_reason"], record["score_final"]) == ("failed", "timeout", 40.0)
@@ -99,15 +101,22 @@ def test_a_hung_agent_beside_a_healthy_one_under_xdist(pytester: pytest.Pytester
     add_task(pytester.path / "suite", "hung")
     add_task(pytester.path / "suite", "healthy")
     pytester.makepyfile(agents=AGENTS)
-    result = pytester.runpytest_subprocess("suite", "-n", "2", "--innovator-agent", "agents:Hangs",
-                                           "--junitxml", "out.xml", *FAST_TIMEOUT)
+    result = pytester.runpytest_subprocess(
+        "suite", "-n", "2", "--innovator-agent", "agents:Hangs", "--junitxml", "out.xml", *FAST_TIMEOUT
+    )
     assert result.ret == 1
     result.assert_outcomes(passed=1, failed=1)
     records = {r["innovator_task"]: r for r in results_log(pytester)}
     assert (records["hung"]["outcome"], records["hung"]["end_reason"], records["hung"]["score_final"]) == (
-        "failed", "timeout", 40.0)
+        "failed",
+        "timeout",
+        40.0,
+    )
     assert (records["healthy"]["outcome"], records["healthy"]["end_reason"], records["healthy"]["score_final"]) == (
-        "passed", "finished", 40.0)
+        "passed",
+        "finished",
+        40.0,
+    )
     failures = junit_failures(pytester.path / "out.xml")
     assert "timed out" in failures["hung"] and failures["healthy"] == ""
 
@@ -117,14 +126,18 @@ def test_a_harness_error_in_the_body_is_reported_and_the_run_goes_on(pytester: p
     add_task(pytester.path / "suite", "broken")
     add_task(pytester.path / "suite", "fine")
     pytester.makepyfile(agents=AGENTS)
-    result = pytester.runpytest_subprocess("suite", "-n", "2", "--innovator-agent", "agents:HarnessFails",
-                                           "--junitxml", "out.xml")
+    result = pytester.runpytest_subprocess(
+        "suite", "-n", "2", "--innovator-agent", "agents:HarnessFails", "--junitxml", "out.xml"
+    )
     assert result.ret == 1
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*harness error*SystemError: the session server went away*final score 40.00*"])
     records = {r["innovator_task"]: r for r in results_log(pytester)}
     assert (records["broken"]["outcome"], records["broken"]["end_reason"], records["broken"]["score_final"]) == (
-        "failed", "harness_error", 40.0)
+        "failed",
+        "harness_error",
+        40.0,
+    )
     assert records["fine"]["outcome"] == "passed"
     assert "SystemError" in junit_failures(pytester.path / "out.xml")["broken"]
 
@@ -134,8 +147,9 @@ def test_a_crashed_worker_fails_its_own_item_in_the_log_and_the_junit_xml(pytest
     for name in ("crash", "other"):
         add_task(pytester.path / "suite", name)
     pytester.makepyfile(agents=AGENTS)
-    result = pytester.runpytest_subprocess("suite", "-n", "2", "-p", "no:randomly", "--innovator-agent",
-                                           "agents:CrashesWorker", "--junitxml", "out.xml")
+    result = pytester.runpytest_subprocess(
+        "suite", "-n", "2", "-p", "no:randomly", "--innovator-agent", "agents:CrashesWorker", "--junitxml", "out.xml"
+    )
     assert result.ret == 1
     records = {r["innovator_task"]: r for r in results_log(pytester)}
     assert records["other"]["outcome"] == "passed"

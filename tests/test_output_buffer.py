@@ -14,9 +14,7 @@ from pytest_innovator.output_buffer import OutputBuffer
     appends=st.lists(st.binary(max_size=100), max_size=30),
     data=st.data(),
 )
-def test_read_returns_what_a_full_copy_holds(
-    capacity: int, appends: list[bytes], data: st.DataObject
-) -> None:
+def test_read_returns_what_a_full_copy_holds(capacity: int, appends: list[bytes], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         log_path = Path(scratch) / "out.log"
         buffer = OutputBuffer(log_path, capacity)

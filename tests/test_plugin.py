@@ -14,8 +14,9 @@ from .conftest import FIXTURES
 pytest_plugins = ["pytester"]
 
 
-def add_task(root: Path, task_id: str, *, domain: str = "data_construction", gpus: int = 0,
-             solution: str | None = None) -> Path:
+def add_task(
+    root: Path, task_id: str, *, domain: str = "data_construction", gpus: int = 0, solution: str | None = None
+) -> Path:
     """A copy of the fixtures' `number` task under root/<task_id>, with a few fields changed."""
     target = root / task_id
     shutil.copytree(FIXTURES / "tasks" / "number", target)
@@ -47,27 +48,60 @@ def test_oracle_passes_with_properties_in_junit_xml(pytester: pytest.Pytester) -
     add_task(pytester.path / "suite", "alpha")
     result = pytester.runpytest_subprocess("suite", "--innovator-agent", "oracle", "--junitxml", "out.xml")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*innovator results*", "alpha*data_construction*80.0*80.0*0/3*no*passed",
-                                 "overall (task-weighted) mean: final 80.0*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*innovator results*",
+            "alpha*data_construction*80.0*80.0*0/3*no*passed",
+            "overall (task-weighted) mean: final 80.0*",
+        ]
+    )
     props = junit_properties(pytester.path / "out.xml")["alpha"]
-    expected = {"innovator_task", "innovator_domain", "innovator_agent", "score_final", "score_best",
-                "metric_final", "metric_best", "evals_used", "evals_budget", "hint_used", "steps",
-                "working_time_s", "end_reason", "run_dir"}
+    expected = {
+        "innovator_task",
+        "innovator_domain",
+        "innovator_agent",
+        "score_final",
+        "score_best",
+        "metric_final",
+        "metric_best",
+        "evals_used",
+        "evals_budget",
+        "hint_used",
+        "steps",
+        "working_time_s",
+        "end_reason",
+        "run_dir",
+    }
     assert expected <= set(props)
-    assert (props["score_final"], props["metric_final"], props["evals_used"], props["end_reason"]) == ("80.0", "0.9", "0", "finished")
+    assert (props["score_final"], props["metric_final"], props["evals_used"], props["end_reason"]) == (
+        "80.0",
+        "0.9",
+        "0",
+        "finished",
+    )
     [record] = results_log(pytester)
-    assert record["outcome"] == "passed" and record["score_final"] == 80.0 and record["nodeid"] == "suite/alpha/task.toml::alpha"
+    assert (
+        record["outcome"] == "passed"
+        and record["score_final"] == 80.0
+        and record["nodeid"] == "suite/alpha/task.toml::alpha"
+    )
 
 
 def test_null_fails_with_a_readable_report(pytester: pytest.Pytester) -> None:
     add_task(pytester.path / "suite", "alpha")
     result = pytester.runpytest_subprocess("suite", "--innovator-agent", "null")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*final score 0.00 is below the pass score 1 (task alpha, agent null@1, ended by finished)",
-        "*evaluations:*", "*1  final*scored*0.2*0.00", "*last evaluation's message:*", "*read 0.2",
-        "*last steps of the trajectory:*", "*finish(*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*final score 0.00 is below the pass score 1 (task alpha, agent null@1, ended by finished)",
+            "*evaluations:*",
+            "*1  final*scored*0.2*0.00",
+            "*last evaluation's message:*",
+            "*read 0.2",
+            "*last steps of the trajectory:*",
+            "*finish(*",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
     assert "def run_task_body" not in result.stdout.str()
 
@@ -102,7 +136,9 @@ def test_timeout_marker_covers_time_grading_and_grace(pytester: pytest.Pytester)
         "    for item in items:\n"
         "        print('TIMEOUT', item.get_closest_marker('timeout').args[0])\n"
     )
-    result = pytester.runpytest_subprocess("suite", "--co", "-s", "--innovator-time-scale", "0.5", "--innovator-timeout-grace", "60")
+    result = pytester.runpytest_subprocess(
+        "suite", "--co", "-s", "--innovator-time-scale", "0.5", "--innovator-timeout-grace", "60"
+    )
     # 300 s * 0.5 + 5 s grader timeout * (3 + 1) evaluations + 60 s grace
     result.stdout.fnmatch_lines(["TIMEOUT 230.0"])
 
@@ -111,10 +147,14 @@ def test_bad_option_names_its_source(pytester: pytest.Pytester, monkeypatch: pyt
     add_task(pytester.path / "suite", "alpha")
     monkeypatch.setenv("INNOVATOR_TIME_SCALE", "fast")
     result = pytester.runpytest_subprocess("suite")
-    result.stderr.fnmatch_lines(["*invalid --innovator-time-scale 'fast' (from environment variable INNOVATOR_TIME_SCALE)*"])
+    result.stderr.fnmatch_lines(
+        ["*invalid --innovator-time-scale 'fast' (from environment variable INNOVATOR_TIME_SCALE)*"]
+    )
     monkeypatch.delenv("INNOVATOR_TIME_SCALE")
     result = pytester.runpytest_subprocess("suite", "--innovator-hints", "always")
-    result.stderr.fnmatch_lines(["*invalid --innovator-hints 'always' (from command line --innovator-hints): must be one of off, tool, prompt*"])
+    result.stderr.fnmatch_lines(
+        ["*invalid --innovator-hints 'always' (from command line --innovator-hints): must be one of off, tool, prompt*"]
+    )
     pytester.makeini("[pytest]\ninnovator_agent = nobody\n")
     result = pytester.runpytest_subprocess("suite")
     result.stdout.fnmatch_lines(["*unknown agent 'nobody'; available: *null*oracle*replay*"])
@@ -122,8 +162,9 @@ def test_bad_option_names_its_source(pytester: pytest.Pytester, monkeypatch: pyt
 
 def test_task_needing_more_gpus_than_the_host_is_skipped(pytester: pytest.Pytester) -> None:
     add_task(pytester.path / "suite", "big", gpus=3)
-    result = pytester.runpytest_subprocess("suite", "--innovator-gpus", "0,1", "-rs",
-                                           "--innovator-gpu-lock-dir", str(pytester.path / "locks"))
+    result = pytester.runpytest_subprocess(
+        "suite", "--innovator-gpus", "0,1", "-rs", "--innovator-gpu-lock-dir", str(pytester.path / "locks")
+    )
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*task big needs 3 GPUs, this host has 2 (0,1)*"])
     [record] = results_log(pytester)
@@ -132,7 +173,8 @@ def test_task_needing_more_gpus_than_the_host_is_skipped(pytester: pytest.Pytest
 
 def test_user_test_with_the_innovator_task_marker(pytester: pytest.Pytester) -> None:
     add_task(pytester.path / "task_suites" / "mine", "alpha")
-    pytester.makepyfile(test_custom="""
+    pytester.makepyfile(
+        test_custom="""
         import pytest
 
         @pytest.mark.innovator_task("mine/alpha")
@@ -141,7 +183,8 @@ def test_user_test_with_the_innovator_task_marker(pytester: pytest.Pytester) -> 
             observation = research_env.step("evaluate")
             assert "score 40.00/100" in observation.output
             record_property("custom", 1)
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess("test_custom.py", "--junitxml", "out.xml")
     result.assert_outcomes(passed=1)
     props = junit_properties(pytester.path / "out.xml")["test_drive_it"]
@@ -166,24 +209,38 @@ def test_xdist_properties_reach_the_controller(pytester: pytest.Pytester) -> Non
 def test_xdist_workers_never_share_a_gpu(pytester: pytest.Pytester) -> None:
     # Each oracle holds its GPU while the solution sleeps, so the items overlap in time.
     for name in ("g1", "g2", "g3", "g4"):
-        add_task(pytester.path / "suite", name, gpus=1,
-                 solution='sleep 1.5 && cp \\"$INNOVATOR_SOLUTION_DIR/answer.txt\\" answer.txt')
-    result = pytester.runpytest_subprocess("suite", "-n", "2", "--innovator-agent", "oracle", "--innovator-gpus", "0,1",
-                                           "--innovator-gpu-lock-dir", str(pytester.path / "locks"))
+        add_task(
+            pytester.path / "suite",
+            name,
+            gpus=1,
+            solution='sleep 1.5 && cp \\"$INNOVATOR_SOLUTION_DIR/answer.txt\\" answer.txt',
+        )
+    result = pytester.runpytest_subprocess(
+        "suite",
+        "-n",
+        "2",
+        "--innovator-agent",
+        "oracle",
+        "--innovator-gpus",
+        "0,1",
+        "--innovator-gpu-lock-dir",
+        str(pytester.path / "locks"),
+    )
     result.assert_outcomes(passed=4)
     leases = [json.loads(p.read_text()) for p in (pytester.path / ".innovator" / "runs").glob("*/*/gpu_lease.json")]
     assert len(leases) == 4
     for device in ("0", "1"):
-        spans = sorted((l["acquired_at"], l["released_at"]) for l in leases if l["devices"] == [device])
+        spans = sorted((lease["acquired_at"], lease["released_at"]) for lease in leases if lease["devices"] == [device])
         assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
-    assert all(len(l["devices"]) == 1 for l in leases)
+    assert all(len(lease["devices"]) == 1 for lease in leases)
 
 
 @pytest.mark.slow
 def test_crashed_worker_keeps_finished_items_in_the_results_log(pytester: pytest.Pytester) -> None:
     for name in ("c1", "c2", "crash"):
         add_task(pytester.path / "suite", name)
-    pytester.makepyfile(crashing_agent="""
+    pytester.makepyfile(
+        crashing_agent="""
         import os, signal
         from pytest_innovator.agents.oracle import OracleAgent
 
@@ -192,16 +249,27 @@ def test_crashed_worker_keeps_finished_items_in_the_results_log(pytester: pytest
                 if env.task.id == "crash":
                     os.kill(os.getpid(), signal.SIGKILL)
                 super().run(env)
-    """)
-    result = pytester.runpytest_subprocess("suite", "-n", "2", "-p", "no:randomly", "--innovator-agent",
-                                           "crashing_agent:CrashOnTask", "--max-worker-restart", "1")
+    """
+    )
+    result = pytester.runpytest_subprocess(
+        "suite",
+        "-n",
+        "2",
+        "-p",
+        "no:randomly",
+        "--innovator-agent",
+        "crashing_agent:CrashOnTask",
+        "--max-worker-restart",
+        "1",
+    )
     result.stdout.fnmatch_lines(["*crash*"])
     finished = {r["innovator_task"]: r["outcome"] for r in results_log(pytester)}
     assert finished.get("c1") == "passed" and finished.get("c2") == "passed"
 
 
-def test_a_backend_named_but_unavailable_stops_the_run_with_the_fix(pytester: pytest.Pytester,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_backend_named_but_unavailable_stops_the_run_with_the_fix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_task(pytester.path / "suite", "alpha")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/no-such-docker.sock")
     result = pytester.runpytest_subprocess("suite", "--innovator-backend", "docker", "--innovator-agent", "oracle")

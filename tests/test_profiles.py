@@ -97,7 +97,9 @@ def test_negative_metrics_with_a_baseline_use_the_improvement() -> None:
 def test_directions_and_baselines_per_task() -> None:
     profiles = performance_profiles(
         {"A": {"acc": 0.9, "loss": 1.0}, "B": {"acc": 0.6, "loss": 0.5}},
-        direction={"acc": "maximize", "loss": "minimize"}, baseline={"acc": 0.3, "loss": None})
+        direction={"acc": "maximize", "loss": "minimize"},
+        baseline={"acc": 0.3, "loss": None},
+    )
     assert profiles.ratios["A"] == {"acc": 1.0, "loss": 2.0}
     assert profiles.ratios["B"] == {"acc": pytest.approx(2.0), "loss": 1.0}
 
@@ -109,7 +111,7 @@ def test_a_bad_direction_is_named() -> None:
 
 def test_curve_and_area_on_a_small_grid() -> None:
     tau = [0.0, 0.1, 0.2, 0.3]
-    rho = profile_curve([1.0, 10 ** 0.15, 10 ** 0.25, 100.0], tau)
+    rho = profile_curve([1.0, 10**0.15, 10**0.25, 100.0], tau)
     assert rho == [0.25, 0.25, 0.5, 0.75]
     assert area_under(rho, tau) == pytest.approx(0.1 * (0.25 + 0.25 + 0.5))
     assert math.isclose(area_under([1.0, 1.0], [0.0, 0.5]), 0.5)

@@ -46,9 +46,7 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def changes_of(
-    root: Path, before: dict[str, FileState], patterns: list[str] = PATTERNS
-) -> dict[str, str]:
+def changes_of(root: Path, before: dict[str, FileState], patterns: list[str] = PATTERNS) -> dict[str, str]:
     return {change.path: change.what for change in check_protected(root, before, patterns)}
 
 
@@ -220,12 +218,8 @@ def test_bad_patterns_say_how_to_write_them(tmp_path: Path, pattern: str, messag
 
 def test_symlinked_directory_is_not_followed(workspace: Path) -> None:
     os.symlink("eval", workspace / "eval-link")
-    assert checksum_protected(workspace, ["eval-link"]) == {
-        "eval-link": FileState("symlink", target="eval")
-    }
-    assert checksum_protected(workspace, ["eval-link/grade.py"]) == {
-        "eval-link/grade.py": FileState("missing")
-    }
+    assert checksum_protected(workspace, ["eval-link"]) == {"eval-link": FileState("symlink", target="eval")}
+    assert checksum_protected(workspace, ["eval-link/grade.py"]) == {"eval-link/grade.py": FileState("missing")}
     os.symlink("src", workspace / "src-link")
     assert list(checksum_protected(workspace, ["**/*.lock"])) == ["src/poetry.lock"]
 
@@ -274,9 +268,7 @@ def mutate(root: Path, relative: str, mutation: str) -> str:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    tree=st.dictionaries(NAMES, TREES, min_size=1, max_size=4), mutation=MUTATIONS, data=st.data()
-)
+@given(tree=st.dictionaries(NAMES, TREES, min_size=1, max_size=4), mutation=MUTATIONS, data=st.data())
 def test_any_single_change_inside_a_protected_directory_is_reported(
     tree: dict[str, object], mutation: str, data: st.DataObject
 ) -> None:

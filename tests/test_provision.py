@@ -108,8 +108,7 @@ def reflink_dir() -> Path | None:
 
 needs_reflink = pytest.mark.skipif(
     reflink_dir() is None,
-    reason="no filesystem with reflink here; set INNOVATOR_REFLINK_DIR to a directory on btrfs "
-    "or XFS (reflink=1)",
+    reason="no filesystem with reflink here; set INNOVATOR_REFLINK_DIR to a directory on btrfs or XFS (reflink=1)",
 )
 
 
@@ -176,9 +175,7 @@ def test_provisioned_random_tree_equals_source_and_stays_separate(
         source, dest = Path(scratch, "workspace"), Path(scratch, "run", "workspace")
         build_random_workspace(source, spec, data)
         files = sorted(regular_files(source))
-        read_only = data.draw(
-            st.lists(st.sampled_from(files), unique=True) if files else st.just([])
-        )
+        read_only = data.draw(st.lists(st.sampled_from(files), unique=True) if files else st.just([]))
         before = snapshot(source)
 
         report = provision(source, dest, read_only=read_only, allow_links=allow_links)
@@ -199,9 +196,7 @@ def test_provisioned_random_tree_equals_source_and_stays_separate(
 # Real workspaces
 
 
-def test_provisioned_workspace_keeps_contents_modes_mtimes_and_symlinks(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_provisioned_workspace_keeps_contents_modes_mtimes_and_symlinks(task_workspace: Path, tmp_path: Path) -> None:
     before = snapshot(task_workspace)
     report = provision(task_workspace, tmp_path / "run" / "workspace")
     assert snapshot(tmp_path / "run" / "workspace") == before
@@ -210,9 +205,7 @@ def test_provisioned_workspace_keeps_contents_modes_mtimes_and_symlinks(
     assert (tmp_path / "run/workspace/train.py").stat().st_mtime_ns == 1_600_000_000_123_456_789
 
 
-def test_whatever_the_run_does_the_task_files_do_not_change(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_whatever_the_run_does_the_task_files_do_not_change(task_workspace: Path, tmp_path: Path) -> None:
     patterns = ["**"]
     task_state = checksum_protected(task_workspace, patterns)
     dest = tmp_path / "run"
@@ -228,26 +221,18 @@ def test_whatever_the_run_does_the_task_files_do_not_change(
     assert check_protected(task_workspace, task_state, patterns) == []
 
 
-def test_without_allow_links_no_file_is_shared_with_the_task(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_without_allow_links_no_file_is_shared_with_the_task(task_workspace: Path, tmp_path: Path) -> None:
     dest = tmp_path / "run"
-    report = provision(
-        task_workspace, dest, read_only=["checkpoints/", "data/**"], allow_links=False
-    )
+    report = provision(task_workspace, dest, read_only=["checkpoints/", "data/**"], allow_links=False)
     assert report.linked == 0 and report.linked_paths == ()
     for relative in regular_files(task_workspace):
         assert not same_inode(task_workspace / relative, dest / relative), relative
         assert os.lstat(task_workspace / relative).st_nlink == 1, relative
 
 
-def test_with_allow_links_exactly_the_read_only_files_are_shared(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_with_allow_links_exactly_the_read_only_files_are_shared(task_workspace: Path, tmp_path: Path) -> None:
     dest = tmp_path / "run"
-    report = provision(
-        task_workspace, dest, read_only=["checkpoints/*.pt", "data/"], allow_links=True
-    )
+    report = provision(task_workspace, dest, read_only=["checkpoints/*.pt", "data/"], allow_links=True)
     shared = ["checkpoints/model.pt", "data/eval/held.jsonl", "data/train.jsonl"]
     assert report.linked_paths == tuple(shared)
     assert report.linked == 3 and report.files == 7
@@ -255,9 +240,7 @@ def test_with_allow_links_exactly_the_read_only_files_are_shared(
         assert same_inode(task_workspace / relative, dest / relative) == (relative in shared)
 
 
-def test_forced_link_strategy_copies_the_files_that_are_not_read_only(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_forced_link_strategy_copies_the_files_that_are_not_read_only(task_workspace: Path, tmp_path: Path) -> None:
     report = provision(
         task_workspace,
         tmp_path / "run",
@@ -269,9 +252,7 @@ def test_forced_link_strategy_copies_the_files_that_are_not_read_only(
     assert report.copied == 5 and report.reflinked == 0
 
 
-def test_forced_copy_strategy_copies_even_read_only_files(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_forced_copy_strategy_copies_even_read_only_files(task_workspace: Path, tmp_path: Path) -> None:
     report = provision(
         task_workspace,
         tmp_path / "run",
@@ -288,14 +269,10 @@ def test_link_strategy_without_allow_links_is_refused(task_workspace: Path, tmp_
     assert not (tmp_path / "run").exists()
 
 
-def test_forced_reflink_without_filesystem_support_says_what_to_use(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_forced_reflink_without_filesystem_support_says_what_to_use(task_workspace: Path, tmp_path: Path) -> None:
     if reflink_supported(task_workspace, tmp_path):
         pytest.skip(f"{tmp_path} can clone files; this test needs a filesystem that cannot")
-    with pytest.raises(
-        ValueError, match=r"strategy 'reflink' needs a filesystem .*strategy='auto'"
-    ):
+    with pytest.raises(ValueError, match=r"strategy 'reflink' needs a filesystem .*strategy='auto'"):
         provision(task_workspace, tmp_path / "run", strategy="reflink")
     assert not (tmp_path / "run").exists()
     assert provision(task_workspace, tmp_path / "run").copied == 7
@@ -310,21 +287,15 @@ def other_filesystem_dir(than: Path) -> Path | None:
     return None
 
 
-def test_links_across_filesystems_fall_back_or_fail_cleanly(
-    task_workspace: Path, tmp_path: Path
-) -> None:
+def test_links_across_filesystems_fall_back_or_fail_cleanly(task_workspace: Path, tmp_path: Path) -> None:
     other = other_filesystem_dir(tmp_path)
     if other is None:
-        pytest.skip(
-            "needs a writable directory on another filesystem (/dev/shm or INNOVATOR_REFLINK_DIR)"
-        )
+        pytest.skip("needs a writable directory on another filesystem (/dev/shm or INNOVATOR_REFLINK_DIR)")
     with tempfile.TemporaryDirectory(dir=other) as scratch:
         dest = Path(scratch, "existing-empty-run-dir")
         dest.mkdir()
         with pytest.raises(ValueError, match="hard links need both on one filesystem"):
-            provision(
-                task_workspace, dest, read_only=["checkpoints/"], allow_links=True, strategy="link"
-            )
+            provision(task_workspace, dest, read_only=["checkpoints/"], allow_links=True, strategy="link")
         assert list(dest.iterdir()) == [], "a failed provisioning must leave the directory empty"
 
         report = provision(task_workspace, dest, read_only=["checkpoints/"], allow_links=True)
@@ -368,9 +339,7 @@ def test_symlink_that_leaves_the_tree_is_refused_by_name(
 ) -> None:
     (tmp_path / "task" / "outside.txt").write_text("not part of the workspace")
     os.symlink(target, task_workspace / link)
-    with pytest.raises(
-        ValueError, match=f"symlink {link} -> {target} .* points outside the workspace"
-    ):
+    with pytest.raises(ValueError, match=f"symlink {link} -> {target} .* points outside the workspace"):
         provision(task_workspace, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -379,9 +348,7 @@ def test_symlinks_resolving_inside_the_tree_are_kept(task_workspace: Path, tmp_p
     os.symlink("../dataset/eval/held.jsonl", task_workspace / "configs" / "held")  # via a symlink
     os.symlink("later/output.txt", task_workspace / "dangling-inside")
     provision(task_workspace, tmp_path / "run")
-    assert (tmp_path / "run/configs/held").read_bytes() == (
-        task_workspace / "data/eval/held.jsonl"
-    ).read_bytes()
+    assert (tmp_path / "run/configs/held").read_bytes() == (task_workspace / "data/eval/held.jsonl").read_bytes()
     assert os.readlink(tmp_path / "run/dangling-inside") == "later/output.txt"
 
 
@@ -425,9 +392,7 @@ def test_reflinked_copies_are_separate_files(tmp_path: Path) -> None:
         source = make_task_workspace(Path(scratch, "task", "workspace"))
         dest = Path(scratch, "run")
         before = snapshot(source)
-        report = provision(
-            source, dest, read_only=["checkpoints/"], strategy="reflink", allow_links=True
-        )
+        report = provision(source, dest, read_only=["checkpoints/"], strategy="reflink", allow_links=True)
         assert (report.reflinked, report.linked, report.copied) == (7, 0, 0)
         assert snapshot(dest) == before
         files = list(regular_files(source))
@@ -446,9 +411,7 @@ def test_auto_links_read_only_files_reflinks_large_ones_and_copies_small_ones(
         source = make_task_workspace(Path(scratch, "task", "workspace"))
         (source / "data/big.jsonl").write_bytes(b"x" * REFLINK_MIN_BYTES)
         before = snapshot(source)
-        linking = provision(
-            source, Path(scratch, "run"), read_only=["checkpoints/*.pt"], allow_links=True
-        )
+        linking = provision(source, Path(scratch, "run"), read_only=["checkpoints/*.pt"], allow_links=True)
         assert (linking.linked, linking.reflinked, linking.copied) == (1, 1, 6)
         assert linking.linked_paths == ("checkpoints/model.pt",)
         cloning = provision(source, Path(scratch, "run2"), read_only=["checkpoints/*.pt"])

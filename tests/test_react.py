@@ -54,8 +54,9 @@ class Episode:
 
 
 @pytest.fixture
-def episode(scripted: Callable[[str], ScriptedLLMServer], number_task_dir: Path,
-            tmp_path: Path) -> Iterator[Callable[..., Episode]]:
+def episode(
+    scripted: Callable[[str], ScriptedLLMServer], number_task_dir: Path, tmp_path: Path
+) -> Iterator[Callable[..., Episode]]:
     """Run the react agent on the number task against a transcript."""
     envs: list[ResearchEnv] = []
 
@@ -63,8 +64,10 @@ def episode(scripted: Callable[[str], ScriptedLLMServer], number_task_dir: Path,
         server = scripted(transcript)
         env = make_env(number_task_dir, tmp_path / f"run-{len(envs)}-{transcript}")  # one dir per episode
         envs.append(env)
-        agent = load_agent("react", {"base_url": server.base_url, "model": "scripted-model",
-                                     "price_table": str(PRICES), **FAST, **options})
+        agent = load_agent(
+            "react",
+            {"base_url": server.base_url, "model": "scripted-model", "price_table": str(PRICES), **FAST, **options},
+        )
         assert isinstance(agent, ReactAgent)
         return Episode(run_episode(agent, env), env, server, agent)
 
@@ -83,17 +86,26 @@ def steps(env: ResearchEnv) -> list[dict[str, Any]]:
 
 # --- scenarios, driven directly ----------------------------------------------------------------
 
+
 def test_full_episode_scores_80_and_records_every_call(episode: Callable[..., Any]) -> None:
     e = episode("number_success")
     e.server.assert_transcript_done()
     assert (e.result.end_reason, e.result.score_final, e.result.evals_used) == ("finished", 80.0, 1)
     # Two calls in one reply ran in order: write, then evaluate (which saw the new answer).
     assert [s["tool"] for s in steps(e.env)] == ["read_file", "write_file", "evaluate", "finish"]
-    assert e.result.agent_properties == {"model": "scripted-model", "llm_calls": 3, "tokens_in": 3900,
-                                         "tokens_out": 90, "cost_usd": pytest.approx((3900 * 2 + 90 * 10) / 1e6)}
+    assert e.result.agent_properties == {
+        "model": "scripted-model",
+        "llm_calls": 3,
+        "tokens_in": 3900,
+        "tokens_out": 90,
+        "cost_usd": pytest.approx((3900 * 2 + 90 * 10) / 1e6),
+    }
     calls = events(e.env, "llm_call")
     assert [(c["model"], c["tokens_in"], c["tokens_out"], c["attempts"]) for c in calls] == [
-        ("scripted-model", 1200, 30, 1), ("scripted-model", 1300, 40, 1), ("scripted-model", 1400, 20, 1)]
+        ("scripted-model", 1200, 30, 1),
+        ("scripted-model", 1300, 40, 1),
+        ("scripted-model", 1400, 20, 1),
+    ]
     assert all(c["latency_s"] > 0 for c in calls)
     # The message log rebuilds exactly what the server received.
     assert read_requests(e.env.run_dir / "llm_messages.jsonl") == [r.messages for r in e.server.requests]
@@ -225,8 +237,9 @@ def test_native_protocol_does_not_switch(episode: Callable[..., Any]) -> None:
     assert "rejected native tool calls" in events(e.env, "llm_error")[0]["error"]
 
 
-def test_model_is_taken_from_the_server_when_not_named(scripted: Callable[[str], ScriptedLLMServer],
-                                                       number_task_dir: Path, tmp_path: Path) -> None:
+def test_model_is_taken_from_the_server_when_not_named(
+    scripted: Callable[[str], ScriptedLLMServer], number_task_dir: Path, tmp_path: Path
+) -> None:
     server = scripted("no_tool_call")
     env = make_env(number_task_dir, tmp_path / "run")
     try:
@@ -239,9 +252,9 @@ def test_model_is_taken_from_the_server_when_not_named(scripted: Callable[[str],
     assert result.agent_properties["cost_usd"] == 0  # no price for it without the table
 
 
-
-
-def test_state_dict_round_trips_without_the_key(episode: Callable[..., Episode], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_state_dict_round_trips_without_the_key(
+    episode: Callable[..., Episode], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-state-secret-7f3a")
     e = episode("context_overflow", context_tokens=3000)
     state = json.loads(json.dumps(e.agent.state_dict()))
@@ -260,16 +273,17 @@ def test_state_saved_in_the_middle_of_a_turn_is_repaired_on_load(episode: Callab
     messages = state["context"]["messages"]
     # Saved while the second reply's first call (write_file) ran: neither of its results is kept.
     second_reply = [i for i, m in enumerate(messages) if m["role"] == "assistant"][1]
-    state["context"]["messages"] = messages[:second_reply + 1]
+    state["context"]["messages"] = messages[: second_reply + 1]
     agent = ReactAgent({"base_url": e.server.base_url})
     agent.load_state_dict(state)
     assert agent.context is not None
-    repaired = agent.context.messages[second_reply + 1:]
+    repaired = agent.context.messages[second_reply + 1 :]
     assert [m["tool_call_id"] for m in repaired] == [c["id"] for c in messages[second_reply]["tool_calls"]]
     assert all(m["content"] == RESUMED_NOTE for m in repaired)
 
 
 # --- units -------------------------------------------------------------------------------------
+
 
 def test_backoff_grows_with_jitter_and_is_bounded() -> None:
     policy = RetryPolicy(retries=8, base_delay_s=1.0, max_delay_s=10.0)
@@ -293,12 +307,15 @@ def test_price_table_extends_and_matches_by_prefix(tmp_path: Path) -> None:
     assert Price(2.0, 10.0).cost(1_000_000, 100_000) == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "not valid JSON"),
-    ('{"gpt-4o": {"input": 1}}', "must have exactly 'input' and 'output'"),
-    ('{"gpt-4o": {"input": "cheap", "output": 1}}', "must be numbers"),
-    ('{"gpt-4o": {"input": -1, "output": 1}}', "must not be negative"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"gpt-4o": {"input": 1}}', "must have exactly 'input' and 'output'"),
+        ('{"gpt-4o": {"input": "cheap", "output": 1}}', "must be numbers"),
+        ('{"gpt-4o": {"input": -1, "output": 1}}', "must not be negative"),
+    ],
+)
 def test_bad_price_table_says_what_to_fix(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "prices.json"
     path.write_text(content)
@@ -310,7 +327,7 @@ def test_text_protocol_parses_one_action() -> None:
     reply = 'First I look.\n```json\n{"tool": "read_file", "arguments": {"path": "a.txt"}}\n```'
     assert parse_action(reply) == TextAction("read_file", {"path": "a.txt"})
     assert parse_action("no block here") == NUDGE
-    assert "not valid JSON" in str(parse_action("```json\n{\"tool\": \n```"))
+    assert "not valid JSON" in str(parse_action('```json\n{"tool": \n```'))
     assert "unknown keys (args)" in str(parse_action('```\n{"tool": "x", "args": {}}\n```'))
     assert parse_action('```\n{"tool": "x", "arguments": [1]}\n```') == TextAction("x", "[1]")
     # A reply cut off at its token cap before the closing fence still holds its action.
@@ -328,14 +345,23 @@ def recent_and_old(budget_tokens: int, keep_turns: int) -> tuple[list[str], list
     head = [{"role": "system", "content": "s"}, {"role": "user", "content": "instruction"}]
     context = Context(head, budget_tokens=budget_tokens, keep_turns=keep_turns)
     for turn in range(4):
-        context.append({"role": "assistant", "content": f"turn {turn}", "tool_calls": [
-            {"id": f"c{turn}", "type": "function", "function": {"name": "think", "arguments": "{}"}}]})
+        context.append(
+            {
+                "role": "assistant",
+                "content": f"turn {turn}",
+                "tool_calls": [
+                    {"id": f"c{turn}", "type": "function", "function": {"name": "think", "arguments": "{}"}}
+                ],
+            }
+        )
         context.append({"role": "tool", "tool_call_id": f"c{turn}", "content": "ok"})
     parts = context.split()
     assert parts is not None and context.messages[:2] == head
     old, recent = parts
-    return ([m["content"] for m in old if m["role"] == "assistant"],
-            [m["content"] for m in recent if m["role"] == "assistant"])
+    return (
+        [m["content"] for m in old if m["role"] == "assistant"],
+        [m["content"] for m in recent if m["role"] == "assistant"],
+    )
 
 
 def test_split_keeps_recent_turns_by_count_and_by_size() -> None:
@@ -352,13 +378,22 @@ def test_facts_record_files_and_evaluations() -> None:
     assert facts.files == {"a.py": "wrote at step 3"} and facts.evaluations == ["step 5: score 40.00/100 (...)"]
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"base_url": "http://127.0.0.1:9/v1", "tool_protocol": "smoke"}, "must be auto, native or text"),
-    ({"base_url": "http://127.0.0.1:9/v1", "context_tokens": "many"}, "--innovator-context-tokens must be a whole number"),
-    ({"model": "gpt-4o", "api_key_env": "INNOVATOR_NO_SUCH_KEY"}, "set the environment variable INNOVATOR_NO_SUCH_KEY"),
-    ({"api_key_env": "INNOVATOR_TEST_KEY"}, "name the model with --innovator-model"),
-    ({"base_url": "http://127.0.0.1:9/v1", "model": "local", "max_cost": 1}, "has no price"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"base_url": "http://127.0.0.1:9/v1", "tool_protocol": "smoke"}, "must be auto, native or text"),
+        (
+            {"base_url": "http://127.0.0.1:9/v1", "context_tokens": "many"},
+            "--innovator-context-tokens must be a whole number",
+        ),
+        (
+            {"model": "gpt-4o", "api_key_env": "INNOVATOR_NO_SUCH_KEY"},
+            "set the environment variable INNOVATOR_NO_SUCH_KEY",
+        ),
+        ({"api_key_env": "INNOVATOR_TEST_KEY"}, "name the model with --innovator-model"),
+        ({"base_url": "http://127.0.0.1:9/v1", "model": "local", "max_cost": 1}, "has no price"),
+    ],
+)
 def test_bad_options_say_what_to_change(options: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INNOVATOR_TEST_KEY", "sk-x")
     with pytest.raises(ValueError, match=message):
@@ -372,28 +407,64 @@ def test_config_treats_zero_limits_as_none() -> None:
 
 # --- through pytest, with JUnit XML --------------------------------------------------------------
 
+
 def run_suite(pytester: pytest.Pytester, server: ScriptedLLMServer, *args: str) -> pytest.RunResult:
     add_task(pytester.path / "suite", "alpha")
     return pytester.runpytest_subprocess(
-        "suite", "--innovator-agent", "react", "--innovator-base-url", server.base_url,
-        "--innovator-price-table", str(PRICES), "--innovator-llm-backoff", "0.01", "--innovator-llm-retries", "3",
-        "--junitxml", "out.xml", *args)
+        "suite",
+        "--innovator-agent",
+        "react",
+        "--innovator-base-url",
+        server.base_url,
+        "--innovator-price-table",
+        str(PRICES),
+        "--innovator-llm-backoff",
+        "0.01",
+        "--innovator-llm-retries",
+        "3",
+        "--junitxml",
+        "out.xml",
+        *args,
+    )
 
 
 def test_pytest_run_reports_llm_properties_and_never_writes_the_key(
-        pytester: pytest.Pytester, scripted: Callable[[str], ScriptedLLMServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, scripted: Callable[[str], ScriptedLLMServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = "sk-innovator-test-key-4b1d9e"
     monkeypatch.setenv("INNOVATOR_TEST_KEY", key)
     server = scripted("number_success")
-    result = run_suite(pytester, server, "--innovator-model", "scripted-model", "--innovator-api-key-env", "INNOVATOR_TEST_KEY")
+    result = run_suite(
+        pytester, server, "--innovator-model", "scripted-model", "--innovator-api-key-env", "INNOVATOR_TEST_KEY"
+    )
     result.assert_outcomes(passed=1)
     server.assert_transcript_done()
-    assert all({k.lower(): v for k, v in r.headers.items()}["authorization"] == f"Bearer {key}" for r in server.requests)
+    assert all(
+        {k.lower(): v for k, v in r.headers.items()}["authorization"] == f"Bearer {key}" for r in server.requests
+    )
     props = junit_properties(pytester.path / "out.xml")["alpha"]
-    assert {k: props[k] for k in ("model", "llm_calls", "tokens_in", "tokens_out", "cost_usd", "end_reason",
-                                  "score_final", "innovator_agent")} == {
-        "model": "scripted-model", "llm_calls": "3", "tokens_in": "3900", "tokens_out": "90", "cost_usd": "0.0087",
-        "end_reason": "finished", "score_final": "80.0", "innovator_agent": "react@1[scripted-model]"}
+    assert {
+        k: props[k]
+        for k in (
+            "model",
+            "llm_calls",
+            "tokens_in",
+            "tokens_out",
+            "cost_usd",
+            "end_reason",
+            "score_final",
+            "innovator_agent",
+        )
+    } == {
+        "model": "scripted-model",
+        "llm_calls": "3",
+        "tokens_in": "3900",
+        "tokens_out": "90",
+        "cost_usd": "0.0087",
+        "end_reason": "finished",
+        "score_final": "80.0",
+        "innovator_agent": "react@1[scripted-model]",
+    }
     run_dir = Path(props["run_dir"])
     assert (run_dir / "llm_messages.jsonl").is_file()
     written = [p for p in [*pytester.path.rglob("*"), *run_dir.rglob("*")] if p.is_file()]
@@ -404,8 +475,9 @@ def test_pytest_run_reports_llm_properties_and_never_writes_the_key(
 
 
 @pytest.mark.slow
-def test_pytest_run_with_persistent_server_error(pytester: pytest.Pytester,
-                                                 scripted: Callable[[str], ScriptedLLMServer]) -> None:
+def test_pytest_run_with_persistent_server_error(
+    pytester: pytest.Pytester, scripted: Callable[[str], ScriptedLLMServer]
+) -> None:
     server = scripted("persistent_500")
     result = run_suite(pytester, server, "--innovator-model", "scripted-model", "--innovator-pass-score", "90")
     result.assert_outcomes(failed=1)
@@ -413,7 +485,11 @@ def test_pytest_run_with_persistent_server_error(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["*final score 80.00 is below the pass score 90*ended by agent_error*"])
     props = junit_properties(pytester.path / "out.xml")["alpha"]
     assert (props["end_reason"], props["score_final"], props["final_status"], props["llm_calls"]) == (
-        "agent_error", "80.0", "scored", "1")
+        "agent_error",
+        "80.0",
+        "scored",
+        "1",
+    )
 
 
 @pytest.mark.slow
@@ -422,11 +498,19 @@ def test_pytest_run_with_token_limit(pytester: pytest.Pytester, scripted: Callab
     result = run_suite(pytester, server, "--innovator-max-tokens", "2000")  # model name from /v1/models
     result.assert_outcomes(passed=1)
     props = junit_properties(pytester.path / "out.xml")["alpha"]
-    assert (props["end_reason"], props["score_final"], props["llm_calls"], props["tokens_in"], props["tokens_out"],
-            props["model"]) == ("cost_limit", "80.0", "2", "2500", "70", "scripted-model")
+    assert (
+        props["end_reason"],
+        props["score_final"],
+        props["llm_calls"],
+        props["tokens_in"],
+        props["tokens_out"],
+        props["model"],
+    ) == ("cost_limit", "80.0", "2", "2500", "70", "scripted-model")
 
 
 def test_bad_llm_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
     add_task(pytester.path / "suite", "alpha")
     result = pytester.runpytest_subprocess("suite", "--innovator-agent", "react", "--innovator-tool-protocol", "json")
-    result.stderr.fnmatch_lines(["*invalid --innovator-tool-protocol 'json' (from command line*must be one of auto, native, text*"])
+    result.stderr.fnmatch_lines(
+        ["*invalid --innovator-tool-protocol 'json' (from command line*must be one of auto, native, text*"]
+    )

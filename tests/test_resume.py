@@ -25,7 +25,10 @@ def replay_file(directory: Path, marker: str) -> Path:
     calls = [
         {"tool": "create_session", "arguments": {"name": "train"}},
         {"tool": "evaluate"},
-        {"tool": "run_command", "arguments": {"session": "train", "command": f"sleep {marker}; echo 0.55 > answer.txt", "wait": 0}},
+        {
+            "tool": "run_command",
+            "arguments": {"session": "train", "command": f"sleep {marker}; echo 0.55 > answer.txt", "wait": 0},
+        },
         {"tool": "think", "arguments": {"thought": "training runs"}},
         {"tool": "wait", "arguments": {"seconds": 60, "session": "train"}},
         {"tool": "evaluate"},
@@ -37,9 +40,25 @@ def replay_file(directory: Path, marker: str) -> Path:
 
 
 def pytest_command(root: Path, results: str, replay: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-p", "no:randomly",
-            "--innovator-agent", "replay", "--innovator-replay", str(replay), "--innovator-results", results,
-            "--innovator-snapshot-steps", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "suite",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "--innovator-agent",
+        "replay",
+        "--innovator-replay",
+        str(replay),
+        "--innovator-results",
+        results,
+        "--innovator-snapshot-steps",
+        "1",
+        *extra,
+    ]
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -54,8 +73,9 @@ def snapshot_after_step(item_dir: Path, step: int) -> bool:
     path = item_dir / "trajectory.jsonl"
     if not path.exists():
         return False
-    return any(r.get("event") == "snapshot" and r["step"] == step
-               for r in map(json.loads, path.read_text().splitlines()) if r)
+    return any(
+        r.get("event") == "snapshot" and r["step"] == step for r in map(json.loads, path.read_text().splitlines()) if r
+    )
 
 
 def processes_with(marker: str) -> list[int]:
@@ -89,17 +109,26 @@ def test_kill_the_pytest_process_then_resume(pytester: pytest.Pytester) -> None:
     subprocess.run(pytest_command(root, "whole", replay), cwd=root, env=env, capture_output=True, timeout=300)
     whole = the_run(root, "whole") / "number"
 
-    first = subprocess.Popen(pytest_command(root, "crashed", replay), cwd=root, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: (root / "crashed" / "runs").is_dir() and snapshot_after_step(the_run(root, "crashed") / "number", 4))
+    first = subprocess.Popen(
+        pytest_command(root, "crashed", replay), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(
+        lambda: (root / "crashed" / "runs").is_dir() and snapshot_after_step(the_run(root, "crashed") / "number", 4)
+    )
     assert processes_with(marker), "the long command should be running at the kill"
     first.send_signal(signal.SIGKILL)
     first.wait()
     crashed_run = the_run(root, "crashed")
     wait_for(lambda: not processes_with(marker), timeout=20)  # nothing of the first run is left
 
-    resumed = subprocess.run(pytest_command(root, "resumed", replay, "--innovator-resume", str(crashed_run)),
-                             cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        pytest_command(root, "resumed", replay, "--innovator-resume", str(crashed_run)),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     item = the_run(root, "resumed") / "number"
     result = json.loads((item / "result.json").read_text())
@@ -107,7 +136,11 @@ def test_kill_the_pytest_process_then_resume(pytester: pytest.Pytester) -> None:
     assert evaluations(item) == evaluations(whole) == [("agent", 0.2), ("agent", 0.55), ("final", 0.55)]
 
     records = [json.loads(line) for line in (item / "trajectory.jsonl").read_text().splitlines()]
-    before = [r for r in records[: next(i for i, r in enumerate(records) if r.get("event") == "resume")] if r["type"] == "step"]
+    before = [
+        r
+        for r in records[: next(i for i, r in enumerate(records) if r.get("event") == "resume")]
+        if r["type"] == "step"
+    ]
     assert [r["step"] for r in before] == [1, 2, 3, 4]  # no gap before the snapshot
     resume = next(r for r in records if r.get("event") == "resume")
     assert resume["snapshot"] == "0004-step4"
@@ -125,12 +158,16 @@ def test_kill_an_xdist_worker_then_resume(pytester: pytest.Pytester) -> None:
     replay = replay_file(root, marker)
     quick_replay = root / "replays"
     quick_replay.mkdir()
-    (quick_replay / "quick.jsonl").write_text('{"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}\n{"tool": "finish"}')
+    (quick_replay / "quick.jsonl").write_text(
+        '{"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}\n{"tool": "finish"}'
+    )
     (quick_replay / "number.jsonl").write_text(replay.read_text())
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     command = pytest_command(root, "crashed", quick_replay, "-n", "2", "--max-worker-restart", "0")
     first = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (root / "crashed" / "runs").is_dir() and snapshot_after_step(the_run(root, "crashed") / "number", 4))
+    wait_for(
+        lambda: (root / "crashed" / "runs").is_dir() and snapshot_after_step(the_run(root, "crashed") / "number", 4)
+    )
     owner = json.loads((the_run(root, "crashed") / "number" / "gpu_lease.json").read_text())["owner"]
     worker_pid = int(owner.rsplit("pid ", 1)[1].rstrip(")"))
     os.kill(worker_pid, signal.SIGKILL)
@@ -141,11 +178,28 @@ def test_kill_an_xdist_worker_then_resume(pytester: pytest.Pytester) -> None:
     first_log = [json.loads(line) for line in (root / "crashed" / "results.jsonl").read_text().splitlines()]
     assert [r["innovator_task"] for r in first_log if r["outcome"] == "passed"] == ["quick"]
 
-    resumed = subprocess.run(pytest_command(root, "resumed", quick_replay, "-n", "2", "--innovator-resume", str(crashed_run),
-                                            "--junitxml", "resumed.xml"),
-                             cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        pytest_command(
+            root,
+            "resumed",
+            quick_replay,
+            "-n",
+            "2",
+            "--innovator-resume",
+            str(crashed_run),
+            "--junitxml",
+            "resumed.xml",
+        ),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:]
-    records = {r["innovator_task"]: r for r in map(json.loads, (root / "resumed" / "results.jsonl").read_text().splitlines())}
+    records = {
+        r["innovator_task"]: r for r in map(json.loads, (root / "resumed" / "results.jsonl").read_text().splitlines())
+    }
     assert records["quick"]["resumed_from"] == str(crashed_run / "quick")  # carried over, not re-run
     # ... and reported as the first run reported it (floats rounded alike).
     quick_first = next(r for r in first_log if r["innovator_task"] == "quick")
@@ -165,15 +219,30 @@ def test_branch_from_an_earlier_snapshot(pytester: pytest.Pytester) -> None:
     add_task(root / "suite", "number")
     replay = replay_file(root, f"0.{uuid.uuid4().int % 10**6:06d}")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    subprocess.run(pytest_command(root, "first", replay, "--innovator-snapshot-keep", "100"),
-                   cwd=root, env=env, capture_output=True, timeout=300)
+    subprocess.run(
+        pytest_command(root, "first", replay, "--innovator-snapshot-keep", "100"),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     item = the_run(root, "first") / "number"
-    [target] = [p.name for p in (item / "snapshots").iterdir() if p.name.endswith("-step2")]  # after the first evaluation
+    [target] = [
+        p.name for p in (item / "snapshots").iterdir() if p.name.endswith("-step2")
+    ]  # after the first evaluation
     # The branch continues with another script: write the reference answer and finish.
     other = root / "other.jsonl"
-    other.write_text('{"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}\n{"tool": "finish"}')
-    branched = subprocess.run(pytest_command(root, "branch", other, "--innovator-resume", f"{item}@{target}"),
-                              cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    other.write_text(
+        '{"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}\n{"tool": "finish"}'
+    )
+    branched = subprocess.run(
+        pytest_command(root, "branch", other, "--innovator-resume", f"{item}@{target}"),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert branched.returncode == 0, branched.stdout[-3000:]
     branch = the_run(root, "branch") / "number"
     assert json.loads((branch / "result.json").read_text())["score_final"] == pytest.approx(80)

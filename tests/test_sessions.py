@@ -324,9 +324,7 @@ def test_status(session: Session) -> None:
 # -- kill and close: nothing is left behind ----------------------------------------------
 
 
-def test_kill_ends_the_command_and_its_background_children(
-    session: Session, tmp_path: Path
-) -> None:
+def test_kill_ends_the_command_and_its_background_children(session: Session, tmp_path: Path) -> None:
     seconds = unique_sleep_seconds()
     pid_file = tmp_path / "pids"
     launch = record_and_sleep(pid_file, seconds)
@@ -387,9 +385,7 @@ def test_close_leaves_no_process_behind(manager: SessionManager, tmp_path: Path,
     assert session.log_path.exists()
 
 
-def test_close_all_ends_running_commands_of_every_session(
-    manager: SessionManager, tmp_path: Path
-) -> None:
+def test_close_all_ends_running_commands_of_every_session(manager: SessionManager, tmp_path: Path) -> None:
     seconds = unique_sleep_seconds()
     for index in range(3):
         manager.create().run(record_and_sleep(tmp_path / f"pids{index}", seconds))

@@ -40,12 +40,7 @@ def object_files(store: SnapshotStore) -> dict[str, os.stat_result]:
 
 
 def referenced_objects(store: SnapshotStore) -> set[str]:
-    return {
-        entry["object"]
-        for info in store.list()
-        for entry in store.manifest(info.name)
-        if entry.get("object")
-    }
+    return {entry["object"] for info in store.list() for entry in store.manifest(info.name) if entry.get("object")}
 
 
 def write_files(root: Path, count: int, size: int) -> list[str]:
@@ -68,9 +63,7 @@ def restored(store: SnapshotStore, name: str, scratch: Path) -> Path:
 # Incremental sharing
 
 
-def test_a_second_snapshot_stores_only_the_changed_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_second_snapshot_stores_only_the_changed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workspace = tmp_path / "workspace"
     names = write_files(workspace, 40, 64 << 10)
     store = SnapshotStore(tmp_path / "snapshots", durable=False)
@@ -133,9 +126,7 @@ CONTENTS = st.binary(max_size=3000) | st.sampled_from([b"", b"shared\n" * 50])
 OPERATIONS = st.one_of(
     st.tuples(st.just("write"), st.sampled_from(FILES), CONTENTS),
     st.tuples(st.just("append"), st.sampled_from(FILES), st.binary(min_size=1, max_size=100)),
-    st.tuples(
-        st.just("chmod"), st.sampled_from(FILES), st.sampled_from([0o644, 0o600, 0o755, 0o444])
-    ),
+    st.tuples(st.just("chmod"), st.sampled_from(FILES), st.sampled_from([0o644, 0o600, 0o755, 0o444])),
     st.tuples(st.just("chmod_dir"), st.sampled_from(DIRS), st.sampled_from([0o755, 0o700, 0o750])),
     st.tuples(st.just("delete"), st.sampled_from(FILES + DIRS + LINKS), st.none()),
     st.tuples(
@@ -143,9 +134,7 @@ OPERATIONS = st.one_of(
         st.sampled_from(LINKS),
         st.sampled_from(["a", "../d3/f", "/etc/x", "nowhere"]),
     ),
-    st.tuples(
-        st.just("utime"), st.sampled_from(FILES + DIRS), st.integers(0, 2_000_000_000_000_000_000)
-    ),
+    st.tuples(st.just("utime"), st.sampled_from(FILES + DIRS), st.integers(0, 2_000_000_000_000_000_000)),
     st.tuples(st.just("take"), st.none(), st.none()),
 )
 
@@ -248,9 +237,7 @@ def test_a_restored_workspace_can_be_written_without_touching_the_store(tmp_path
             stream.write(b"overwritten by the resumed run")
         assert os.lstat(dest / relative).st_nlink == 1
 
-    assert {
-        digest: sha256_of(store.object_path(digest)) for digest in object_files(store)
-    } == before
+    assert {digest: sha256_of(store.object_path(digest)) for digest in object_files(store)} == before
     assert before == {digest: digest for digest in before}
     assert all(stat.S_IMODE(i.st_mode) == 0o444 for i in object_files(store).values())
 
@@ -353,9 +340,7 @@ def check_next_snapshot_and_prune(store: SnapshotStore, workspace: Path, scratch
 
 
 @pytest.mark.parametrize("pause_at", ["objects", "commit"])
-def test_a_snapshot_killed_halfway_leaves_the_previous_one_usable(
-    tmp_path: Path, pause_at: str
-) -> None:
+def test_a_snapshot_killed_halfway_leaves_the_previous_one_usable(tmp_path: Path, pause_at: str) -> None:
     workspace = tmp_path / "workspace"
     write_files(workspace, 30, 20_000)
     store = SnapshotStore(tmp_path / "snapshots")
@@ -370,9 +355,7 @@ def test_a_snapshot_killed_halfway_leaves_the_previous_one_usable(
     assert child.stdout is not None
     child.stdout.close()
 
-    assert any(child.name.startswith(".tmp-") for child in store.root.iterdir()) == (
-        pause_at == "commit"
-    )
+    assert any(child.name.startswith(".tmp-") for child in store.root.iterdir()) == (pause_at == "commit")
     assert [info.name for info in store.list()] == [first.name]
     check_store_after_crash(store, expected, tmp_path)
     check_next_snapshot_and_prune(store, workspace, tmp_path)
@@ -469,9 +452,7 @@ def whole_version(contents: bytes) -> int | None:
 
 
 @pytest.mark.parametrize("how", ["in-place", "rename"])
-def test_a_file_rewritten_during_snapshots_is_restored_as_one_whole_version(
-    tmp_path: Path, how: str
-) -> None:
+def test_a_file_rewritten_during_snapshots_is_restored_as_one_whole_version(tmp_path: Path, how: str) -> None:
     workspace = tmp_path / "workspace"
     write_files(workspace, 4, 50_000)
     target = workspace / "metrics.bin"
@@ -545,8 +526,7 @@ def test_a_file_that_never_stops_changing_keeps_its_previous_version(
     entry = next(e for e in store.manifest(third.name) if e["path"] == "log.txt")
     assert entry["changing"] is True
     assert all(
-        (restored(store, third.name, tmp_path) / relative).read_bytes()
-        == (workspace / relative).read_bytes()
+        (restored(store, third.name, tmp_path) / relative).read_bytes() == (workspace / relative).read_bytes()
         for relative in (e["path"] for e in store.manifest(third.name))
         if relative.endswith(".bin")
     )

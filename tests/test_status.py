@@ -40,15 +40,29 @@ def test_a_results_directory_without_runs(tmp_path: Path, capsys: pytest.Capture
 @pytest.mark.slow
 def test_status_while_a_run_is_in_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_task(tmp_path / "suite", "slow")
-    replays = write_replays(tmp_path / "replays", {"slow": [
-        answer(0.5), EVALUATE,
-        {"tool": "create_session", "arguments": {"name": "train"}},
-        {"tool": "run_command", "arguments": {"session": "train", "command": "sleep 3", "wait": 30}},
-        FINISH,
-    ]})
+    replays = write_replays(
+        tmp_path / "replays",
+        {
+            "slow": [
+                answer(0.5),
+                EVALUATE,
+                {"tool": "create_session", "arguments": {"name": "train"}},
+                {"tool": "run_command", "arguments": {"session": "train", "command": "sleep 3", "wait": 30}},
+                FINISH,
+            ]
+        },
+    )
     results = tmp_path / "results"
-    process = start_pytest(tmp_path, "suite", "--innovator-agent", "replay", "--innovator-replay", str(replays),
-                           "--innovator-results", str(results))
+    process = start_pytest(
+        tmp_path,
+        "suite",
+        "--innovator-agent",
+        "replay",
+        "--innovator-replay",
+        str(replays),
+        "--innovator-results",
+        str(results),
+    )
     try:
         running = wait_for_item(results, process, lambda i: i["state"] == "running" and i["evaluations"] == 1)
         assert running is not None, "never saw the item running after its evaluation"

@@ -32,11 +32,11 @@ def test_bad_direction_names_file_field_and_value() -> None:
 @pytest.mark.parametrize(
     ("replace", "by", "expected"),
     [
-        ('eval_budget = 3', 'eval_budget = 3\nbudget = 4', "budget: unknown key"),
+        ("eval_budget = 3", "eval_budget = 3\nbudget = 4", "budget: unknown key"),
         ('time_limit = "5m"', 'time_limit = "five minutes"', "time_limit: must be a duration like"),
-        ('baseline = 0.2', 'baseline = 0.95', "reference (0.9) must be better than baseline (0.95)"),
-        ('outputs = ["answer.txt"]', 'outputs = ["../escape.txt"]', "outputs: Value error, paths are relative") ,
-        ('command = "python3 grade.py"', '', "grader.command: required field is missing"),
+        ("baseline = 0.2", "baseline = 0.95", "reference (0.9) must be better than baseline (0.95)"),
+        ('outputs = ["answer.txt"]', 'outputs = ["../escape.txt"]', "outputs: Value error, paths are relative"),
+        ('command = "python3 grade.py"', "", "grader.command: required field is missing"),
         ('id = "number"', 'id = "number"\nid = "again"', "not valid TOML"),
     ],
 )
@@ -55,7 +55,10 @@ def test_missing_parts_of_the_directory(number_task_dir: Path) -> None:
         load_task(number_task_dir)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("20m", 1200), ("36h", 129600), ("1.5h", 5400), ("2d", 172800), (45, 45), ("10", 10)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("20m", 1200), ("36h", 129600), ("1.5h", 5400), ("2d", 172800), (45, 45), ("10", 10)],
+)
 def test_parse_duration_examples(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

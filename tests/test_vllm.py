@@ -67,8 +67,16 @@ def test_spec_holds_the_gpus_through_the_launcher(tmp_path: Path) -> None:
     assert on_gpus.command[1:4] == ("-m", "pytest_innovator.llm.server_process", "hold-gpus")
     assert on_gpus.command[on_gpus.command.index("--count") + 1] == "2"
     on_cpu = vllm_server_spec("org/model", "--dtype half", "", (), tmp_path)
-    assert on_cpu.command[1:] == ("-m", "vllm.entrypoints.openai.api_server", "--model", "org/model",
-                                  "--host", "127.0.0.1", "--dtype", "half")
+    assert on_cpu.command[1:] == (
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "org/model",
+        "--host",
+        "127.0.0.1",
+        "--dtype",
+        "half",
+    )
     assert on_cpu.key != vllm_server_spec("org/other", "--dtype half", "", (), tmp_path).key
 
 
@@ -78,8 +86,9 @@ def _fake_command(*arguments: str) -> list[str]:
 
 def test_a_server_that_never_answers_is_stopped_and_the_error_shows_its_log(tmp_path: Path) -> None:
     port = free_loopback_port()
-    server = ServerProcess.launch(_fake_command("--never-ready", "--port", str(port)),
-                                  f"http://127.0.0.1:{port}/v1", tmp_path / "server.log")
+    server = ServerProcess.launch(
+        _fake_command("--never-ready", "--port", str(port)), f"http://127.0.0.1:{port}/v1", tmp_path / "server.log"
+    )
     with pytest.raises(ServerStartError) as failure:
         server.wait_ready(timeout_s=1.5, what="the fake vLLM")
     message = str(failure.value)
@@ -90,21 +99,33 @@ def test_a_server_that_never_answers_is_stopped_and_the_error_shows_its_log(tmp_
 
 def test_a_server_that_exits_reports_its_exit_code_and_log(tmp_path: Path) -> None:
     port = free_loopback_port()
-    server = ServerProcess.launch(_fake_command("--exit-code", "3", "--port", str(port)),
-                                  f"http://127.0.0.1:{port}/v1", tmp_path / "server.log")
+    server = ServerProcess.launch(
+        _fake_command("--exit-code", "3", "--port", str(port)), f"http://127.0.0.1:{port}/v1", tmp_path / "server.log"
+    )
     with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*out of memory while loading"):
         server.wait_ready(timeout_s=60, what="the fake vLLM")
 
 
 def test_shared_server_replaces_a_dead_server_and_the_last_user_stops_it(tmp_path: Path) -> None:
     child_pid_file = tmp_path / "child.pid"
-    spec = ServerSpec(key="fake", command=tuple(_fake_command("--spawn-child", str(child_pid_file))),
-                      start_timeout_s=60)
+    spec = ServerSpec(
+        key="fake", command=tuple(_fake_command("--spawn-child", str(child_pid_file))), start_timeout_s=60
+    )
     shared = SharedServer(tmp_path / "state", spec)
     shared.state_dir.mkdir()
     dead_worker = _dead_pid()
-    shared.state_path.write_text(json.dumps({"base_url": "http://127.0.0.1:9/v1", "model": "x", "pid": dead_worker,
-                                             "users": [dead_worker], "log": "", "command": []}))
+    shared.state_path.write_text(
+        json.dumps(
+            {
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "x",
+                "pid": dead_worker,
+                "users": [dead_worker],
+                "log": "",
+                "command": [],
+            }
+        )
+    )
     endpoint = shared.acquire()
     assert endpoint.model == "tiny"
     assert served_models(endpoint.base_url) == ["tiny"]
@@ -119,8 +140,9 @@ def test_shared_server_replaces_a_dead_server_and_the_last_user_stops_it(tmp_pat
 
 
 def test_shared_server_start_timeout_leaves_no_state(tmp_path: Path) -> None:
-    spec = ServerSpec(key="stuck", command=tuple(_fake_command("--never-ready")), start_timeout_s=1.0,
-                      description="the fake vLLM")
+    spec = ServerSpec(
+        key="stuck", command=tuple(_fake_command("--never-ready")), start_timeout_s=1.0, description="the fake vLLM"
+    )
     shared = SharedServer(tmp_path, spec)
     with pytest.raises(ServerStartError, match="(?s)the fake vLLM did not answer.*takes forever"):
         shared.acquire()
@@ -136,14 +158,16 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.slow
-def test_xdist_workers_share_one_server(pytester: pytest.Pytester, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_xdist_workers_share_one_server(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uses = tmp_path / "uses.jsonl"
     starts = tmp_path / "starts.jsonl"
     monkeypatch.setenv("FAKE_VLLM_USES", str(uses))
     pytester.makeconftest(CONFTEST)
     # Every test waits until both workers hold the server, so neither can stop it early.
-    pytester.makepyfile(test_share=textwrap.dedent("""
+    pytester.makepyfile(
+        test_share=textwrap.dedent("""
         import json, os, time, urllib.request
 
         def use(vllm_server):
@@ -164,14 +188,24 @@ def test_xdist_workers_share_one_server(pytester: pytest.Pytester, tmp_path: Pat
         def test_b(vllm_server): use(vllm_server)
         def test_c(vllm_server): use(vllm_server)
         def test_d(vllm_server): use(vllm_server)
-    """))
+    """)
+    )
     state_dir = tmp_path / "locks" / "llm-servers"
     result = pytester.runpytest_subprocess(
-        "-n", "2", "-p", "no:cacheprovider",
-        "--innovator-vllm-model", "tiny-model",
-        "--innovator-vllm-command", FAKE_VLLM_COMMAND,
-        "--innovator-vllm-args", f"--record {starts} --startup-delay 1 --served-model-name tiny",
-        "--innovator-gpus", "", "--innovator-gpu-lock-dir", str(tmp_path / "locks"),
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--innovator-vllm-model",
+        "tiny-model",
+        "--innovator-vllm-command",
+        FAKE_VLLM_COMMAND,
+        "--innovator-vllm-args",
+        f"--record {starts} --startup-delay 1 --served-model-name tiny",
+        "--innovator-gpus",
+        "",
+        "--innovator-gpu-lock-dir",
+        str(tmp_path / "locks"),
     )
     result.assert_outcomes(passed=4)
     records = [json.loads(line) for line in uses.read_text().splitlines()]
@@ -189,19 +223,29 @@ def test_server_holds_its_gpu_lease_while_it_runs(pytester: pytest.Pytester, tmp
     starts = tmp_path / "starts.jsonl"
     lock_dir = tmp_path / "locks"
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_gpus=textwrap.dedent(f"""
+    pytester.makepyfile(
+        test_gpus=textwrap.dedent(f"""
         import pytest
         from pytest_innovator.gpus import GpuLeaser
 
         def test_gpus_are_taken(vllm_server):
             with pytest.raises(TimeoutError, match="vLLM server for tiny-model"):
                 GpuLeaser({str(lock_dir)!r}, ["0", "1", "2"]).acquire(2, owner="probe", timeout=0.3)
-    """))
+    """)
+    )
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--innovator-vllm-model", "tiny-model",
-        "--innovator-vllm-command", FAKE_VLLM_COMMAND,
-        "--innovator-vllm-args", f"--tensor-parallel-size 2 --record {starts}",
-        "--innovator-gpus", "0,1,2", "--innovator-gpu-lock-dir", str(lock_dir),
+        "-p",
+        "no:cacheprovider",
+        "--innovator-vllm-model",
+        "tiny-model",
+        "--innovator-vllm-command",
+        FAKE_VLLM_COMMAND,
+        "--innovator-vllm-args",
+        f"--tensor-parallel-size 2 --record {starts}",
+        "--innovator-gpus",
+        "0,1,2",
+        "--innovator-gpu-lock-dir",
+        str(lock_dir),
     )
     result.assert_outcomes(passed=1)
     started = json.loads(starts.read_text())
@@ -212,13 +256,15 @@ def test_server_holds_its_gpu_lease_while_it_runs(pytester: pytest.Pytester, tmp
     GpuLeaser(lock_dir, ["0", "1", "2"]).acquire(3, owner="after", timeout=5)
 
 
-def test_fixture_skips_without_a_model(pytester: pytest.Pytester, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fixture_skips_without_a_model(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("INNOVATOR_VLLM_MODEL", raising=False)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_one="def test_one(vllm_server):\n    pass\n")
-    skipped = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--innovator-gpus", "",
-                                            "--innovator-gpu-lock-dir", str(tmp_path))
+    skipped = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rs", "--innovator-gpus", "", "--innovator-gpu-lock-dir", str(tmp_path)
+    )
     skipped.assert_outcomes(skipped=1)
     skipped.stdout.fnmatch_lines(["*no vLLM model configured: pass --innovator-vllm-model*"])
 
@@ -226,21 +272,35 @@ def test_fixture_skips_without_a_model(pytester: pytest.Pytester, tmp_path: Path
 def test_fixture_errors_with_the_log_tail_when_the_server_dies(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_one="def test_one(vllm_server):\n    pass\n")
-    failed = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--innovator-gpus", "",
-                                           "--innovator-gpu-lock-dir", str(tmp_path), "--innovator-vllm-model", "tiny",
-                                           "--innovator-vllm-command", FAKE_VLLM_COMMAND,
-                                           "--innovator-vllm-args", "--exit-code 7")
+    failed = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--innovator-gpus",
+        "",
+        "--innovator-gpu-lock-dir",
+        str(tmp_path),
+        "--innovator-vllm-model",
+        "tiny",
+        "--innovator-vllm-command",
+        FAKE_VLLM_COMMAND,
+        "--innovator-vllm-args",
+        "--exit-code 7",
+    )
     failed.assert_outcomes(errors=1)
-    failed.stdout.fnmatch_lines(["*the vLLM server for tiny exited with code 7*",
-                                 "*out of memory while loading the weights*"])
+    failed.stdout.fnmatch_lines(
+        ["*the vLLM server for tiny exited with code 7*", "*out of memory while loading the weights*"]
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None and not os.environ.get("INNOVATOR_VLLM_COMMAND"),
-                    reason="vLLM is not installed in this python and INNOVATOR_VLLM_COMMAND is not set "
-                           "(docs/llm-servers.md; scripts/start-vllm-cpu.sh)")
-def test_real_vllm_serves_chat_completions(pytester: pytest.Pytester, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None and not os.environ.get("INNOVATOR_VLLM_COMMAND"),
+    reason="vLLM is not installed in this python and INNOVATOR_VLLM_COMMAND is not set "
+    "(docs/llm-servers.md; scripts/start-vllm-cpu.sh)",
+)
+def test_real_vllm_serves_chat_completions(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pytest_innovator.llm.embedded import (
         EmbeddedModelError,
         default_model_file,
@@ -256,7 +316,8 @@ def test_real_vllm_serves_chat_completions(pytester: pytest.Pytester, tmp_path: 
     if "VLLM_CACHE_ROOT" not in os.environ:  # reuse compiled kernels from earlier runs
         monkeypatch.setenv("VLLM_CACHE_ROOT", str(VLLM_CACHE_ROOT))
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_chat=textwrap.dedent("""
+    pytester.makepyfile(
+        test_chat=textwrap.dedent("""
         import openai
 
         def test_chat(vllm_server):
@@ -266,10 +327,17 @@ def test_real_vllm_serves_chat_completions(pytester: pytest.Pytester, tmp_path: 
                 messages=[{"role": "user", "content": "Say hello."}])
             assert reply.choices[0].message.content
             assert reply.usage.completion_tokens > 0
-    """))
+    """)
+    )
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--innovator-vllm-model", model,
-        "--innovator-vllm-args", os.environ.get("INNOVATOR_VLLM_ARGS", "--max-model-len 2048"),
-        "--innovator-gpu-lock-dir", str(tmp_path), timeout=1800,
+        "-p",
+        "no:cacheprovider",
+        "--innovator-vllm-model",
+        model,
+        "--innovator-vllm-args",
+        os.environ.get("INNOVATOR_VLLM_ARGS", "--max-model-len 2048"),
+        "--innovator-gpu-lock-dir",
+        str(tmp_path),
+        timeout=1800,
     )
     result.assert_outcomes(passed=1)

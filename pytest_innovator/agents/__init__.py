@@ -81,7 +81,11 @@ def run_episode(agent: Agent, env: ResearchEnv) -> EpisodeResult:
         env.agent_state = state_dict
     resumed = env.resumed or {}
     # A branch may continue with another agent or model: then the saved state is not its own.
-    if resumed.get("agent") is not None and resumed.get("agent_name") == agent_label(agent) and hasattr(agent, "load_state_dict"):
+    if (
+        resumed.get("agent") is not None
+        and resumed.get("agent_name") == agent_label(agent)
+        and hasattr(agent, "load_state_dict")
+    ):
         agent.load_state_dict(resumed["agent"])
     try:
         agent.run(env)
@@ -90,7 +94,12 @@ def run_episode(agent: Agent, env: ResearchEnv) -> EpisodeResult:
         raise
     except Exception as exc:
         reason = "agent_error"
-        env.trajectory.event("agent_error", step=env.steps, working_time_s=env.working_time_s,
-                             error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        env.trajectory.event(
+            "agent_error",
+            step=env.steps,
+            working_time_s=env.working_time_s,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
     properties = getattr(agent, "properties", None)
     return env.finalize(reason, agent_properties=properties() if callable(properties) else None)

@@ -99,7 +99,7 @@ class Context:
             return
         last = starts[-1]
         calls = self.messages[last].get("tool_calls") or []
-        answered = {m.get("tool_call_id") for m in self.messages[last + 1:] if m["role"] == "tool"}
+        answered = {m.get("tool_call_id") for m in self.messages[last + 1 :] if m["role"] == "tool"}
         for call in calls:
             if call.get("id") not in answered:
                 self.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": note})
@@ -148,33 +148,43 @@ class Context:
             keep_from = start
         if keep_from == starts[0]:
             return None
-        return self.messages[self.head_size:keep_from], self.messages[keep_from:]
+        return self.messages[self.head_size : keep_from], self.messages[keep_from:]
 
-    def compact(self, client: LLMClient, facts: EpisodeFacts,
-                sessions: list[str]) -> tuple[list[dict[str, Any]], Completion] | None:
+    def compact(
+        self, client: LLMClient, facts: EpisodeFacts, sessions: list[str]
+    ) -> tuple[list[dict[str, Any]], Completion] | None:
         """Replace the older turns by a state snapshot; returns the summariser's request and reply,
         or None when there was nothing to summarise. Raises LLMError when the summary cannot be had."""
         parts = self.split()
         if parts is None:
             return None
         old, recent = parts
-        request = [{"role": "system", "content": SUMMARISER_PROMPT},
-                   {"role": "user", "content": f"The task: {facts.goal}\n\n"
-                                               + render_turns(old, self.budget_tokens * CHARS_PER_TOKEN // 2)}]
+        request = [
+            {"role": "system", "content": SUMMARISER_PROMPT},
+            {
+                "role": "user",
+                "content": f"The task: {facts.goal}\n\n" + render_turns(old, self.budget_tokens * CHARS_PER_TOKEN // 2),
+            },
+        ]
         completion = client.complete(request)
         findings, next_steps = parse_summary(completion.content)
         turns = sum(1 for m in old if m["role"] == "assistant")
         self.turns_summarised += turns
         self.summary = render_snapshot(facts, sessions, findings, next_steps, self.turns_summarised)
-        self._reset(self.messages[:self.head_size] + [{"role": "user", "content": self.summary}] + recent)
+        self._reset(self.messages[: self.head_size] + [{"role": "user", "content": self.summary}] + recent)
         self._usage_covers = 0
         return request, completion
 
     # --- persistence -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"messages": list(self.messages), "head_size": self.head_size, "summary": self.summary,
-                "turns_summarised": self.turns_summarised, "calibration": self._calibration}
+        return {
+            "messages": list(self.messages),
+            "head_size": self.head_size,
+            "summary": self.summary,
+            "turns_summarised": self.turns_summarised,
+            "calibration": self._calibration,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._reset(list(state["messages"]))
@@ -217,7 +227,7 @@ def parse_summary(text: str) -> tuple[str, str]:
     matches = list(pattern.finditer(text))
     for match, following in zip(matches, [*matches[1:], None]):
         end = following.start() if following else len(text)
-        sections[match.group(1).lower()] = text[match.end():end].strip()
+        sections[match.group(1).lower()] = text[match.end() : end].strip()
     if not matches:
         return text.strip() or "(none recorded)", "(none recorded)"
     return sections.get("findings") or "(none recorded)", sections.get("next steps") or "(none recorded)"
@@ -227,7 +237,10 @@ def render_snapshot(facts: EpisodeFacts, sessions: list[str], findings: str, nex
     files = "\n".join(f"- {path}: {what}" for path, what in facts.files.items()) or "- (none written yet)"
     evaluations = "\n".join(f"- {line}" for line in facts.evaluations) or "- (none yet)"
     running = "\n".join(f"- {line}" for line in sessions) or "- (no session open)"
-    return (f"{SNAPSHOT_MARKER} Your first {turns} turns were summarised to stay within the context budget. "
-            "The task instruction above is complete and still applies.\n\n"
-            f"## Goal\n{facts.goal} (the full instruction is the task message above)\n\n## Findings\n{findings}\n\n## Files\n{files}\n\n"
-            f"## Running sessions\n{running}\n\n## Evaluations so far\n{evaluations}\n\n## Next steps\n{next_steps}")
+    return (
+        f"{SNAPSHOT_MARKER} Your first {turns} turns were summarised to stay within the context budget. "
+        "The task instruction above is complete and still applies.\n\n"
+        f"## Goal\n{facts.goal} (the full instruction is the task message above)\n\n"
+        f"## Findings\n{findings}\n\n## Files\n{files}\n\n"
+        f"## Running sessions\n{running}\n\n## Evaluations so far\n{evaluations}\n\n## Next steps\n{next_steps}"
+    )

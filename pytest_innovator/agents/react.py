@@ -44,10 +44,14 @@ MAX_IDLE_REPLIES = 5  # replies in a row without an action before the agent stop
 OVERFLOW_BUDGET_SHARE = 0.75  # of the refused prompt's size, as the new budget
 NO_KEY_PLACEHOLDER = "no-key"  # local servers (vLLM, llama.cpp) accept any key
 
-RESUMED_NOTE = ("[result not kept: the run was saved after this action and resumed; check its effect in the "
-                "workspace before you go on]")
-NATIVE_NUDGE = ("You replied without calling a tool. Every reply must call at least one tool: use think to "
-                "reason, the file and session tools to work, evaluate to check, finish when done.")
+RESUMED_NOTE = (
+    "[result not kept: the run was saved after this action and resumed; check its effect in the "
+    "workspace before you go on]"
+)
+NATIVE_NUDGE = (
+    "You replied without calling a tool. Every reply must call at least one tool: use think to "
+    "reason, the file and session tools to work, evaluate to check, finish when done."
+)
 
 SYSTEM_PROMPT = """You are a research agent. You work on one task in a workspace (a directory
 with the task's files) and act only through the tools. Work like a careful researcher: read the
@@ -108,8 +112,9 @@ class ReactConfig:
                 raise ValueError(f"react: {option_label(name)} must be {what}, got {raw!r}") from None
         config = cls(**values)
         if config.tool_protocol not in ("auto", "native", "text"):
-            raise ValueError(f"react: {option_label('tool_protocol')} must be auto, native or text, "
-                             f"got {config.tool_protocol!r}")
+            raise ValueError(
+                f"react: {option_label('tool_protocol')} must be auto, native or text, got {config.tool_protocol!r}"
+            )
         for name in ("context_tokens", "llm_timeout", "llm_backoff", "context_keep_turns"):
             if not getattr(config, name) > 0:
                 raise ValueError(f"react: {option_label(name)} must be positive")
@@ -150,7 +155,7 @@ def read_requests(path: Path) -> list[list[dict[str, Any]]]:
         record = json.loads(line)
         if record["purpose"] != "act":
             continue
-        conversation = (record["messages"] if record["context_reset"] else conversation + record["messages"])
+        conversation = record["messages"] if record["context_reset"] else conversation + record["messages"]
         requests.append(list(conversation))
         conversation = conversation + [assistant_message(record["reply"])]
     return requests
@@ -168,16 +173,23 @@ class ReactAgent:
         api_key = os.environ.get(self.config.api_key_env, "")
         if not api_key:
             if not self.config.base_url:
-                raise ValueError(f"react: no API key: set the environment variable {self.config.api_key_env} "
-                                 "(or name another with --innovator-api-key-env), or point --innovator-base-url "
-                                 "at a server that needs none")
+                raise ValueError(
+                    f"react: no API key: set the environment variable {self.config.api_key_env} "
+                    "(or name another with --innovator-api-key-env), or point --innovator-base-url "
+                    "at a server that needs none"
+                )
             api_key = NO_KEY_PLACEHOLDER
         if not self.config.model and not self.config.base_url:
-            raise ValueError("react: name the model with --innovator-model (with --innovator-base-url, the "
-                             "first model the server lists is used when none is named)")
+            raise ValueError(
+                "react: name the model with --innovator-model (with --innovator-base-url, the "
+                "first model the server lists is used when none is named)"
+            )
         self.client = LLMClient(
-            model=self.config.model, base_url=self.config.base_url or None, api_key=api_key,
-            timeout_s=self.config.llm_timeout, prices=prices,
+            model=self.config.model,
+            base_url=self.config.base_url or None,
+            api_key=api_key,
+            timeout_s=self.config.llm_timeout,
+            prices=prices,
             retry=RetryPolicy(retries=self.config.llm_retries, base_delay_s=self.config.llm_backoff),
         )
         if self.config.model:
@@ -197,8 +209,10 @@ class ReactAgent:
 
     def _check_priced(self) -> None:
         if self.config.max_cost and self.client.price is None:
-            raise ValueError(f"react: --innovator-max-cost is set but model {self.model!r} has no price; "
-                             "add it to a table given with --innovator-price-table (see docs/agents.md)")
+            raise ValueError(
+                f"react: --innovator-max-cost is set but model {self.model!r} has no price; "
+                "add it to a table given with --innovator-price-table (see docs/agents.md)"
+            )
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -208,7 +222,9 @@ class ReactAgent:
             if not self.model:
                 models = self.client.list_models()
                 if not models:
-                    raise LLMError(f"the server at {self.client.base_url} lists no models; name one with --innovator-model")
+                    raise LLMError(
+                        f"the server at {self.client.base_url} lists no models; name one with --innovator-model"
+                    )
                 self.client.model = models[0]
                 self._check_priced()
             # The tools do not change within an episode, and building their schemas takes milliseconds.
@@ -227,9 +243,12 @@ class ReactAgent:
     def _start(self, env: ResearchEnv) -> None:
         instruction = env.instruction()
         self.context = Context(
-            [{"role": "system", "content": self._system_prompt(env)},
-             {"role": "user", "content": f"# Task\n\n{instruction}\n\n{status_line(env)}"}],
-            budget_tokens=self.config.context_tokens, keep_turns=self.config.context_keep_turns,
+            [
+                {"role": "system", "content": self._system_prompt(env)},
+                {"role": "user", "content": f"# Task\n\n{instruction}\n\n{status_line(env)}"},
+            ],
+            budget_tokens=self.config.context_tokens,
+            keep_turns=self.config.context_keep_turns,
         )
         self.facts = EpisodeFacts(goal=goal_of(instruction))
 
@@ -260,9 +279,15 @@ class ReactAgent:
         over_tokens = self.config.max_tokens is not None and tokens >= self.config.max_tokens
         over_cost = self.config.max_cost is not None and usage.cost_usd >= self.config.max_cost
         if over_tokens or over_cost:
-            env.trajectory.event("cost_limit", step=env.steps, working_time_s=env.working_time_s, tokens=tokens,
-                                 cost_usd=round(usage.cost_usd, 6), max_tokens=self.config.max_tokens,
-                                 max_cost=self.config.max_cost)
+            env.trajectory.event(
+                "cost_limit",
+                step=env.steps,
+                working_time_s=env.working_time_s,
+                tokens=tokens,
+                cost_usd=round(usage.cost_usd, 6),
+                max_tokens=self.config.max_tokens,
+                max_cost=self.config.max_cost,
+            )
             env.end("cost_limit")
         return over_tokens or over_cost
 
@@ -281,22 +306,32 @@ class ReactAgent:
                 self.protocol = "text"
                 self.context.replace(0, {"role": "system", "content": self._system_prompt(env)})
                 self._logged_upto = 0
-                env.trajectory.event("tool_protocol", step=env.steps, working_time_s=env.working_time_s,
-                                     protocol="text", reason=str(exc))
+                env.trajectory.event(
+                    "tool_protocol", step=env.steps, working_time_s=env.working_time_s, protocol="text", reason=str(exc)
+                )
                 continue
             except ContextOverflow as exc:
                 # The model's real context is smaller than the budget: lower the budget below what
                 # was just refused, and summarise down to it.
                 budget = int(min(self.context.budget_tokens, self.context.tokens()) * OVERFLOW_BUDGET_SHARE)
-                env.trajectory.event("context_overflow", step=env.steps, working_time_s=env.working_time_s,
-                                     error=str(exc), budget_tokens=budget)
+                env.trajectory.event(
+                    "context_overflow",
+                    step=env.steps,
+                    working_time_s=env.working_time_s,
+                    error=str(exc),
+                    budget_tokens=budget,
+                )
                 self.context.budget_tokens = budget
                 if self._compact(env) is None:
-                    raise LLMError(f"{exc}; nothing is left to summarise: lower --innovator-context-tokens "
-                                   "or use a model with a longer context") from None
+                    raise LLMError(
+                        f"{exc}; nothing is left to summarise: lower --innovator-context-tokens "
+                        "or use a model with a longer context"
+                    ) from None
                 continue
             sent = len(messages)
-            self._record(env, "act", completion, messages[self._logged_upto:], reset=self._logged_upto == 0, tools=tools)
+            self._record(
+                env, "act", completion, messages[self._logged_upto :], reset=self._logged_upto == 0, tools=tools
+            )
             self.context.append(assistant_message(completion.message))
             self.context.note_usage(sent, completion)
             self._logged_upto = len(self.context.messages)
@@ -311,9 +346,14 @@ class ReactAgent:
         request, completion = summarised
         self._record(env, "summarise", completion, request, reset=True, tools=None)
         self._logged_upto = 0
-        env.trajectory.event("context_summarised", step=env.steps, working_time_s=env.working_time_s,
-                             tokens_before=tokens_before, tokens_after=self.context.tokens(),
-                             turns_summarised=self.context.turns_summarised)
+        env.trajectory.event(
+            "context_summarised",
+            step=env.steps,
+            working_time_s=env.working_time_s,
+            tokens_before=tokens_before,
+            tokens_after=self.context.tokens(),
+            turns_summarised=self.context.turns_summarised,
+        )
         return completion
 
     def _act(self, env: ResearchEnv, completion: Completion) -> bool:
@@ -346,8 +386,9 @@ class ReactAgent:
         assert self.context is not None
         self.idle_replies += 1
         if self.idle_replies >= MAX_IDLE_REPLIES:
-            env.trajectory.event("no_action", step=env.steps, working_time_s=env.working_time_s,
-                                 replies=self.idle_replies)
+            env.trajectory.event(
+                "no_action", step=env.steps, working_time_s=env.working_time_s, replies=self.idle_replies
+            )
             return False
         self.context.append(nudge)
         return True
@@ -358,21 +399,46 @@ class ReactAgent:
         self.facts.note_step(env.steps, tool, parse_arguments(arguments), observation.ok, observation.output)
         return observation
 
-    def _record(self, env: ResearchEnv, purpose: str, completion: Completion, new_messages: list[dict[str, Any]],
-                *, reset: bool, tools: list[dict[str, Any]] | None) -> None:
+    def _record(
+        self,
+        env: ResearchEnv,
+        purpose: str,
+        completion: Completion,
+        new_messages: list[dict[str, Any]],
+        *,
+        reset: bool,
+        tools: list[dict[str, Any]] | None,
+    ) -> None:
         usage = self.client.usage
         env.trajectory.event(
-            "llm_call", step=env.steps, working_time_s=env.working_time_s, model=self.model, purpose=purpose,
-            tokens_in=completion.tokens_in, tokens_out=completion.tokens_out, latency_s=round(completion.latency_s, 4),
-            attempts=completion.attempts, faults=completion.faults, cost_usd=round(completion.cost_usd, 6),
-            usage_estimated=completion.usage_estimated, finish_reason=completion.finish_reason,
+            "llm_call",
+            step=env.steps,
+            working_time_s=env.working_time_s,
+            model=self.model,
+            purpose=purpose,
+            tokens_in=completion.tokens_in,
+            tokens_out=completion.tokens_out,
+            latency_s=round(completion.latency_s, 4),
+            attempts=completion.attempts,
+            faults=completion.faults,
+            cost_usd=round(completion.cost_usd, 6),
+            usage_estimated=completion.usage_estimated,
+            finish_reason=completion.finish_reason,
         )
         if self._log is not None:
             record: dict[str, Any] = {
-                "call": usage.calls, "purpose": purpose, "wall": time.time(), "step": env.steps, "model": self.model,
-                "context_reset": reset, "messages": new_messages, "reply": completion.message,
-                "tokens_in": completion.tokens_in, "tokens_out": completion.tokens_out,
-                "latency_s": round(completion.latency_s, 4), "attempts": completion.attempts,
+                "call": usage.calls,
+                "purpose": purpose,
+                "wall": time.time(),
+                "step": env.steps,
+                "model": self.model,
+                "context_reset": reset,
+                "messages": new_messages,
+                "reply": completion.message,
+                "tokens_in": completion.tokens_in,
+                "tokens_out": completion.tokens_out,
+                "latency_s": round(completion.latency_s, 4),
+                "attempts": completion.attempts,
             }
             if reset and tools:
                 record["tools"] = tools
@@ -382,16 +448,24 @@ class ReactAgent:
 
     def properties(self) -> dict[str, Any]:
         usage = self.client.usage
-        return {"model": self.model, "llm_calls": usage.calls, "tokens_in": usage.tokens_in,
-                "tokens_out": usage.tokens_out, "cost_usd": round(usage.cost_usd, 6)}
+        return {
+            "model": self.model,
+            "llm_calls": usage.calls,
+            "tokens_in": usage.tokens_in,
+            "tokens_out": usage.tokens_out,
+            "cost_usd": round(usage.cost_usd, 6),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue the conversation (never the API key)."""
         return {
-            "version": STATE_VERSION, "model": self.model, "protocol": self.protocol,
+            "version": STATE_VERSION,
+            "model": self.model,
+            "protocol": self.protocol,
             "context": self.context.state_dict() if self.context else None,
             "facts": asdict(self.facts) if self.facts else None,
-            "usage": asdict(self.client.usage), "idle_replies": self.idle_replies,
+            "usage": asdict(self.client.usage),
+            "idle_replies": self.idle_replies,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -412,10 +486,18 @@ class ReactAgent:
 def assistant_message(message: dict[str, Any]) -> dict[str, Any]:
     """The reply as it goes back to the endpoint: only the fields every server accepts."""
     cleaned: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-    calls = [{"id": call.get("id", ""), "type": "function",
-              "function": {"name": (call.get("function") or {}).get("name", ""),
-                           "arguments": (call.get("function") or {}).get("arguments") or ""}}
-             for call in message.get("tool_calls") or [] if call.get("type", "function") == "function"]
+    calls = [
+        {
+            "id": call.get("id", ""),
+            "type": "function",
+            "function": {
+                "name": (call.get("function") or {}).get("name", ""),
+                "arguments": (call.get("function") or {}).get("arguments") or "",
+            },
+        }
+        for call in message.get("tool_calls") or []
+        if call.get("type", "function") == "function"
+    ]
     if calls:
         cleaned["tool_calls"] = calls
     return cleaned
@@ -446,10 +528,14 @@ def format_duration(seconds: float) -> str:
 
 
 def status_line(env: ResearchEnv) -> str:
-    return (f"[status: {format_duration(env.remaining_time_s)} of working time left, "
-            f"{env.evals_remaining} evaluations left, step {env.steps} of {env.limits.step_limit}]")
+    return (
+        f"[status: {format_duration(env.remaining_time_s)} of working time left, "
+        f"{env.evals_remaining} evaluations left, step {env.steps} of {env.limits.step_limit}]"
+    )
 
 
 def running_sessions(env: ResearchEnv) -> list[str]:
-    return [f"{s.name}: running `{s.command}`" if s.busy else f"{s.name}: idle (last exit code {s.last_exit_code})"
-            for s in env.workspace.sessions.list()]
+    return [
+        f"{s.name}: running `{s.command}`" if s.busy else f"{s.name}: idle (last exit code {s.last_exit_code})"
+        for s in env.workspace.sessions.list()
+    ]

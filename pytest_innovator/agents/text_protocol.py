@@ -33,8 +33,10 @@ naming one tool and its arguments, like this:
 One action per reply; the result comes back in the next message. Write your reasoning before
 the block, never after it."""
 
-NUDGE = ("Your reply had no action. End every reply with exactly one fenced JSON block: "
-         '```json\n{"tool": "<tool name>", "arguments": {...}}\n```')
+NUDGE = (
+    "Your reply had no action. End every reply with exactly one fenced JSON block: "
+    '```json\n{"tool": "<tool name>", "arguments": {...}}\n```'
+)
 
 
 @dataclass
@@ -50,8 +52,9 @@ def describe_tools(schemas: list[dict[str, Any]]) -> str:
         function = schema["function"]
         parameters = function.get("parameters", {}).get("properties", {})
         required = set(function.get("parameters", {}).get("required", []))
-        arguments = ", ".join(f"{name}{'' if name in required else '?'}: {_type_name(spec)}"
-                              for name, spec in parameters.items())
+        arguments = ", ".join(
+            f"{name}{'' if name in required else '?'}: {_type_name(spec)}" for name, spec in parameters.items()
+        )
         lines.append(f"- {function['name']}({arguments}): {function['description']}")
         for name, spec in parameters.items():
             if spec.get("description"):
@@ -79,13 +82,15 @@ def parse_action(reply: str) -> TextAction | str:
     try:
         action = json.loads(text)
     except json.JSONDecodeError as exc:
-        return (f"Your action block is not valid JSON ({exc}). Send exactly one block holding an object "
-                'like {"tool": "read_file", "arguments": {"path": "README.md"}}.')
+        return (
+            f"Your action block is not valid JSON ({exc}). Send exactly one block holding an object "
+            'like {"tool": "read_file", "arguments": {"path": "README.md"}}.'
+        )
     if not isinstance(action, dict) or not isinstance(action.get("tool"), str):
         return 'Your action block must be an object with a "tool" name and an "arguments" object.'
     extra = set(action) - {"tool", "arguments"}
     if extra:
-        return f"Your action block has unknown keys ({', '.join(sorted(extra))}); use only \"tool\" and \"arguments\"."
+        return f'Your action block has unknown keys ({", ".join(sorted(extra))}); use only "tool" and "arguments".'
     arguments = action.get("arguments", {})
     return TextAction(action["tool"], arguments if isinstance(arguments, dict) else json.dumps(arguments))
 

@@ -43,8 +43,14 @@ class ContextOverflow(LLMError):
 
 RETRYABLE_STATUS = {408, 409, 429}
 TOOLS_REJECTED_MARKERS = ("tool", "function")
-CONTEXT_MARKERS = ("context length", "context_length", "maximum context", "too many tokens",
-                   "prompt is too long", "context window")
+CONTEXT_MARKERS = (
+    "context length",
+    "context_length",
+    "maximum context",
+    "too many tokens",
+    "prompt is too long",
+    "context window",
+)
 
 
 @dataclass(frozen=True)
@@ -77,19 +83,25 @@ def load_price_table(path: str | Path) -> dict[str, Price]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"price table {path}: cannot read it ({exc.strerror}); check --innovator-price-table") from None
+        raise ValueError(
+            f"price table {path}: cannot read it ({exc.strerror}); check --innovator-price-table"
+        ) from None
     try:
         raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"price table {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})") from None
+        raise ValueError(
+            f"price table {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})"
+        ) from None
     if not isinstance(raw, dict):
         raise ValueError(  # noqa: TRY004 (a user's file: reported like every other mistake in it)
-           f"price table {path}: expected a table of models, e.g. {{\"my-model\": {{\"input\": 0.5, \"output\": 1.5}}}}")
+            f'price table {path}: expected a table of models, e.g. {{"my-model": {{"input": 0.5, "output": 1.5}}}}'
+        )
     prices = {}
     for model, entry in raw.items():
         if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
-            raise ValueError(f"price table {path}: {model!r} must have exactly 'input' and 'output' "
-                             "(USD per million tokens)")
+            raise ValueError(
+                f"price table {path}: {model!r} must have exactly 'input' and 'output' (USD per million tokens)"
+            )
         try:
             prices[model] = Price(float(entry["input"]), float(entry["output"]))
         except (TypeError, ValueError):
@@ -169,9 +181,17 @@ class LLMClient:
     `api_key` lives only in the SDK client object; nothing here writes it anywhere.
     """
 
-    def __init__(self, *, model: str, base_url: str | None, api_key: str, timeout_s: float = 600.0,
-                 retry: RetryPolicy | None = None, prices: dict[str, Price] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None,
+        api_key: str,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+        prices: dict[str, Price] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.model = model
         self.retry = retry or RetryPolicy()
         self.prices = prices if prices is not None else dict(DEFAULT_PRICES)
@@ -192,8 +212,9 @@ class LLMClient:
         """The model ids the endpoint serves (one request, retried like any other)."""
         return self._with_retries(lambda: [m.id for m in self._client.models.list()], faults=[])[0]
 
-    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                 **parameters: Any) -> Completion:
+    def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **parameters: Any
+    ) -> Completion:
         """One chat completion; raises LLMError (or a subclass) when it cannot be had."""
         # The SDK walks its typed parameters on every call, in time that grows with the conversation
         # (140 ms a call at 400 messages, bench/bench_react.py); our messages and tools are plain JSON
@@ -219,16 +240,23 @@ class LLMClient:
         usage = data.get("usage") or {}
         estimated = "prompt_tokens" not in usage or "completion_tokens" not in usage
         if estimated:
-            tokens_in = sum(estimate_message_tokens(m) for m in messages) + (estimate_tokens(json.dumps(tools)) if tools else 0)
+            tokens_in = sum(estimate_message_tokens(m) for m in messages) + (
+                estimate_tokens(json.dumps(tools)) if tools else 0
+            )
             tokens_out = estimate_tokens(json.dumps(message))
         else:
             tokens_in, tokens_out = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
         price = self.price
         completion = Completion(
-            message=message, finish_reason=choice.get("finish_reason"), tokens_in=tokens_in,
-            tokens_out=tokens_out, usage_estimated=estimated,
+            message=message,
+            finish_reason=choice.get("finish_reason"),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            usage_estimated=estimated,
             cost_usd=price.cost(tokens_in, tokens_out) if price else 0.0,
-            latency_s=latency, attempts=attempts, faults=faults,
+            latency_s=latency,
+            attempts=attempts,
+            faults=faults,
         )
         self.usage.add(completion)
         return completion
@@ -252,8 +280,10 @@ class LLMClient:
             if number > self.retry.retries:
                 break
             self._sleep(self.retry.delay(number, retry_after))
-        raise LLMError(f"the model endpoint {self.base_url} failed {len(faults)} times in a row "
-                       f"({', '.join(faults[-3:])}); gave up after {self.retry.retries} retries")
+        raise LLMError(
+            f"the model endpoint {self.base_url} failed {len(faults)} times in a row "
+            f"({', '.join(faults[-3:])}); gave up after {self.retry.retries} retries"
+        )
 
 
 class _EmptyReply(Exception):
@@ -266,15 +296,22 @@ def classify_refusal(exc: openai.APIStatusError, has_tools: bool) -> LLMError:
     code, param = str(getattr(exc, "code", None) or ""), str(getattr(exc, "param", None) or "")
     if status in (400, 413, 422) and (code == "context_length_exceeded" or any(m in text for m in CONTEXT_MARKERS)):
         return ContextOverflow(f"the prompt is longer than the model's context (HTTP {status}: {exc.message})")
-    if has_tools and status in (400, 422) and (param in ("tools", "tool_choice")
-                                               or any(marker in text for marker in TOOLS_REJECTED_MARKERS)):
+    if (
+        has_tools
+        and status in (400, 422)
+        and (param in ("tools", "tool_choice") or any(marker in text for marker in TOOLS_REJECTED_MARKERS))
+    ):
         return ToolsUnsupported(f"the endpoint rejected native tool calls (HTTP {status}: {exc.message})")
     if status in (401, 403):
-        return LLMError(f"the model endpoint refused the API key (HTTP {status}); set the variable named by "
-                        "--innovator-api-key-env to a valid key")
+        return LLMError(
+            f"the model endpoint refused the API key (HTTP {status}); set the variable named by "
+            "--innovator-api-key-env to a valid key"
+        )
     if status == 404:
-        return LLMError(f"the model endpoint answered 404 ({exc.message}); check --innovator-model and "
-                        "--innovator-base-url (which usually ends in /v1)")
+        return LLMError(
+            f"the model endpoint answered 404 ({exc.message}); check --innovator-model and "
+            "--innovator-base-url (which usually ends in /v1)"
+        )
     return LLMError(f"the model endpoint refused the request (HTTP {status}: {exc.message})")
 
 

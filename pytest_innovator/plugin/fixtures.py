@@ -27,7 +27,8 @@ def _task_for(request: pytest.FixtureRequest) -> Task:
     marker = node.get_closest_marker("innovator_task")
     if marker is None or not marker.args:
         raise pytest.UsageError(
-            f"{node.nodeid}: innovator fixtures need a task; add @pytest.mark.innovator_task('suite/task')")
+            f"{node.nodeid}: innovator fixtures need a task; add @pytest.mark.innovator_task('suite/task')"
+        )
     return resolve_task_reference(str(marker.args[0]), request.config)
 
 
@@ -62,8 +63,10 @@ def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
     settings: Settings = request.config.stash[settings_key]
     needed = innovator_task.spec.resources.gpus
     if needed > len(settings.gpus):
-        pytest.skip(f"task {innovator_task.id} needs {needed} GPUs, this host has {len(settings.gpus)} "
-                    f"({','.join(settings.gpus) or 'none detected'}); name them with --innovator-gpus")
+        pytest.skip(
+            f"task {innovator_task.id} needs {needed} GPUs, this host has {len(settings.gpus)} "
+            f"({','.join(settings.gpus) or 'none detected'}); name them with --innovator-gpus"
+        )
     leaser = GpuLeaser(settings.gpu_lock_dir, settings.gpus)
     lease = leaser.acquire(needed, owner=f"{request.node.nodeid} (pid {os.getpid()})")
     record = {"devices": list(lease.devices), "acquired_at": lease.acquired_at, "owner": lease.owner}
@@ -85,8 +88,9 @@ def hidden_paths(task: Task, settings: Settings) -> list[Path]:
 
 
 @pytest.fixture
-def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path,
-              gpu_lease: Any) -> Iterator[Any]:
+def workspace(
+    request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any
+) -> Iterator[Any]:
     settings: Settings = request.config.stash[settings_key]
     if resume_target_key in request.config.stash:
         from ..snapshots.resume import prepare_run_dir, resume_point
@@ -95,9 +99,13 @@ def workspace(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
         if point is not None:
             request.node.stash[resumed_key] = prepare_run_dir(point, innovator_run_dir)
     workspace_request = WorkspaceRequest(
-        task=innovator_task, run_dir=innovator_run_dir, gpu_lease=gpu_lease,
+        task=innovator_task,
+        run_dir=innovator_run_dir,
+        gpu_lease=gpu_lease,
         env={"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id},
-        hidden=hidden_paths(innovator_task, settings), settings=settings.backend_settings())
+        hidden=hidden_paths(innovator_task, settings),
+        settings=settings.backend_settings(),
+    )
     try:
         ws, _ = BACKENDS[settings.backend].create(workspace_request)
     except BackendUnavailable as exc:
@@ -121,8 +129,12 @@ EMBEDDED_REPLY_TOKENS = 160
 
 def uses_embedded_model(settings: Settings) -> bool:
     """The react agent with no endpoint and no key configured runs on the embedded model."""
-    return (settings.agent == "react" and not settings.base_url and not settings.model
-            and not os.environ.get(settings.api_key_env))
+    return (
+        settings.agent == "react"
+        and not settings.base_url
+        and not settings.model
+        and not os.environ.get(settings.api_key_env)
+    )
 
 
 @pytest.fixture
@@ -133,9 +145,12 @@ def agent(request: pytest.FixtureRequest) -> Any:
     options = settings.agent_options()
     if uses_embedded_model(settings):
         endpoint = request.getfixturevalue("embedded_llm_server")
-        options.update(base_url=endpoint.base_url, model=endpoint.model,
-                       context_tokens=min(settings.context_tokens, EMBEDDED_CONTEXT_TOKENS),
-                       reply_tokens=settings.reply_tokens or EMBEDDED_REPLY_TOKENS)
+        options.update(
+            base_url=endpoint.base_url,
+            model=endpoint.model,
+            context_tokens=min(settings.context_tokens, EMBEDDED_CONTEXT_TOKENS),
+            reply_tokens=settings.reply_tokens or EMBEDDED_REPLY_TOKENS,
+        )
     try:
         return load_agent(settings.agent, options)
     except (AgentError, ValueError) as exc:
@@ -143,7 +158,9 @@ def agent(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path) -> Iterator[Any]:
+def research_env(
+    request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path
+) -> Iterator[Any]:
     from ..agents import agent_label
     from ..env import Limits, ResearchEnv, SnapshotPolicy
 
@@ -155,14 +172,23 @@ def research_env(request: pytest.FixtureRequest, innovator_task: Task, workspace
         eval_budget=settings.max_evals if settings.max_evals is not None else spec.eval_budget,
         hints=settings.hints,  # type: ignore[arg-type]
     )
-    agent_name = settings.agent if "agent" not in request.fixturenames else agent_label(request.getfixturevalue("agent"))
+    agent_name = (
+        settings.agent if "agent" not in request.fixturenames else agent_label(request.getfixturevalue("agent"))
+    )
     snapshots = SnapshotPolicy(
         every_steps=settings.snapshot_steps or spec.snapshot_steps,
         every_minutes=settings.snapshot_minutes or spec.snapshot_minutes or 30.0,
         keep_last=settings.snapshot_keep,
     )
-    env = ResearchEnv(innovator_task, workspace, innovator_run_dir, limits, agent_name=agent_name,
-                      snapshots=snapshots, resumed=request.node.stash.get(resumed_key, None))
+    env = ResearchEnv(
+        innovator_task,
+        workspace,
+        innovator_run_dir,
+        limits,
+        agent_name=agent_name,
+        snapshots=snapshots,
+        resumed=request.node.stash.get(resumed_key, None),
+    )
     try:
         yield env
     finally:

@@ -41,8 +41,15 @@ class TaskFile(pytest.File):
             item.stash[carried_result_key] = carried
         settings = self.config.stash[settings_key]
         self.config.addinivalue_line("markers", f"{task.spec.domain}: tasks of the {task.spec.domain} domain")
-        item.add_marker(pytest.mark.innovator(task=task.id, domain=task.spec.domain, version=task.spec.version,
-                                               time_limit_s=task.spec.time_limit, eval_budget=task.spec.eval_budget))
+        item.add_marker(
+            pytest.mark.innovator(
+                task=task.id,
+                domain=task.spec.domain,
+                version=task.spec.version,
+                time_limit_s=task.spec.time_limit,
+                eval_budget=task.spec.eval_budget,
+            )
+        )
         item.add_marker(getattr(pytest.mark, task.spec.domain))
         if task.spec.resources.gpus:
             item.add_marker(pytest.mark.gpu(task.spec.resources.gpus))
@@ -61,7 +68,9 @@ class TaskFile(pytest.File):
 def item_timeout(task: Task, settings: Settings) -> float:
     """Working time, every possible grader run, and a grace period: kills a hung item, never a slow honest one."""
     budget = settings.max_evals if settings.max_evals is not None else task.spec.eval_budget
-    return round(task.spec.time_limit * settings.time_scale + task.spec.grader.timeout * (budget + 1) + settings.timeout_grace, 1)
+    return round(
+        task.spec.time_limit * settings.time_scale + task.spec.grader.timeout * (budget + 1) + settings.timeout_grace, 1
+    )
 
 
 class TaskItem(pytest.Function):
@@ -108,8 +117,10 @@ def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
         result = env.finalize(reason)
     except Exception as second:
         record_result(node, None, end_reason=reason, run_dir=str(env.run_dir))
-        text = (f"{headline}\nthe final evaluation could not run either: {type(second).__name__}: {second}"
-                f"\nrun directory: {env.run_dir}\n\n" + "".join(traceback.format_exception(second)))
+        text = (
+            f"{headline}\nthe final evaluation could not run either: {type(second).__name__}: {second}"
+            f"\nrun directory: {env.run_dir}\n\n" + "".join(traceback.format_exception(second))
+        )
         return report.ItemFailure(text)
     record_result(node, result)
     if isinstance(exc, KeyboardInterrupt):
@@ -136,7 +147,8 @@ def carry_over_body(request: pytest.FixtureRequest) -> None:
     if carried.get("final_status") == "grader_failed" or score is None or score < settings.pass_score:
         raise report.ItemFailure(
             f"carried over from {carried['run_dir']}: final score {score} (pass score {settings.pass_score:g}), "
-            f"ended by {carried.get('end_reason')}; see that run directory for the evaluations and trajectory")
+            f"ended by {carried.get('end_reason')}; see that run directory for the evaluations and trajectory"
+        )
 
 
 def record_result(node: pytest.Item, result: Any, **no_result: Any) -> None:
@@ -145,5 +157,3 @@ def record_result(node: pytest.Item, result: Any, **no_result: Any) -> None:
         return
     node.stash[result_key] = result
     node.user_properties.extend(result.properties() if result is not None else no_result.items())
-
-

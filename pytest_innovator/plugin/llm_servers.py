@@ -64,7 +64,8 @@ def vllm_gpu_count(vllm_args: Sequence[str], host_gpus: int) -> int:
     if host_gpus == 0:
         return 0
     return _int_argument(vllm_args, ("--tensor-parallel-size", "-tp")) * _int_argument(
-        vllm_args, ("--pipeline-parallel-size", "-pp"))
+        vllm_args, ("--pipeline-parallel-size", "-pp")
+    )
 
 
 def _int_argument(arguments: Sequence[str], names: tuple[str, ...]) -> int:
@@ -89,25 +90,35 @@ def vllm_command(command_option: str) -> list[str]:
     return [sys.executable, "-m", VLLM_MODULE]
 
 
-def vllm_server_spec(model: str, args_option: str, command_option: str, gpus: Sequence[str],
-                     gpu_lock_dir: Path, start_timeout_s: float = VLLM_START_TIMEOUT_S) -> ServerSpec:
+def vllm_server_spec(
+    model: str,
+    args_option: str,
+    command_option: str,
+    gpus: Sequence[str],
+    gpu_lock_dir: Path,
+    start_timeout_s: float = VLLM_START_TIMEOUT_S,
+) -> ServerSpec:
     """How to start vLLM for these settings; raises ServerSetupError for settings to change."""
     extra_args = shlex.split(args_option)
     for argument in extra_args:
         if argument.partition("=")[0] in _FIXTURE_SET_ARGUMENTS:
-            raise ServerSetupError(f"remove {argument.partition('=')[0]} from --innovator-vllm-args: the fixture sets "
-                                   "--model (from --innovator-vllm-model), --host 127.0.0.1 and a free --port")
+            raise ServerSetupError(
+                f"remove {argument.partition('=')[0]} from --innovator-vllm-args: the fixture sets "
+                "--model (from --innovator-vllm-model), --host 127.0.0.1 and a free --port"
+            )
     gpu_count = vllm_gpu_count(extra_args, len(gpus))
     if gpu_count > len(gpus):
-        raise NotEnoughGpus(f"the vLLM server needs {gpu_count} GPUs (tensor x pipeline parallel size in "
-                            f"--innovator-vllm-args), this host has {len(gpus)} ({','.join(gpus)})")
+        raise NotEnoughGpus(
+            f"the vLLM server needs {gpu_count} GPUs (tensor x pipeline parallel size in "
+            f"--innovator-vllm-args), this host has {len(gpus)} ({','.join(gpus)})"
+        )
     command = [*vllm_command(command_option), "--model", model, "--host", "127.0.0.1", *extra_args]
     key = "vllm-" + hashlib.sha256(json.dumps([command, gpu_count]).encode()).hexdigest()[:16]
     if gpu_count:
-        command = hold_gpus_command(gpu_count, gpu_lock_dir, gpus, f"vLLM server for {model}", command,
-                                    start_timeout_s)
-    return ServerSpec(key=key, command=tuple(command), start_timeout_s=start_timeout_s,
-                      description=f"the vLLM server for {model}")
+        command = hold_gpus_command(gpu_count, gpu_lock_dir, gpus, f"vLLM server for {model}", command, start_timeout_s)
+    return ServerSpec(
+        key=key, command=tuple(command), start_timeout_s=start_timeout_s, description=f"the vLLM server for {model}"
+    )
 
 
 def _settings(request: pytest.FixtureRequest) -> Any:
@@ -133,11 +144,14 @@ def vllm_server(request: pytest.FixtureRequest) -> Iterator[LLMEndpoint]:
     if not settings.vllm_model:
         pytest.skip("no vLLM model configured: pass --innovator-vllm-model PATH_OR_NAME (docs/llm-servers.md)")
     if not settings.vllm_command and importlib.util.find_spec("vllm") is None:
-        pytest.skip(f"vLLM is not installed in {sys.executable}: install it (docs/llm-servers.md, "
-                    "scripts/start-vllm-cpu.sh) or point --innovator-vllm-command at a python that has it")
+        pytest.skip(
+            f"vLLM is not installed in {sys.executable}: install it (docs/llm-servers.md, "
+            "scripts/start-vllm-cpu.sh) or point --innovator-vllm-command at a python that has it"
+        )
     try:
-        spec = vllm_server_spec(settings.vllm_model, settings.vllm_args, settings.vllm_command, settings.gpus,
-                                settings.gpu_lock_dir)
+        spec = vllm_server_spec(
+            settings.vllm_model, settings.vllm_args, settings.vllm_command, settings.gpus, settings.gpu_lock_dir
+        )
     except NotEnoughGpus as exc:
         pytest.skip(str(exc))
     except ServerSetupError as exc:
@@ -154,14 +168,22 @@ def embedded_llm_server(request: pytest.FixtureRequest) -> Iterator[LLMEndpoint]
         model_file = default_model_file()
     except EmbeddedModelError as exc:
         pytest.skip(str(exc))
-    missing = [module for module in ("fastapi", "uvicorn", "transformers", "torch", "gguf")
-               if importlib.util.find_spec(module) is None]
+    missing = [
+        module
+        for module in ("fastapi", "uvicorn", "transformers", "torch", "gguf")
+        if importlib.util.find_spec(module) is None
+    ]
     if missing:
         pytest.skip(f"the embedded model server needs {', '.join(missing)}: {pip_hint('embedded')}")
     command = server_command(model_file=model_file)
     key = "embedded-" + hashlib.sha256(json.dumps(command).encode()).hexdigest()[:16]
-    spec = ServerSpec(key=key, command=tuple(command), env=_embedded_env(), start_timeout_s=EMBEDDED_START_TIMEOUT_S,
-                      description="the embedded model server")
+    spec = ServerSpec(
+        key=key,
+        command=tuple(command),
+        env=_embedded_env(),
+        start_timeout_s=EMBEDDED_START_TIMEOUT_S,
+        description="the embedded model server",
+    )
     yield from _serve(request, spec)
 
 

@@ -108,76 +108,139 @@ def _gpus(value: str) -> tuple[str, ...]:
     return tuple(detect_gpus(value))
 
 
-def option(help: str, default: str | None = "", convert: Callable[[str], Any] = _text, *,
-           for_agent: bool = False) -> Any:
+def option(
+    help: str, default: str | None = "", convert: Callable[[str], Any] = _text, *, for_agent: bool = False
+) -> Any:
     """A Settings field that is also an option; `default` is the raw text (None: computed)."""
     return field(metadata={"option": (help, default, convert, for_agent)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    agent: str = option("agent to run: a registered name (react, null, oracle, replay, ...) or module:Class; "
-                        "react with no endpoint and no key runs on the embedded model", "react")
+    agent: str = option(
+        "agent to run: a registered name (react, null, oracle, replay, ...) or module:Class; "
+        "react with no endpoint and no key runs on the embedded model",
+        "react",
+    )
     results: Path = option("directory for run directories and the results log", ".innovator", Path)
-    time_scale: float = option("multiply every task's time limit by this factor (e.g. 0.1 for smoke runs)", "1",
-                               _positive_float)
+    time_scale: float = option(
+        "multiply every task's time limit by this factor (e.g. 0.1 for smoke runs)", "1", _positive_float
+    )
     pass_score: float = option("an item passes when its final score is at least this", "1", float)
     max_steps: int | None = option("override every task's step limit", "", _optional_positive_int)
     max_evals: int | None = option("override every task's evaluation budget", "", _optional_positive_int)
-    hints: str = option("off: no hint; tool: offer view_hint; prompt: put the hint in the instruction "
-                        "(both pay the penalty)", "off", _choice("off", "tool", "prompt"))
-    gpus: tuple[str, ...] = option("GPU ids this host may lease, e.g. 0,1,2,3 (default: detected with NVML)",
-                                   None, _gpus)
+    hints: str = option(
+        "off: no hint; tool: offer view_hint; prompt: put the hint in the instruction (both pay the penalty)",
+        "off",
+        _choice("off", "tool", "prompt"),
+    )
+    gpus: tuple[str, ...] = option(
+        "GPU ids this host may lease, e.g. 0,1,2,3 (default: detected with NVML)", None, _gpus
+    )
     gpu_lock_dir: Path = option("host-wide directory of GPU lease locks", None, Path)
-    backend: str = option("workspace backend: sandbox (bubblewrap; the default where bwrap works), local, "
-                          "docker or remote (docs/backends.md)", None, _choice(*BACKENDS))
-    docker_image: str = option("image of the docker backend's containers (needs bash and the C libraries the "
-                               "host's Python links to: scripts/docker-test-image.sh)", "innovator-test:bookworm")
-    remote_url: str = option("session server of the remote backend, e.g. https://gpu-host:8765 (started with "
-                             "pytest-innovator serve --root DIR)")
+    backend: str = option(
+        "workspace backend: sandbox (bubblewrap; the default where bwrap works), local, "
+        "docker or remote (docs/backends.md)",
+        None,
+        _choice(*BACKENDS),
+    )
+    docker_image: str = option(
+        "image of the docker backend's containers (needs bash and the C libraries the "
+        "host's Python links to: scripts/docker-test-image.sh)",
+        "innovator-test:bookworm",
+    )
+    remote_url: str = option(
+        "session server of the remote backend, e.g. https://gpu-host:8765 (started with "
+        "pytest-innovator serve --root DIR)"
+    )
     remote_token_file: str = option("file holding the remote session server's bearer token")
     replay: str = option("tool-call file (or directory of <task>.jsonl) for the replay agent", for_agent=True)
-    timeout_grace: float = option("seconds added to each item's pytest-timeout beyond its time limit and grading",
-                                  "300", _positive_float)
-    model: str = option("model name for LLM agents (with a base URL and no name: the first model the server "
-                        "lists)", for_agent=True)
-    base_url: str = option("OpenAI-compatible endpoint for LLM agents, e.g. http://127.0.0.1:8000/v1 "
-                           "(default: OpenAI's)", for_agent=True)
-    api_key_env: str = option("name of the environment variable that holds the API key (the key is never "
-                              "written anywhere)", "OPENAI_API_KEY", for_agent=True)
-    max_tokens: int | None = option("end an LLM agent's episode (end_reason cost_limit) once its tokens in + out "
-                                    "reach this; 0: no limit", "", _optional_positive_int, for_agent=True)
-    max_cost: float | None = option("end an LLM agent's episode (end_reason cost_limit) once its cost in USD "
-                                    "reaches this; 0: no limit", "", _optional_positive_float, for_agent=True)
-    tool_protocol: str = option("native: function calling; text: one fenced JSON action per reply; auto: native, "
-                                "text if the server rejects tools", "auto", _choice("auto", "native", "text"),
-                                for_agent=True)
-    reply_tokens: int = option("most tokens an LLM agent's model may write in one reply (each request's "
-                               "max_tokens); 0: the endpoint's default (the embedded model: 160)", "0", _non_negative_int, for_agent=True)
-    context_tokens: int = option("tokens of conversation an LLM agent keeps before it summarises the older turns",
-                                 "64000", _positive_int, for_agent=True)
-    price_table: str = option("JSON or TOML file of model prices (USD per million tokens) that extends the "
-                              "built-in table", for_agent=True)
-    llm_timeout: float = option("seconds an LLM request may take before it is retried", "600", _positive_float,
-                                for_agent=True)
-    llm_retries: int = option("retries of an LLM request after a 429, 5xx, timeout or dropped connection", "6",
-                              _non_negative_int, for_agent=True)
-    llm_backoff: float = option("seconds before the first retry; doubled each time (with jitter), at most 60", "1",
-                                _positive_float, for_agent=True)
-    vllm_model: str = option("model path or name the vllm_server fixture serves with vLLM (unset: the fixture "
-                             "skips)")
-    vllm_args: str = option("extra vLLM server arguments, e.g. \"--max-model-len 4096 --tensor-parallel-size 2\" "
-                            "(tp x pp GPUs are leased)")
-    vllm_command: str = option("command that starts the vLLM server (default: this python -m "
-                               "vllm.entrypoints.openai.api_server)")
-    resume: str = option("continue the items of an earlier run (RESULTS/runs/RUN_ID) from their last snapshots, "
-                         "or branch one item from a snapshot (RUN_DIR/ITEM@SNAPSHOT)")
-    snapshot_steps: int | None = option("snapshot every N steps (default: the task's snapshot_steps; none)", "",
-                                        _optional_positive_int)
-    snapshot_minutes: float | None = option("snapshot every T minutes of working time (default: the task's "
-                                            "snapshot_minutes, else 30)", "", _optional_positive_float)
-    snapshot_keep: int = option("snapshots kept per item (older ones are pruned; the latest is always kept)", "3",
-                                _positive_int)
+    timeout_grace: float = option(
+        "seconds added to each item's pytest-timeout beyond its time limit and grading", "300", _positive_float
+    )
+    model: str = option(
+        "model name for LLM agents (with a base URL and no name: the first model the server lists)", for_agent=True
+    )
+    base_url: str = option(
+        "OpenAI-compatible endpoint for LLM agents, e.g. http://127.0.0.1:8000/v1 (default: OpenAI's)", for_agent=True
+    )
+    api_key_env: str = option(
+        "name of the environment variable that holds the API key (the key is never written anywhere)",
+        "OPENAI_API_KEY",
+        for_agent=True,
+    )
+    max_tokens: int | None = option(
+        "end an LLM agent's episode (end_reason cost_limit) once its tokens in + out reach this; 0: no limit",
+        "",
+        _optional_positive_int,
+        for_agent=True,
+    )
+    max_cost: float | None = option(
+        "end an LLM agent's episode (end_reason cost_limit) once its cost in USD reaches this; 0: no limit",
+        "",
+        _optional_positive_float,
+        for_agent=True,
+    )
+    tool_protocol: str = option(
+        "native: function calling; text: one fenced JSON action per reply; auto: native, "
+        "text if the server rejects tools",
+        "auto",
+        _choice("auto", "native", "text"),
+        for_agent=True,
+    )
+    reply_tokens: int = option(
+        "most tokens an LLM agent's model may write in one reply (each request's "
+        "max_tokens); 0: the endpoint's default (the embedded model: 160)",
+        "0",
+        _non_negative_int,
+        for_agent=True,
+    )
+    context_tokens: int = option(
+        "tokens of conversation an LLM agent keeps before it summarises the older turns",
+        "64000",
+        _positive_int,
+        for_agent=True,
+    )
+    price_table: str = option(
+        "JSON or TOML file of model prices (USD per million tokens) that extends the built-in table", for_agent=True
+    )
+    llm_timeout: float = option(
+        "seconds an LLM request may take before it is retried", "600", _positive_float, for_agent=True
+    )
+    llm_retries: int = option(
+        "retries of an LLM request after a 429, 5xx, timeout or dropped connection",
+        "6",
+        _non_negative_int,
+        for_agent=True,
+    )
+    llm_backoff: float = option(
+        "seconds before the first retry; doubled each time (with jitter), at most 60",
+        "1",
+        _positive_float,
+        for_agent=True,
+    )
+    vllm_model: str = option("model path or name the vllm_server fixture serves with vLLM (unset: the fixture skips)")
+    vllm_args: str = option(
+        'extra vLLM server arguments, e.g. "--max-model-len 4096 --tensor-parallel-size 2" (tp x pp GPUs are leased)'
+    )
+    vllm_command: str = option(
+        "command that starts the vLLM server (default: this python -m vllm.entrypoints.openai.api_server)"
+    )
+    resume: str = option(
+        "continue the items of an earlier run (RESULTS/runs/RUN_ID) from their last snapshots, "
+        "or branch one item from a snapshot (RUN_DIR/ITEM@SNAPSHOT)"
+    )
+    snapshot_steps: int | None = option(
+        "snapshot every N steps (default: the task's snapshot_steps; none)", "", _optional_positive_int
+    )
+    snapshot_minutes: float | None = option(
+        "snapshot every T minutes of working time (default: the task's snapshot_minutes, else 30)",
+        "",
+        _optional_positive_float,
+    )
+    snapshot_keep: int = option(
+        "snapshots kept per item (older ones are pruned; the latest is always kept)", "3", _positive_int
+    )
     # Not an option: whether the user named the backend (then a backend that cannot run is an error).
     backend_named: bool = field(default=False, metadata={})
 
@@ -185,8 +248,9 @@ class Settings:
         return {o.name: getattr(self, o.name) for o in OPTIONS if o.for_agent}
 
     def backend_settings(self) -> BackendSettings:
-        return BackendSettings(docker_image=self.docker_image, remote_url=self.remote_url,
-                               remote_token_file=self.remote_token_file)
+        return BackendSettings(
+            docker_image=self.docker_image, remote_url=self.remote_url, remote_token_file=self.remote_token_file
+        )
 
 
 OPTIONS = [Option(f.name, *f.metadata["option"]) for f in fields(Settings) if "option" in f.metadata]
@@ -197,8 +261,12 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("innovator", "research-agent benchmarks (pytest-innovator)")
     for option in OPTIONS:
         default = f" (default: {option.default})" if option.default else ""
-        group.addoption(option.flag, dest=f"innovator_{option.name}", default=None,
-                        help=f"{option.help}{default}; env {option.env_var}, ini {option.ini_key}")
+        group.addoption(
+            option.flag,
+            dest=f"innovator_{option.name}",
+            default=None,
+            help=f"{option.help}{default}; env {option.env_var}, ini {option.ini_key}",
+        )
         parser.addini(option.ini_key, option.help, default=None)
 
 

@@ -36,9 +36,13 @@ def score_table(ledger: EvalLedger) -> str:
     for e in ledger.evaluations:
         metric = "-" if e.metric is None else f"{e.metric:.4g}"
         score = "-" if e.score is None else f"{ledger.effective(e.score):.2f}"
-        rows.append(f"  {e.index:>2}  {e.kind:<6} {e.step:>5} {e.working_time_s:>7.1f}s  {e.status:<13} {metric:>10} {score:>7}")
+        rows.append(
+            f"  {e.index:>2}  {e.kind:<6} {e.step:>5} {e.working_time_s:>7.1f}s  {e.status:<13} {metric:>10} {score:>7}"
+        )
     if ledger.hint_viewed:
-        rows.append(f"  (hint viewed at step {ledger.hint_viewed_step}: scores multiplied by {1 - ledger.hint_penalty:g})")
+        rows.append(
+            f"  (hint viewed at step {ledger.hint_viewed_step}: scores multiplied by {1 - ledger.hint_penalty:g})"
+        )
     return "\n".join(rows)
 
 
@@ -64,8 +68,10 @@ def verdict(result: EpisodeResult, pass_score: float, env: ResearchEnv) -> ItemF
     if result.final_status == "grader_failed":
         headline = f"harness error: the final evaluation's grader failed: {last_message}"
     elif result.score_final is None or result.score_final < pass_score:
-        headline = (f"final score {result.score_final or 0:.2f} is below the pass score {pass_score:g} "
-                    f"(task {result.innovator_task}, agent {result.innovator_agent}, ended by {result.end_reason})")
+        headline = (
+            f"final score {result.score_final or 0:.2f} is below the pass score {pass_score:g} "
+            f"(task {result.innovator_task}, agent {result.innovator_agent}, ended by {result.end_reason})"
+        )
     else:
         return None
     return ItemFailure(failure_text(headline, env, result))
@@ -75,16 +81,22 @@ def failure_text(headline: str, env: ResearchEnv, result: EpisodeResult) -> str:
     """The headline, the score table, the last evaluation's message and the trajectory's tail."""
     final = env.ledger.final_evaluation
     last_message = (final.message if final else "").strip() or "(no message)"
-    return (f"{headline}\n\nevaluations:\n{score_table(env.ledger)}\n\nlast evaluation's message:\n  {last_message}"
-            f"\n\nlast steps of the trajectory:\n{trajectory_tail(RunDir(env.run_dir).trajectory)}"
-            f"\n\nrun directory: {result.run_dir}")
+    return (
+        f"{headline}\n\nevaluations:\n{score_table(env.ledger)}\n\nlast evaluation's message:\n  {last_message}"
+        f"\n\nlast steps of the trajectory:\n{trajectory_tail(RunDir(env.run_dir).trajectory)}"
+        f"\n\nrun directory: {result.run_dir}"
+    )
 
 
 def describe_crashed_item(report: pytest.TestReport, run_dir: RunDir) -> None:
     """Complete xdist's report of an item whose worker died with what its run directory holds:
     the evaluations the ledger had saved (the final one never ran)."""
-    properties: dict[str, Any] = {"innovator_task": report.nodeid.rsplit("::", 1)[-1],
-                                  "end_reason": "worker_crashed", "run_dir": str(run_dir.path), "score_final": None}
+    properties: dict[str, Any] = {
+        "innovator_task": report.nodeid.rsplit("::", 1)[-1],
+        "end_reason": "worker_crashed",
+        "run_dir": str(run_dir.path),
+        "score_final": None,
+    }
     trajectory_path = run_dir.trajectory
     try:
         records = read_trajectory(trajectory_path) if trajectory_path.is_file() else []
@@ -92,9 +104,12 @@ def describe_crashed_item(report: pytest.TestReport, run_dir: RunDir) -> None:
         records = []
     if records:
         header = records[0] if records and records[0].get("type") == "header" else {}
-        properties.update(innovator_domain=header.get("domain"), innovator_agent=header.get("agent"),
-                          backend=header.get("backend"),
-                          steps=max((r["step"] for r in records if r.get("type") == "step"), default=0))
+        properties.update(
+            innovator_domain=header.get("domain"),
+            innovator_agent=header.get("agent"),
+            backend=header.get("backend"),
+            steps=max((r["step"] for r in records if r.get("type") == "step"), default=0),
+        )
     ledger_path = run_dir.ledger
     if ledger_path.is_file():
         try:
@@ -103,11 +118,17 @@ def describe_crashed_item(report: pytest.TestReport, run_dir: RunDir) -> None:
             properties["ledger_error"] = f"{ledger_path}: {exc}"
         else:
             best = ledger.best_score
-            properties.update(score_best=None if best is None else round(best, 4), evals_used=ledger.agent_evals_used,
-                              evals_budget=ledger.budget, hint_used=ledger.hint_viewed,
-                              working_time_s=round(ledger.working_time_s, 3))
-            report.longrepr = (f"{report.longrepr}\nno final evaluation ran; the evaluations saved before the "
-                               f"crash:\n{score_table(ledger)}")
+            properties.update(
+                score_best=None if best is None else round(best, 4),
+                evals_used=ledger.agent_evals_used,
+                evals_budget=ledger.budget,
+                hint_used=ledger.hint_viewed,
+                working_time_s=round(ledger.working_time_s, 3),
+            )
+            report.longrepr = (
+                f"{report.longrepr}\nno final evaluation ran; the evaluations saved before the "
+                f"crash:\n{score_table(ledger)}"
+            )
     report.longrepr = f"{report.longrepr}\nrun directory: {run_dir.path}"
     report.user_properties.extend(properties.items())
 
@@ -137,8 +158,11 @@ class ResultsReporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         crashed = report.when == "???"  # xdist's report of an item whose worker died: no keywords
-        ours = report.nodeid in self._phases if crashed else (
-            "innovator" in report.keywords or "innovator_task" in report.keywords)
+        ours = (
+            report.nodeid in self._phases
+            if crashed
+            else ("innovator" in report.keywords or "innovator_task" in report.keywords)
+        )
         if not ours:
             return
         self._phases[report.nodeid][report.when] = report.outcome
@@ -171,8 +195,10 @@ class ResultsReporter:
             evals = f"{r.get('evals_used', '-')}/{r.get('evals_budget', '-')}"
             hint = "yes" if r.get("hint_used") else "no"
             time_s = r.get("working_time_s")
-            write(f"{r['innovator_task']:<28} {r.get('innovator_domain', '-'):<22} {_fmt(r.get('score_final')):>6} "
-                  f"{_fmt(r.get('score_best')):>6} {evals:>6} {hint:>4} {_fmt(time_s, 's'):>8}  {r['outcome']}")
+            write(
+                f"{r['innovator_task']:<28} {r.get('innovator_domain', '-'):<22} {_fmt(r.get('score_final')):>6} "
+                f"{_fmt(r.get('score_best')):>6} {evals:>6} {hint:>4} {_fmt(time_s, 's'):>8}  {r['outcome']}"
+            )
         scored = [r for r in self.records if r.get("score_final") is not None]
         if scored:
             by_domain: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -180,8 +206,10 @@ class ResultsReporter:
                 by_domain[r["innovator_domain"]].append(r)
             means = ", ".join(f"{d} {_mean(rs, 'score_final'):.1f}" for d, rs in sorted(by_domain.items()))
             write(f"domain means (final): {means}")
-            write(f"overall (task-weighted) mean: final {_mean(scored, 'score_final'):.1f}, "
-                  f"best {_mean(scored, 'score_best'):.1f} over {len(scored)} task(s)")
+            write(
+                f"overall (task-weighted) mean: final {_mean(scored, 'score_final'):.1f}, "
+                f"best {_mean(scored, 'score_best'):.1f} over {len(scored)} task(s)"
+            )
         write(f"results log: {self.log_path}")
 
 

@@ -36,8 +36,9 @@ def item_dirs(run_dir: Path) -> list[Path]:
         return [run_dir]
     found = sorted(d for d in run_dir.iterdir() if (RunDir(d).ledger).is_file()) if run_dir.is_dir() else []
     if not found:
-        raise ReportError(f"{run_dir}: no item directories (with a ledger.json) in it; "
-                          "give a run directory, <results>/runs/<run id>")
+        raise ReportError(
+            f"{run_dir}: no item directories (with a ledger.json) in it; give a run directory, <results>/runs/<run id>"
+        )
     return found
 
 
@@ -80,7 +81,9 @@ def _summary(line: dict[str, Any]) -> str:
         first = (line.get("observation") or "").strip().split("\n", 1)[0]
         text = f"{text} → {first}" if first else text
     else:
-        shown = {k: v for k, v in line.items() if k not in ("type", "event", "step", "t", "wall", "traceback", "message")}
+        shown = {
+            k: v for k, v in line.items() if k not in ("type", "event", "step", "t", "wall", "traceback", "message")
+        }
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         if line.get("message"):
             text += " · " + str(line["message"]).split("\n", 1)[0]
@@ -108,8 +111,10 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}</td>" for cell in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
     ident = f' id="{table_id}"' if table_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -119,19 +124,55 @@ def _num(value: Any, digits: int = 1) -> str:
 
 
 def leaderboard_html(board: dict[str, Any]) -> str:
-    rows = [[escape(r["agent"]), str(r["overall"]["tasks"]), _num(r["overall"]["final"]["mean"]),
-             _num(r["overall"]["best"]["mean"]), _num(r["overall"]["best_attempt_at_k"]),
-             _num(r["overall"]["best_submission_at_k"]), _num(r["aup"].get("best_attempt"), 3),
-             _num(r["totals"]["evals_used"], 0), f"{r['totals']['hints_used']}/{r['items']}",
-             _num(r["totals"]["working_time_s"]), _num(r["totals"]["tokens"], 0), _num(r["totals"]["cost_usd"], 2)]
-            for r in board["agents"]]
-    header = ["agent", "tasks", "final", "best", "Best Attempt@k", "Best Submission@k", "AUP", "evals",
-              "hints", "time (s)", "tokens", "cost ($)"]
+    rows = [
+        [
+            escape(r["agent"]),
+            str(r["overall"]["tasks"]),
+            _num(r["overall"]["final"]["mean"]),
+            _num(r["overall"]["best"]["mean"]),
+            _num(r["overall"]["best_attempt_at_k"]),
+            _num(r["overall"]["best_submission_at_k"]),
+            _num(r["aup"].get("best_attempt"), 3),
+            _num(r["totals"]["evals_used"], 0),
+            f"{r['totals']['hints_used']}/{r['items']}",
+            _num(r["totals"]["working_time_s"]),
+            _num(r["totals"]["tokens"], 0),
+            _num(r["totals"]["cost_usd"], 2),
+        ]
+        for r in board["agents"]
+    ]
+    header = [
+        "agent",
+        "tasks",
+        "final",
+        "best",
+        "Best Attempt@k",
+        "Best Submission@k",
+        "AUP",
+        "evals",
+        "hints",
+        "time (s)",
+        "tokens",
+        "cost ($)",
+    ]
     domains = sorted({d for r in board["agents"] for d in r["domains"]})
-    domain_rows = [[escape(r["agent"]), *(f"{_fmt(r['domains'][d]['final']['mean'])} / {_fmt(r['domains'][d]['best']['mean'])}"
-                                          if d in r["domains"] else "–" for d in domains)] for r in board["agents"]]
-    return (_table(header, rows, "agents-table") + "<h3>Per domain (final / best)</h3>"
-            + _table(["agent", *domains], domain_rows, "domains-table"))
+    domain_rows = [
+        [
+            escape(r["agent"]),
+            *(
+                f"{_fmt(r['domains'][d]['final']['mean'])} / {_fmt(r['domains'][d]['best']['mean'])}"
+                if d in r["domains"]
+                else "–"
+                for d in domains
+            ),
+        ]
+        for r in board["agents"]
+    ]
+    return (
+        _table(header, rows, "agents-table")
+        + "<h3>Per domain (final / best)</h3>"
+        + _table(["agent", *domains], domain_rows, "domains-table")
+    )
 
 
 def build_report(run_dir: Path, out: Path) -> str:
@@ -157,60 +198,124 @@ def build_report(run_dir: Path, out: Path) -> str:
         # The ledger is saved on evaluations and at the end; a running item's trajectory is newer.
         steps = max([ledger.steps, *(line.get("step", 0) for line in lines[1:])])
         working_time_s = max([ledger.working_time_s, *(line.get("t", 0.0) for line in lines[1:])])
-        item_rows.append([
-            f'<a href="#item-{number}">{escape(task)}</a>', escape(str(record.get("innovator_domain", "–"))), escape(agent),
-            f'<td class="outcome-{escape(outcome)}">{escape(outcome)}</td>',
-            _num(record.get("score_final", ledger.final_score)), _num(record.get("score_best", ledger.best_score)),
-            f"{ledger.agent_evals_used}/{ledger.budget}", "yes" if ledger.hint_viewed else "no",
-            _num(steps, 0), _num(round(working_time_s, 1)), escape(ledger.end_reason or "–"),
-        ])
-        evaluations = [[str(e.index), e.kind, f'<a href="#" data-jump-item="{number}" data-jump-step="{e.step}">{e.step}</a>',
-                        _num(e.working_time_s), e.status, _num(e.metric, 4), _num(ledger.effective(e.score), 2),
-                        f'<td class="small">{escape(e.message[:300])}</td>',
-                        f'<a href="{escape(_link(item_dir / e.log, out_dir))}">log</a>' if e.log else "–"]
-                       for e in ledger.evaluations]
-        plot = svg_text(score_over_time_figure(task, [ledger_series(agent, RunDir(item_dir).ledger)]), ids=str(number)) if ledger.evaluations else ""
+        item_rows.append(
+            [
+                f'<a href="#item-{number}">{escape(task)}</a>',
+                escape(str(record.get("innovator_domain", "–"))),
+                escape(agent),
+                f'<td class="outcome-{escape(outcome)}">{escape(outcome)}</td>',
+                _num(record.get("score_final", ledger.final_score)),
+                _num(record.get("score_best", ledger.best_score)),
+                f"{ledger.agent_evals_used}/{ledger.budget}",
+                "yes" if ledger.hint_viewed else "no",
+                _num(steps, 0),
+                _num(round(working_time_s, 1)),
+                escape(ledger.end_reason or "–"),
+            ]
+        )
+        evaluations = [
+            [
+                str(e.index),
+                e.kind,
+                f'<a href="#" data-jump-item="{number}" data-jump-step="{e.step}">{e.step}</a>',
+                _num(e.working_time_s),
+                e.status,
+                _num(e.metric, 4),
+                _num(ledger.effective(e.score), 2),
+                f'<td class="small">{escape(e.message[:300])}</td>',
+                f'<a href="{escape(_link(item_dir / e.log, out_dir))}">log</a>' if e.log else "–",
+            ]
+            for e in ledger.evaluations
+        ]
+        plot = (
+            svg_text(score_over_time_figure(task, [ledger_series(agent, RunDir(item_dir).ledger)]), ids=str(number))
+            if ledger.evaluations
+            else ""
+        )
         logs = sorted((RunDir(item_dir).sessions).glob("*.log")) if (RunDir(item_dir).sessions).is_dir() else []
         extra_logs = [p for p in (RunDir(item_dir).llm_messages, RunDir(item_dir).trajectory) if p.exists()]
-        log_links = " · ".join(f'<a href="{escape(_link(p, out_dir))}">{escape(p.name)}</a> <span class="muted">({_size(p)})</span>'
-                               for p in [*logs, *extra_logs])
-        hint = f" · hint viewed at step {ledger.hint_viewed_step} (scores × {1 - ledger.hint_penalty:g})" if ledger.hint_viewed else ""
+        log_links = " · ".join(
+            f'<a href="{escape(_link(p, out_dir))}">{escape(p.name)}</a> <span class="muted">({_size(p)})</span>'
+            for p in [*logs, *extra_logs]
+        )
+        hint = (
+            f" · hint viewed at step {ledger.hint_viewed_step} (scores × {1 - ledger.hint_penalty:g})"
+            if ledger.hint_viewed
+            else ""
+        )
         sections.append(
             f'<h3 id="item-{number}">{escape(task)} <span class="muted small">{escape(agent)}</span></h3>'
             f'<p class="small">logs: {log_links or "none"}{hint}</p>'
             f'<div class="plot">{plot}</div>'
-            + _table(["#", "kind", "step", "time (s)", "status", "metric", "score", "message", "grader"], evaluations,
-                     f"evaluations-{number}"))
+            + _table(
+                ["#", "kind", "step", "time (s)", "status", "metric", "score", "message", "grader"],
+                evaluations,
+                f"evaluations-{number}",
+            )
+        )
         body = [line for line in lines if line.get("type") in ("step", "event")]
-        index: list[list[Any]] = [[row, line.get("step"), "step" if line["type"] == "step" else line.get("event", "event"),
-                  line.get("tool", "") if line["type"] == "step" else f"event:{line.get('event', '')}",
-                  line.get("t"), line.get("ok") if line["type"] == "step" else None, _summary(line)]
-                 for row, line in enumerate(body)]
+        index: list[list[Any]] = [
+            [
+                row,
+                line.get("step"),
+                "step" if line["type"] == "step" else line.get("event", "event"),
+                line.get("tool", "") if line["type"] == "step" else f"event:{line.get('event', '')}",
+                line.get("t"),
+                line.get("ok") if line["type"] == "step" else None,
+                _summary(line),
+            ]
+            for row, line in enumerate(body)
+        ]
         labels: dict[str, int] = {}
         for entry in index:
             labels[entry[3]] = labels.get(entry[3], 0) + 1
         blocks.append(_json_block(f"idx-{number}", index))
-        blocks += [_json_block(f"chunk-{number}-{c}", body[start:start + CHUNK_LINES])
-                   for c, start in enumerate(range(0, len(body), CHUNK_LINES))]
-        items_meta.append({"task": task, "agent": agent, "rows": len(body), "labels": sorted(labels.items()),
-                           "sessions": {p.stem: _link(p, out_dir) for p in logs}})
+        blocks += [
+            _json_block(f"chunk-{number}-{c}", body[start : start + CHUNK_LINES])
+            for c, start in enumerate(range(0, len(body), CHUNK_LINES))
+        ]
+        items_meta.append(
+            {
+                "task": task,
+                "agent": agent,
+                "rows": len(body),
+                "labels": sorted(labels.items()),
+                "sessions": {p.stem: _link(p, out_dir) for p in logs},
+            }
+        )
 
-    options = "".join(f'<option value="{i}">{escape(m["task"])} ({m["rows"]} rows)</option>' for i, m in enumerate(items_meta))
-    item_header = ["task", "domain", "agent", "outcome", "final", "best", "evals", "hint", "steps", "time (s)", "ended by"]
+    options = "".join(
+        f'<option value="{i}">{escape(m["task"])} ({m["rows"]} rows)</option>' for i, m in enumerate(items_meta)
+    )
+    item_header = [
+        "task",
+        "domain",
+        "agent",
+        "outcome",
+        "final",
+        "best",
+        "evals",
+        "hint",
+        "steps",
+        "time (s)",
+        "ended by",
+    ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pytest-innovator run {escape(run_id)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body>
 <h1>Run {escape(run_id)}</h1>
 <p class="muted">{len(dirs)} items · report written {time.strftime("%Y-%m-%d %H:%M:%S")} from {escape(str(run_dir))}</p>
-<nav><a href="#leaderboard">Leaderboard</a><a href="#evaluations">Evaluations</a><a href="#trajectory">Trajectory</a></nav>
+<nav><a href="#leaderboard">Leaderboard</a><a href="#evaluations">Evaluations</a><a
+href="#trajectory">Trajectory</a></nav>
 <section id="leaderboard"><h2>Leaderboard</h2>{leaderboard_html(board)}
 <h3>Items</h3>{_table(item_header, item_rows, "items-table")}</section>
 <section id="evaluations"><h2>Evaluations over time</h2>{"".join(sections)}</section>
 <section id="trajectory"><h2>Trajectory</h2>
 <div id="controls"><label>item <select id="item">{options}</select></label>
 <label>show <select id="filter"></select></label>
-<form id="jump-form" style="display:inline"><label>jump to step <input id="jump" type="number" min="0" style="width:80px"></label>
+<form id="jump-form" style="display:inline"><label>jump to step
+<input id="jump" type="number" min="0" style="width:80px"></label>
 <button type="submit" id="jump-go">go</button></form>
 <span id="pager"><button id="prev">◀</button> <span id="page-info"></span> <button id="next">▶</button></span></div>
 <div id="steps"></div></section>

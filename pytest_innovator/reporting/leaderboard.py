@@ -25,10 +25,31 @@ LEADERBOARD_SCHEMA = "pytest-innovator/leaderboard"
 LEADERBOARD_VERSION = 1
 
 ITEM_FIELDS = (
-    "run_id", "innovator_task", "innovator_domain", "task_version", "agent", "innovator_agent", "model",
-    "outcome", "score_final", "score_best", "metric_final", "metric_best", "evals_used", "evals_budget",
-    "hint_used", "steps", "working_time_s", "end_reason", "final_status", "tokens_in", "tokens_out",
-    "cost_usd", "worker", "backend", "run_dir",
+    "run_id",
+    "innovator_task",
+    "innovator_domain",
+    "task_version",
+    "agent",
+    "innovator_agent",
+    "model",
+    "outcome",
+    "score_final",
+    "score_best",
+    "metric_final",
+    "metric_best",
+    "evals_used",
+    "evals_budget",
+    "hint_used",
+    "steps",
+    "working_time_s",
+    "end_reason",
+    "final_status",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "worker",
+    "backend",
+    "run_dir",
 )
 PROFILE_KINDS = {"best_attempt": "best_attempt_at_k", "best_submission": "best_submission_at_k"}
 
@@ -38,6 +59,7 @@ class LeaderboardError(InnovatorError):
 
 
 # --- statistics ------------------------------------------------------------------------------
+
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
@@ -68,8 +90,11 @@ def _sum_of(items: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _tokens_of(items: list[dict[str, Any]]) -> list[float]:
-    return [(i.get("tokens_in") or 0) + (i.get("tokens_out") or 0) for i in items
-            if i.get("tokens_in") is not None or i.get("tokens_out") is not None]
+    return [
+        (i.get("tokens_in") or 0) + (i.get("tokens_out") or 0)
+        for i in items
+        if i.get("tokens_in") is not None or i.get("tokens_out") is not None
+    ]
 
 
 def task_stats(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -149,6 +174,7 @@ def agent_row(agent: str, items: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- versions --------------------------------------------------------------------------------
 
+
 def _version(item: dict[str, Any]) -> str:
     return str(item.get("task_version") or "")
 
@@ -178,15 +204,20 @@ def check_versions(old: dict[str, str], new_items: list[dict[str, Any]], force: 
             seen[item["innovator_task"]].setdefault(_version(item), f"run {item['run_id']}")
     conflicts = {task: versions for task, versions in seen.items() if len(versions) > 1}
     if conflicts and not force:
-        lines = [f"task {task}: " + ", ".join(f"version {v} in {where}" for v, where in versions.items())
-                 for task, versions in sorted(conflicts.items())]
+        lines = [
+            f"task {task}: " + ", ".join(f"version {v} in {where}" for v, where in versions.items())
+            for task, versions in sorted(conflicts.items())
+        ]
         raise LeaderboardError(
-            "results of different task versions cannot be compared:\n  " + "\n  ".join(lines)
+            "results of different task versions cannot be compared:\n  "
+            + "\n  ".join(lines)
             + "\nstart a new leaderboard for the new version, or pass --force to merge anyway "
-            "(each task then counts only the version of its latest run; older items stay in the history)")
+            "(each task then counts only the version of its latest run; older items stay in the history)"
+        )
 
 
 # --- building and merging --------------------------------------------------------------------
+
 
 def build(items: list[dict[str, Any]], history: list[dict[str, Any]]) -> dict[str, Any]:
     """The whole leaderboard from every item it holds (statistics are always recomputed)."""
@@ -206,9 +237,11 @@ def build(items: list[dict[str, Any]], history: list[dict[str, Any]]) -> dict[st
                 per_task.setdefault(task, None)
         result = performance_profiles(values, "maximize", baseline=0.0)
         profiles[kind] = {
-            "tau_max": _round(result.tau_max), "infeasible_ratio": _round(result.infeasible_ratio),
+            "tau_max": _round(result.tau_max),
+            "infeasible_ratio": _round(result.infeasible_ratio),
             "ratios": {m: {t: _round(r) for t, r in per_task.items()} for m, per_task in result.ratios.items()},
-            "infeasible": result.infeasible, "aup": {m: _round(a) for m, a in result.aup.items()},
+            "infeasible": result.infeasible,
+            "aup": {m: _round(a) for m, a in result.aup.items()},
         }
         for row in rows:
             row["aup"][kind] = profiles[kind]["aup"].get(row["agent"])
@@ -216,8 +249,11 @@ def build(items: list[dict[str, Any]], history: list[dict[str, Any]]) -> dict[st
     tasks = {}
     for task, version in sorted(versions.items()):
         task_items = [i for i in items if i["innovator_task"] == task]
-        tasks[task] = {"domain": task_items[-1].get("innovator_domain"), "task_version": version,
-                       "versions_seen": sorted({_version(i) for i in task_items} - {""})}
+        tasks[task] = {
+            "domain": task_items[-1].get("innovator_domain"),
+            "task_version": version,
+            "versions_seen": sorted({_version(i) for i in task_items} - {""}),
+        }
     return {
         "schema": LEADERBOARD_SCHEMA,
         "version": LEADERBOARD_VERSION,
@@ -232,8 +268,13 @@ def build(items: list[dict[str, Any]], history: list[dict[str, Any]]) -> dict[st
     }
 
 
-def merge(existing: dict[str, Any] | None, new_items: list[dict[str, Any]], *, force: bool = False,
-          sources: Iterable[str] = ()) -> dict[str, Any]:
+def merge(
+    existing: dict[str, Any] | None,
+    new_items: list[dict[str, Any]],
+    *,
+    force: bool = False,
+    sources: Iterable[str] = (),
+) -> dict[str, Any]:
     """A leaderboard of the existing one's items plus the new ones (the same item twice counts
     once), with a history entry for this merge. Nothing new: the existing leaderboard, unchanged
     (so a repeated merge in CI commits nothing)."""
@@ -245,8 +286,14 @@ def merge(existing: dict[str, Any] | None, new_items: list[dict[str, Any]], *, f
     added = [i for i in new_items if item_key(i) not in old_keys]
     if existing and not added:
         return existing
-    entry = {"at": _now(), "runs_added": sorted({i["run_id"] for i in added}), "items_added": len(added),
-             "items_read": len(new_items), "forced": force, "sources": sorted(set(sources))}
+    entry = {
+        "at": _now(),
+        "runs_added": sorted({i["run_id"] for i in added}),
+        "items_added": len(added),
+        "items_read": len(new_items),
+        "forced": force,
+        "sources": sorted(set(sources)),
+    }
     history = [*(existing["history"] if existing else []), entry]
     return build(merged, history)
 
@@ -259,10 +306,16 @@ def _runs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
         by_run[item["run_id"]].append(item)
-    return [{"run_id": run_id, "agents": sorted({i["agent"] for i in run_items}), "items": len(run_items),
-             "task_versions": {i["innovator_task"]: _version(i) for i in run_items},
-             "workers": sorted({i["worker"] for i in run_items if i.get("worker")})}
-            for run_id, run_items in sorted(by_run.items())]
+    return [
+        {
+            "run_id": run_id,
+            "agents": sorted({i["agent"] for i in run_items}),
+            "items": len(run_items),
+            "task_versions": {i["innovator_task"]: _version(i) for i in run_items},
+            "workers": sorted({i["worker"] for i in run_items if i.get("worker")}),
+        }
+        for run_id, run_items in sorted(by_run.items())
+    ]
 
 
 def _now() -> str:
@@ -275,10 +328,12 @@ def load(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise LeaderboardError(f"{path}: cannot read the leaderboard ({exc})") from None
     if not isinstance(board, dict) or board.get("schema") != LEADERBOARD_SCHEMA:
-        raise LeaderboardError(f"{path}: not a pytest-innovator leaderboard (no \"schema\": \"{LEADERBOARD_SCHEMA}\")")
+        raise LeaderboardError(f'{path}: not a pytest-innovator leaderboard (no "schema": "{LEADERBOARD_SCHEMA}")')
     if board.get("version") != LEADERBOARD_VERSION:
-        raise LeaderboardError(f"{path}: leaderboard version {board.get('version')!r} is not supported "
-                               f"(this pytest-innovator writes version {LEADERBOARD_VERSION})")
+        raise LeaderboardError(
+            f"{path}: leaderboard version {board.get('version')!r} is not supported "
+            f"(this pytest-innovator writes version {LEADERBOARD_VERSION})"
+        )
     for item in board["items"]:
         item["sources"] = item.get("sources") or []
     return board
@@ -290,6 +345,7 @@ def save(board: dict[str, Any], path: Path) -> None:
 
 
 # --- Markdown --------------------------------------------------------------------------------
+
 
 def _score(stat: dict[str, Any]) -> str:
     if stat["mean"] is None:
@@ -332,31 +388,81 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def to_markdown(board: dict[str, Any]) -> str:
     agents = board["agents"]
     lines = [
-        "# Leaderboard", "",
-        (f"{len(board['items'])} items from {len(board['runs'])} runs, {len(board['tasks'])} tasks; "
-         f"updated {board['updated_at']} ({board['schema']} v{board['version']}). "
-         "Scores are 0–100 (baseline 0, reference solution 80), after the hint penalty; "
-         "mean ± standard error over runs; k = runs per task."), "",
-        "## Overall (task-weighted)", "",
+        "# Leaderboard",
+        "",
+        (
+            f"{len(board['items'])} items from {len(board['runs'])} runs, {len(board['tasks'])} tasks; "
+            f"updated {board['updated_at']} ({board['schema']} v{board['version']}). "
+            "Scores are 0–100 (baseline 0, reference solution 80), after the hint penalty; "
+            "mean ± standard error over runs; k = runs per task."
+        ),
+        "",
+        "## Overall (task-weighted)",
+        "",
     ]
     lines += _table(
-        ["#", "agent", "tasks", "runs", "k", "final", "best", "Best Attempt@k", "Best Submission@k",
-         "AUP attempt", "AUP submission", "evals/item", "hints", "time/item", "tokens (total)", "cost (total)"],
-        [[str(rank), row["agent"], str(row["overall"]["tasks"]), str(row["runs"]), _k(row),
-          _score(row["overall"]["final"]), _score(row["overall"]["best"]),
-          _num(row["overall"]["best_attempt_at_k"]), _num(row["overall"]["best_submission_at_k"]),
-          _num(row["aup"].get("best_attempt"), 3), _num(row["aup"].get("best_submission"), 3),
-          _num(row["totals"]["evals_used"] / row["items"] if row["totals"]["evals_used"] is not None else None),
-          f"{row['totals']['hints_used']}/{row['items']}",
-          _duration(row["totals"]["working_time_s"] / row["items"] if row["totals"]["working_time_s"] is not None else None),
-          _tokens(row["totals"]["tokens"]), _cost(row["totals"]["cost_usd"])]
-         for rank, row in enumerate(agents, 1)])
+        [
+            "#",
+            "agent",
+            "tasks",
+            "runs",
+            "k",
+            "final",
+            "best",
+            "Best Attempt@k",
+            "Best Submission@k",
+            "AUP attempt",
+            "AUP submission",
+            "evals/item",
+            "hints",
+            "time/item",
+            "tokens (total)",
+            "cost (total)",
+        ],
+        [
+            [
+                str(rank),
+                row["agent"],
+                str(row["overall"]["tasks"]),
+                str(row["runs"]),
+                _k(row),
+                _score(row["overall"]["final"]),
+                _score(row["overall"]["best"]),
+                _num(row["overall"]["best_attempt_at_k"]),
+                _num(row["overall"]["best_submission_at_k"]),
+                _num(row["aup"].get("best_attempt"), 3),
+                _num(row["aup"].get("best_submission"), 3),
+                _num(row["totals"]["evals_used"] / row["items"] if row["totals"]["evals_used"] is not None else None),
+                f"{row['totals']['hints_used']}/{row['items']}",
+                _duration(
+                    row["totals"]["working_time_s"] / row["items"]
+                    if row["totals"]["working_time_s"] is not None
+                    else None
+                ),
+                _tokens(row["totals"]["tokens"]),
+                _cost(row["totals"]["cost_usd"]),
+            ]
+            for rank, row in enumerate(agents, 1)
+        ],
+    )
     domains = sorted({d for row in agents for d in row["domains"]})
     lines += ["", "## Per domain (final / best)", ""]
-    lines += _table(["agent", *domains, "overall"],
-                    [[row["agent"], *(f"{_score(row['domains'][d]['final'])} / {_score(row['domains'][d]['best'])}"
-                                      if d in row["domains"] else "–" for d in domains),
-                      f"{_score(row['overall']['final'])} / {_score(row['overall']['best'])}"] for row in agents])
+    lines += _table(
+        ["agent", *domains, "overall"],
+        [
+            [
+                row["agent"],
+                *(
+                    f"{_score(row['domains'][d]['final'])} / {_score(row['domains'][d]['best'])}"
+                    if d in row["domains"]
+                    else "–"
+                    for d in domains
+                ),
+                f"{_score(row['overall']['final'])} / {_score(row['overall']['best'])}",
+            ]
+            for row in agents
+        ],
+    )
     lines += ["", "## Per task", ""]
     task_rows = []
     for task, info in board["tasks"].items():
@@ -364,13 +470,46 @@ def to_markdown(board: dict[str, Any]) -> str:
             stats = row["tasks"].get(task)
             if stats is None:
                 continue
-            task_rows.append([task, info["domain"] or "–", info["task_version"] or "–", row["agent"], str(stats["k"]),
-                              _score(stats["final"]), _score(stats["best"]), _num(stats["best_attempt_at_k"]),
-                              _num(stats["best_submission_at_k"]), _num(stats["evals_used"]),
-                              f"{stats['hints_used']}/{stats['k']}", _duration(stats["working_time_s"]),
-                              _tokens(stats["tokens"]), _cost(stats["cost_usd"])])
-    lines += _table(["task", "domain", "version", "agent", "k", "final", "best", "BA@k", "BS@k", "evals",
-                     "hints", "time", "tokens", "cost/item"], task_rows)
+            task_rows.append(
+                [
+                    task,
+                    info["domain"] or "–",
+                    info["task_version"] or "–",
+                    row["agent"],
+                    str(stats["k"]),
+                    _score(stats["final"]),
+                    _score(stats["best"]),
+                    _num(stats["best_attempt_at_k"]),
+                    _num(stats["best_submission_at_k"]),
+                    _num(stats["evals_used"]),
+                    f"{stats['hints_used']}/{stats['k']}",
+                    _duration(stats["working_time_s"]),
+                    _tokens(stats["tokens"]),
+                    _cost(stats["cost_usd"]),
+                ]
+            )
+    lines += _table(
+        [
+            "task",
+            "domain",
+            "version",
+            "agent",
+            "k",
+            "final",
+            "best",
+            "BA@k",
+            "BS@k",
+            "evals",
+            "hints",
+            "time",
+            "tokens",
+            "cost/item",
+        ],
+        task_rows,
+    )
     if board.get("items_not_counted"):
-        lines += ["", f"{board['items_not_counted']} items of older task versions are kept in the history but not counted."]
+        lines += [
+            "",
+            f"{board['items_not_counted']} items of older task versions are kept in the history but not counted.",
+        ]
     return "\n".join(lines) + "\n"

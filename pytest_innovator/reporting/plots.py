@@ -32,14 +32,16 @@ SVG_SETTINGS: Any = {"svg.fonttype": "none", "svg.hashsalt": "pytest-innovator"}
 @dataclass
 class EvalSeries:
     """One item's evaluations: (working time in seconds, score after the hint penalty, kind)."""
+
     label: str
     points: list[tuple[float, float, str]]
 
 
 def ledger_series(label: str, ledger_path: Path) -> EvalSeries:
     ledger = EvalLedger.load(ledger_path)
-    points: list[tuple[float, float, str]] = [(e.working_time_s, ledger.effective(e.score) or 0.0, e.kind)
-              for e in ledger.evaluations if e.score is not None]
+    points: list[tuple[float, float, str]] = [
+        (e.working_time_s, ledger.effective(e.score) or 0.0, e.kind) for e in ledger.evaluations if e.score is not None
+    ]
     return EvalSeries(label, points)
 
 
@@ -53,6 +55,7 @@ def item_dir(item: dict[str, Any], roots: Iterable[Path]) -> Path | None:
 
 
 # --- figures ---------------------------------------------------------------------------------
+
 
 def score_over_time_figure(task: str, series: list[EvalSeries]) -> Figure:
     figure = Figure(figsize=(7, 4), layout="constrained")
@@ -88,14 +91,14 @@ def score_over_time_figure(task: str, series: list[EvalSeries]) -> Figure:
 def profile_figure(board: dict[str, Any], kind: str) -> Figure:
     """ρ(τ) for every agent, recomputed from the leaderboard's per-task Best@k scores."""
     key = lb.PROFILE_KINDS[kind]
-    values = {row["agent"]: {task: row["tasks"].get(task, {}).get(key) for task in board["tasks"]}
-              for row in board["agents"]}
+    values = {
+        row["agent"]: {task: row["tasks"].get(task, {}).get(key) for task in board["tasks"]} for row in board["agents"]
+    }
     profiles = performance_profiles(values, "maximize", baseline=0.0)
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.add_subplot()
     for agent in values:
-        axes.step(profiles.tau, profiles.rho[agent], where="post",
-                  label=f"{agent} (AUP {profiles.aup[agent]:.3f})")
+        axes.step(profiles.tau, profiles.rho[agent], where="post", label=f"{agent} (AUP {profiles.aup[agent]:.3f})")
     axes.set_xlabel("τ (log10 of the ratio to the best agent)")
     axes.set_ylabel("ρ(τ): fraction of tasks")
     axes.set_ylim(-0.02, 1.02)
@@ -115,8 +118,9 @@ def domain_figure(board: dict[str, Any]) -> Figure:
     for panel, kind in enumerate(("final", "best")):
         axes = figure.add_subplot(2, 1, panel + 1)
         for index, row in enumerate(agents):
-            stats = [row["overall"][kind] if d == "overall" else row["domains"].get(d, {}).get(kind, {})
-                     for d in domains]
+            stats = [
+                row["overall"][kind] if d == "overall" else row["domains"].get(d, {}).get(kind, {}) for d in domains
+            ]
             means = [s.get("mean") or 0.0 for s in stats]
             errors = [s["se"] if s.get("se") is not None else math.nan for s in stats]  # no bar when unknown
             positions = [i - 0.4 + width * (index + 0.5) for i in range(len(domains))]
@@ -134,6 +138,7 @@ def domain_figure(board: dict[str, Any]) -> Figure:
 
 # --- output ----------------------------------------------------------------------------------
 
+
 def save_figure(figure: Figure, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
@@ -150,7 +155,7 @@ def svg_text(figure: Figure, ids: str = "") -> str:
     with matplotlib.rc_context({**SVG_SETTINGS, "svg.hashsalt": f"pytest-innovator-{ids}"}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _file_name(text: str) -> str:

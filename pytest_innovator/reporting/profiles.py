@@ -38,16 +38,17 @@ class ProfileError(InnovatorError, ValueError):
 @dataclass(frozen=True)
 class Profiles:
     ratios: dict[str, dict[str, float]]  # method -> task -> r (infeasible ones filled in)
-    infeasible: dict[str, list[str]]     # method -> tasks where it was infeasible or missing
+    infeasible: dict[str, list[str]]  # method -> tasks where it was infeasible or missing
     infeasible_ratio: float
     tau_max: float
     tau: list[float]
-    rho: dict[str, list[float]]          # method -> ρ(τ) on the grid
+    rho: dict[str, list[float]]  # method -> ρ(τ) on the grid
     aup: dict[str, float]
 
 
-def task_ratios(values: Mapping[str, float | None], direction: Direction = "maximize",
-                baseline: float | None = None, task: str = "") -> dict[str, float | None]:
+def task_ratios(
+    values: Mapping[str, float | None], direction: Direction = "maximize", baseline: float | None = None, task: str = ""
+) -> dict[str, float | None]:
     """Each method's ratio to the best on one task; None where it is infeasible or missing."""
     if direction not in ("maximize", "minimize"):
         raise ProfileError(f"task {task!r}: direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -62,7 +63,8 @@ def task_ratios(values: Mapping[str, float | None], direction: Direction = "maxi
     if negative:
         raise ProfileError(
             f"task {task!r}: {', '.join(negative)} scored below 0; ratios of raw values need metrics >= 0: "
-            "give the task's baseline to take ratios of the improvement over it")
+            "give the task's baseline to take ratios of the improvement over it"
+        )
     if direction == "maximize":
         feasible = {m: v for m, v in present.items() if v > 0}
         best = max(feasible.values(), default=None)
@@ -102,8 +104,15 @@ def performance_profiles(
     tau_max = tau_max_for(infeasible_ratio)
     tau = [tau_max * i / (points - 1) for i in range(points)]
     rho = {m: profile_curve(list(ratios[m].values()), tau) for m in methods}
-    return Profiles(ratios=ratios, infeasible=infeasible, infeasible_ratio=infeasible_ratio, tau_max=tau_max,
-                    tau=tau, rho=rho, aup={m: area_under(rho[m], tau) for m in methods})
+    return Profiles(
+        ratios=ratios,
+        infeasible=infeasible,
+        infeasible_ratio=infeasible_ratio,
+        tau_max=tau_max,
+        tau=tau,
+        rho=rho,
+        aup={m: area_under(rho[m], tau) for m in methods},
+    )
 
 
 def profile_curve(ratios: list[float], tau: list[float]) -> list[float]:

@@ -20,8 +20,22 @@ from ..rundir import RESULT_FILE, RunDir, results_log_path
 FLOAT_PROPERTIES = {"score_final", "score_best", "metric_final", "metric_best", "working_time_s", "cost_usd"}
 INT_PROPERTIES = {"evals_used", "evals_budget", "steps", "protected_changes", "tokens_in", "tokens_out", "llm_calls"}
 BOOL_PROPERTIES = {"hint_used"}
-TEXT_PROPERTIES = {"innovator_task", "innovator_domain", "innovator_agent", "end_reason", "run_dir", "final_status",
-                   "final_message", "backend", "task_version", "model", "nodeid", "run_id", "worker", "outcome"}
+TEXT_PROPERTIES = {
+    "innovator_task",
+    "innovator_domain",
+    "innovator_agent",
+    "end_reason",
+    "run_dir",
+    "final_status",
+    "final_message",
+    "backend",
+    "task_version",
+    "model",
+    "nodeid",
+    "run_id",
+    "worker",
+    "outcome",
+}
 
 
 class InputError(InnovatorError):
@@ -57,8 +71,10 @@ def read_input(path: Path) -> list[dict[str, Any]]:
             return read_results_log(log)
         found = read_result_files(path)
         if not found:
-            raise InputError(f"{path}: no results.jsonl and no run directory with a result.json below it; "
-                             "give the directory passed to --innovator-results")
+            raise InputError(
+                f"{path}: no results.jsonl and no run directory with a result.json below it; "
+                "give the directory passed to --innovator-results"
+            )
         return found
     if not path.is_file():
         raise InputError(f"{path}: no such file or directory")
@@ -200,7 +216,10 @@ def deduplicate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[key] = record
             continue
         newer, older = (record, seen) if (record.get("steps") or 0) >= (seen.get("steps") or 0) else (seen, record)
-        combined = {**{k: v for k, v in older.items() if v is not None}, **{k: v for k, v in newer.items() if v is not None}}
+        combined = {
+            **{k: v for k, v in older.items() if v is not None},
+            **{k: v for k, v in newer.items() if v is not None},
+        }
         combined["sources"] = sorted(set(seen["sources"]) | set(record["sources"]))
         merged[key] = combined
     return list(merged.values())

@@ -63,7 +63,11 @@ def item_progress(item_dir: Path, now: float | None = None) -> dict[str, Any]:
     last = last_record(trajectory) or {}
     limits = header.get("limits", {})
     ledger = EvalLedger.load(RunDir(item_dir).ledger) if (RunDir(item_dir).ledger).is_file() else None
-    result = json.loads((RunDir(item_dir).result).read_text(encoding="utf-8")) if (RunDir(item_dir).result).is_file() else None
+    result = (
+        json.loads((RunDir(item_dir).result).read_text(encoding="utf-8"))
+        if (RunDir(item_dir).result).is_file()
+        else None
+    )
     lease = first_line(RunDir(item_dir).gpu_lease)
     if result is not None:
         state = "finished"
@@ -101,8 +105,9 @@ def item_progress(item_dir: Path, now: float | None = None) -> dict[str, Any]:
 def run_dirs(results_dir: Path) -> list[Path]:
     runs = results_dir / "runs"
     if not runs.is_dir():
-        raise StatusError(f"{results_dir}: no runs/ directory; give the directory passed to --innovator-results "
-                          "(default .innovator)")
+        raise StatusError(
+            f"{results_dir}: no runs/ directory; give the directory passed to --innovator-results (default .innovator)"
+        )
     return sorted(d for d in runs.iterdir() if d.is_dir())
 
 
@@ -119,7 +124,9 @@ def collect_status(results_dir: Path, run_id: str | None = None, all_runs: bool 
     if run_id is not None:
         runs = [r for r in runs if r.name == run_id]
         if not runs:
-            raise StatusError(f"{results_dir}: no run {run_id!r}; runs: {', '.join(r.name for r in run_dirs(results_dir))}")
+            raise StatusError(
+                f"{results_dir}: no run {run_id!r}; runs: {', '.join(r.name for r in run_dirs(results_dir))}"
+            )
     elif not all_runs:
         runs = runs[-1:]  # run ids begin with the start time: the last is the latest
     now = time.time()
@@ -142,21 +149,31 @@ def format_status(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         counts = ", ".join(f"{n} {state}" for state, n in run["counts"].items() if n)
         lines.append(f"run {run['run_id']}: {counts or 'no items yet'}")
-        lines.append(f"  {'task':<26} {'agent':<18} {'state':<9} {'step':>10} {'working time':>19} "
-                     f"{'evals':>6} {'best':>6} {'last':>6} {'final':>6} {'idle':>8}")
+        lines.append(
+            f"  {'task':<26} {'agent':<18} {'state':<9} {'step':>10} {'working time':>19} "
+            f"{'evals':>6} {'best':>6} {'last':>6} {'final':>6} {'idle':>8}"
+        )
         for i in run["items"]:
             step = f"{i['step']}/{i['step_limit'] or '?'}"
             work = f"{_clock(i['working_time_s'])}/{_clock(i['time_limit_s'])}"
             evals = f"{i['evals_used']}/{i['evals_budget'] if i['evals_budget'] is not None else '?'}"
             idle = "" if i["state"] != "running" or i["idle_s"] is None else f"{i['idle_s']:.0f}s"
-            lines.append(f"  {i['task'][:26]:<26} {str(i['agent'] or '')[:18]:<18} {i['state']:<9} {step:>10} {work:>19} "
-                         f"{evals:>6} {_score(i['best_score']):>6} {_score(i['last_score']):>6} "
-                         f"{_score(i['score_final']):>6} {idle:>8}")
+            lines.append(
+                f"  {i['task'][:26]:<26} {str(i['agent'] or '')[:18]:<18} {i['state']:<9} {step:>10} {work:>19} "
+                f"{evals:>6} {_score(i['best_score']):>6} {_score(i['last_score']):>6} "
+                f"{_score(i['score_final']):>6} {idle:>8}"
+            )
     return "\n".join(lines)
 
 
-def show_status(results_dir: Path, *, run_id: str | None = None, all_runs: bool = False, as_json: bool = False,
-                watch_s: float | None = None) -> int:
+def show_status(
+    results_dir: Path,
+    *,
+    run_id: str | None = None,
+    all_runs: bool = False,
+    as_json: bool = False,
+    watch_s: float | None = None,
+) -> int:
     while True:
         runs = collect_status(results_dir, run_id, all_runs)
         print(json.dumps({"runs": runs}, indent=1) if as_json else format_status(runs))

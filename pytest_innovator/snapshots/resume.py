@@ -112,7 +112,9 @@ def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
         dest.write(source.read(point.state["trajectory_bytes"]))
     old_sessions = RunDir(point.item_dir).sessions
     if old_sessions.is_dir():  # the lost sessions' output, for the record
-        shutil.copytree(old_sessions, RunDir(run_dir).sessions / "before-resume", ignore=shutil.ignore_patterns("*.ctl"))
+        shutil.copytree(
+            old_sessions, RunDir(run_dir).sessions / "before-resume", ignore=shutil.ignore_patterns("*.ctl")
+        )
     resumed = {
         "source": str(point.item_dir),
         "snapshot": point.snapshot,

@@ -167,9 +167,7 @@ class SnapshotStore:
 
     # --- taking -------------------------------------------------------------------------------
 
-    def take(
-        self, workspace: Path, state: dict[str, Any], *, step: int, name: str | None = None
-    ) -> SnapshotInfo:
+    def take(self, workspace: Path, state: dict[str, Any], *, step: int, name: str | None = None) -> SnapshotInfo:
         """Snapshot ``workspace`` with ``state`` (builtin types only), stored as ``state.json``."""
         started = time.perf_counter()
         created_at = time.time()
@@ -243,9 +241,7 @@ class SnapshotStore:
                 f"(at most 100, starting with a letter or digit), and not {OBJECTS_DIR!r}"
             )
         if (self.root / name).exists():
-            raise ValueError(
-                f"a snapshot named {name!r} already exists in {self.root}; pick another"
-            )
+            raise ValueError(f"a snapshot named {name!r} already exists in {self.root}; pick another")
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -330,8 +326,7 @@ class SnapshotStore:
         entries = self.manifest(name)
         if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
             raise ValueError(
-                f"cannot restore into {dest}: it exists and is not an empty directory; "
-                "remove it or choose a new path"
+                f"cannot restore into {dest}: it exists and is not an empty directory; remove it or choose a new path"
             )
         created_dest = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
@@ -393,9 +388,7 @@ class SnapshotStore:
         crashed take left too); with nothing to remove it reads no manifest, so calling it after
         every take is cheap."""
         if keep_last < 1:
-            raise ValueError(
-                f"keep_last={keep_last}: at least the latest snapshot is always kept; use 1 or more"
-            )
+            raise ValueError(f"keep_last={keep_last}: at least the latest snapshot is always kept; use 1 or more")
         if keep_every is not None and keep_every < 1:
             raise ValueError(f"keep_every={keep_every}: use a positive number, or None")
         if not self.root.is_dir():
@@ -417,12 +410,7 @@ class SnapshotStore:
         return removed
 
     def _collect_garbage(self, names: set[str]) -> None:
-        referenced = {
-            entry["object"]
-            for name in names
-            for entry in self.manifest(name)
-            if entry.get("object")
-        }
+        referenced = {entry["object"] for name in names for entry in self.manifest(name) if entry.get("object")}
         if not self.objects_dir.is_dir():
             return
         for fan_out in os.scandir(self.objects_dir):
@@ -705,9 +693,7 @@ def _scan(root: Path, unreadable: list[str]) -> Iterator[tuple[str, os.stat_resu
         pending.extend(reversed(subdirectories))
 
 
-def _entry_without_contents(
-    root: Path, relative: str, info: os.stat_result
-) -> dict[str, Any] | None:
+def _entry_without_contents(root: Path, relative: str, info: os.stat_result) -> dict[str, Any] | None:
     entry: dict[str, Any] = {
         "path": relative,
         "mode": stat.S_IMODE(info.st_mode),
@@ -828,8 +814,7 @@ def take_on_demand(run_dir: Path) -> SnapshotInfo:
     workspace = RunDir(run_dir).workspace
     if not workspace.is_dir():
         raise ValueError(
-            f"{run_dir} has no workspace/ directory; give one item's run directory, "
-            "e.g. RESULTS/runs/RUN_ID/ITEM"
+            f"{run_dir} has no workspace/ directory; give one item's run directory, e.g. RESULTS/runs/RUN_ID/ITEM"
         )
     state = run_dir_state(run_dir)
     step = state["trajectory"]["last_step"] or (state["ledger"] or {}).get("steps", 0)
