@@ -1,0 +1,53 @@
+"""The server's health and its workspaces: create, list, describe, close, remove."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..models import API_VERSION, CreateWorkspace, Done, Health, WorkspaceInfo
+from ..registry import Served
+from .dependencies import WORKSPACE_PATH, RegistryDep, Ws
+
+router = APIRouter()
+
+
+@router.get("/v1/health", response_model=Health)
+def health(registry: RegistryDep) -> Health:
+    return Health(ok=True, api_version=API_VERSION, workspaces=len(registry.served),
+                  can_create=registry.root is not None)
+
+
+@router.post("/v1/workspaces", response_model=WorkspaceInfo, status_code=201)
+def create_workspace(body: CreateWorkspace, registry: RegistryDep) -> WorkspaceInfo:
+    return _info(registry.provision(body.env, body.network, body.label))
+
+
+@router.get("/v1/workspaces", response_model=list[WorkspaceInfo])
+def list_workspaces(registry: RegistryDep) -> list[WorkspaceInfo]:
+    with registry.lock:
+        items = list(registry.served.values())
+    return [_info(item) for item in items]
+
+
+@router.get(WORKSPACE_PATH, response_model=WorkspaceInfo)
+def workspace_info(item: Ws) -> WorkspaceInfo:
+    return _info(item)
+
+
+@router.delete(WORKSPACE_PATH, response_model=Done)
+def delete_workspace(workspace_id: str, registry: RegistryDep) -> Done:
+    registry.remove(workspace_id)
+    return Done()
+
+
+@router.post(WORKSPACE_PATH + "/close", response_model=Done)
+def close_workspace(item: Ws) -> Done:
+    """End every session of the workspace (its files stay)."""
+    item.workspace.close()
+    return Done()
+
+
+def _info(item: Served) -> WorkspaceInfo:
+    workspace = item.workspace
+    return WorkspaceInfo(id=item.id, root=workspace.root, backend=workspace.backend, protects=workspace.protects,
+                         label=item.label)
