@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
+from ..errors import InnovatorError
+
 BLOCK = tarfile.BLOCKSIZE
 CHUNK_BYTES = 1 << 20
 HAS_DATA_FILTER = hasattr(tarfile, "data_filter")  # Python 3.11.4 and later
@@ -25,7 +27,7 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InnovatorError, ValueError):
     """An archive that cannot be extracted; the message says why."""
 
 

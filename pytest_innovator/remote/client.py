@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from ..errors import InnovatorError
 from ..protected import FileState, ProtectedChange, from_json, to_json
 from ..provision import ProvisionReport
 from ..sandbox import Sandbox
@@ -43,11 +44,11 @@ DEFAULT_MAX_OUTPUT = 64 * 1024
 RETRYABLE = (httpx.TransportError,)  # connect, read, write, protocol errors and timeouts
 
 
-class ServerUnreachable(ConnectionError):
+class ServerUnreachable(InnovatorError, ConnectionError):
     """The session server did not answer (it stopped, or the network between us failed)."""
 
 
-class RemoteError(RuntimeError):
+class RemoteError(InnovatorError, RuntimeError):
     """The server answered in a way no caller mistake explains (a server bug, a wrong token)."""
 
 

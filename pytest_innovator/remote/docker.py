@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
+from ..errors import InnovatorError
 from ..grader_kit import ALONE_IN_CONTAINER
 from ..grading import grader_environment
 from ..protected import FileState, ProtectedChange
@@ -68,7 +69,7 @@ CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SYSTEM_ROOTS = (*SYSTEM_DIRS, "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
-class DockerBackendError(Exception):
+class DockerBackendError(InnovatorError):
     """The docker backend cannot run here; the message says what to change."""
 
 

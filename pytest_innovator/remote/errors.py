@@ -13,11 +13,12 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from ..errors import InnovatorError
 from ..sessions import SessionError
 from ..workspace import WorkspaceError
 
 
-class ApiError(Exception):
+class ApiError(InnovatorError):
     def __init__(self, status: int, kind: str, detail: str):
         super().__init__(detail)
         self.status, self.kind, self.detail = status, kind, detail
