@@ -125,7 +125,8 @@ def docker_image(docker_daemon: None) -> str:
         try:
             docker.from_env().images.get(DEFAULT_IMAGE)
         except docker.errors.ImageNotFound:
-            built = subprocess.run(["bash", str(IMAGE_SCRIPT), DEFAULT_IMAGE], capture_output=True, text=True, check=False)
+            built = subprocess.run(["bash", str(IMAGE_SCRIPT), DEFAULT_IMAGE], capture_output=True, text=True,
+                                   check=False)
             if built.returncode != 0:
                 pytest.fail(f"cannot build the test image {DEFAULT_IMAGE}: {built.stderr[-3000:]}")
     return DEFAULT_IMAGE

@@ -80,8 +80,9 @@ def test_the_interpreter_is_mounted_where_its_symlinks_lead(tmp_path: Path) -> N
     (tmp_path / "usr" / "bin" / "python3").symlink_to("python3.11")
     (tmp_path / "venv" / "bin" / "python3").symlink_to(tmp_path / "usr" / "bin" / "python3")
     (tmp_path / "venv" / "bin" / "python").symlink_to("python3")
-    assert symlinks_followed(tmp_path / "venv" / "bin" / "python") == [
-        tmp_path / "venv" / "bin" / "python", tmp_path / "venv" / "bin" / "python3", tmp_path / "usr" / "bin" / "python3"]
+    venv_bin = tmp_path / "venv" / "bin"
+    assert symlinks_followed(venv_bin / "python") == [venv_bin / "python", venv_bin / "python3",
+                                                      tmp_path / "usr" / "bin" / "python3"]
     interpreter = Path(sys.executable).resolve()
     targets = {target: source for source, target in container_python_mounts()}
     for link in symlinks_followed(Path(sys.executable)):
@@ -162,14 +163,16 @@ def run_agent(task: Task, run_dir: Path, agent: str, docker_image: str | None) -
     else:
         workspace, _ = create_docker_workspace(task, run_dir, image=docker_image)
     try:
-        env = ResearchEnv(task, workspace, run_dir, Limits(task.spec.time_limit, task.spec.step_limit, task.spec.eval_budget))
+        limits = Limits(task.spec.time_limit, task.spec.step_limit, task.spec.eval_budget)
+        env = ResearchEnv(task, workspace, run_dir, limits)
         return run_episode(load_agent(agent), env)
     finally:
         workspace.close()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task_dir", [FIXTURES / "tasks" / "number", REPOSITORY / "task_suites" / "mini" / "scaffold_construction"],
+@pytest.mark.parametrize("task_dir", [FIXTURES / "tasks" / "number",
+                                      REPOSITORY / "task_suites" / "mini" / "scaffold_construction"],
                          ids=["number", "mini-scaffold_construction"])
 def test_oracle_and_null_score_as_on_the_local_backend(task_dir: Path, tmp_path: Path, docker_image: str) -> None:  # noqa: F811
     task = load_task(task_dir)

@@ -69,7 +69,8 @@ def test_errors_are_those_of_the_in_process_backend(remote: RemoteWorkspace, num
             for call in calls:
                 with pytest.raises((WorkspaceError, SessionError)) as raised:
                     call()
-                messages[name].append(f"{type(raised.value).__name__}: {raised.value}".replace(workspace.root, "<root>"))
+                message = f"{type(raised.value).__name__}: {raised.value}"
+                messages[name].append(message.replace(workspace.root, "<root>"))
             workspace.write_file("go", b"")
     finally:
         local.close()
@@ -139,12 +140,13 @@ def test_request_ids_replay_the_first_answer(remote: RemoteWorkspace, session_se
     body = {"command": f"{wait_for_file('go')}; echo ran >> count.txt", "wait": 30}
     answers: list[httpx.Response] = []
     with client(session_server) as http:
-        first = threading.Thread(target=lambda: answers.append(http.post(path, json=body, headers={"X-Request-Id": request_id})))
+        headers = {"X-Request-Id": request_id}
+        first = threading.Thread(target=lambda: answers.append(http.post(path, json=body, headers=headers)))
         first.start()
         while not remote.sessions.get("s").status().busy:
             time.sleep(0.01)
         # A retry while the first attempt still runs waits for it instead of starting the command again.
-        retry = threading.Thread(target=lambda: answers.append(http.post(path, json=body, headers={"X-Request-Id": request_id})))
+        retry = threading.Thread(target=lambda: answers.append(http.post(path, json=body, headers=headers)))
         retry.start()
         remote.write_file("go", b"")
         first.join(30)
@@ -185,7 +187,8 @@ def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _member(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+def _member(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
+            link: str = "") -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type, info.size, info.linkname = kind, len(data) if kind == tarfile.REGTYPE else 0, link
     return info, data
@@ -227,9 +230,11 @@ BOTH_WAYS = pytest.mark.parametrize("data_filter", [WITH_FILTER, pytest.param(Fa
         pytest.param([_member("../escaped.txt")], "would be extracted to", id="dotdot"),
         pytest.param([_member("sub/../../escaped.txt")], "would be extracted to", id="dotdot-inside"),
         pytest.param([_member("link/escaped.txt")], "would be extracted to", id="through-a-symlink"),
-        pytest.param([_member("abs", kind=tarfile.SYMTYPE, link="/etc")], "link to an absolute path", id="absolute-symlink"),
+        pytest.param([_member("abs", kind=tarfile.SYMTYPE, link="/etc")], "link to an absolute path",
+                     id="absolute-symlink"),
         pytest.param([_member("up", kind=tarfile.SYMTYPE, link="../..")], "would link to", id="symlink-out"),
-        pytest.param([_member("hard", kind=tarfile.LNKTYPE, link="../escaped.txt")], "would link to", id="hardlink-out"),
+        pytest.param([_member("hard", kind=tarfile.LNKTYPE, link="../escaped.txt")], "would link to",
+                     id="hardlink-out"),
         pytest.param([_member("fifo", kind=tarfile.FIFOTYPE)], "special file", id="fifo"),
         pytest.param([_member("null", kind=tarfile.CHRTYPE)], "special file", id="device"),
     ],
@@ -261,13 +266,15 @@ def test_extracted_files_get_sane_owners_and_modes(tmp_path: Path, data_filter: 
     default = stat.S_IMODE((tmp_path / "default").stat().st_mode)
     assert modes == {"absolute.txt": 0o644, "run.sh": 0o755, "notes.txt": 0o644, "hard": 0o644, "dir": default}
     assert {p.lstat().st_uid for p in dest.rglob("*")} == {os.geteuid()}
-    assert (dest / "dir" / "link").read_bytes() == b"#!/bin/sh\n" and os.path.samefile(dest / "hard", dest / "notes.txt")
+    assert (dest / "dir" / "link").read_bytes() == b"#!/bin/sh\n"
+    assert os.path.samefile(dest / "hard", dest / "notes.txt")
 
 
 def test_outputs_come_back_without_symlinks(remote: RemoteWorkspace, tmp_path: Path) -> None:
     remote.exec("mkdir -p out/deep && echo a > out/a.txt && echo b > out/deep/b.txt && ln -s /etc/passwd out/link", 10)
     assert remote.copy_out("out", tmp_path / "copy")
-    assert sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*")) == ["a.txt", "deep", "deep/b.txt"]
+    copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*"))
+    assert copied == ["a.txt", "deep", "deep/b.txt"]
     assert remote.copy_out("out/a.txt", tmp_path / "single.txt") and (tmp_path / "single.txt").read_text() == "a\n"
     assert not remote.copy_out("missing", tmp_path / "missing")
     assert not remote.copy_out("../../etc", tmp_path / "etc")
@@ -310,7 +317,8 @@ def test_served_directory_read_only_files_and_no_provisioning(tmp_path: Path) ->
     served = tmp_path / "served"
     (served / "data").mkdir(parents=True)
     (served / "data" / "facts.txt").write_text("fact\n")
-    server = start_server(tmp_path / "server", "--workspace", str(served), "--read-only", "data/facts.txt", create=False)
+    server = start_server(tmp_path / "server", "--workspace", str(served), "--read-only", "data/facts.txt",
+                          create=False)
     try:
         workspace = RemoteWorkspace(server.url, server.token)
         assert workspace.root == str(served.resolve()) and workspace.list_dir("data")[0].path == "data/facts.txt"

@@ -36,7 +36,8 @@ def aim(case: Any, data: st.DataObject, http: requests.Session, url: str) -> Non
             http.delete(f"{url}/v1/workspaces/main/sessions/fuzz")
             http.post(f"{url}/v1/workspaces/main/sessions", json={"name": "fuzz"})
     if "workspace_id" in case.path_parameters:
-        case.path_parameters["workspace_id"] = data.draw(st.sampled_from(["main", "main", case.path_parameters["workspace_id"]]))
+        named = case.path_parameters["workspace_id"]
+        case.path_parameters["workspace_id"] = data.draw(st.sampled_from(["main", "main", named]))
     if "name" in case.path_parameters:
         case.path_parameters["name"] = data.draw(st.sampled_from(["fuzz", "fuzz", case.path_parameters["name"]]))
     if isinstance(case.body, dict):
@@ -69,8 +70,8 @@ def test_no_server_error_and_no_hang(tmp_path: Path) -> None:
                     try:
                         response = case.call(base_url=server.url, session=http, timeout=REQUEST_TIMEOUT_S)
                     except requests.Timeout:
-                        failures.append(f"{case.method} {case.formatted_path}: no answer within {REQUEST_TIMEOUT_S:g} s "
-                                        f"({case.as_curl_command()})")
+                        failures.append(f"{case.method} {case.formatted_path}: no answer within "
+                                        f"{REQUEST_TIMEOUT_S:g} s ({case.as_curl_command()})")
                         return
                     if response.status_code >= 500:
                         failures.append(f"{case.method} {case.formatted_path}: {response.status_code} "

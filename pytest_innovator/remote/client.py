@@ -68,14 +68,16 @@ def _raise_for(response: httpx.Response) -> None:
     if kind == "request" or response.status_code == 422:
         raise ValueError(_validation_message(detail) if response.status_code == 422 else str(detail))
     if response.status_code == 401:
-        raise RemoteError(f"the session server refused the token ({detail}): use the token of the server's --token-file")
+        raise RemoteError(f"the session server refused the token ({detail}): "
+                          "use the token of the server's --token-file")
     raise RemoteError(f"session server error {response.status_code} on {response.request.method} "
                       f"{response.request.url.path}: {response.text[:2000]}")
 
 
 def _validation_message(detail: Any) -> str:
     if isinstance(detail, list):
-        parts = [f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail if isinstance(e, dict)]
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}"
+                 for e in detail if isinstance(e, dict)]
         return "invalid request: " + "; ".join(parts)
     return f"invalid request: {detail}"
 
@@ -124,7 +126,8 @@ class Connection:
             except RETRYABLE as exc:
                 last_error = exc
         raise ServerUnreachable(f"the session server at {self.base_url} did not answer {method} {path} after "
-                                f"{self.retries + 1} attempts ({type(last_error).__name__}: {last_error}); is it running?")
+                                f"{self.retries + 1} attempts ({type(last_error).__name__}: {last_error}); "
+                                "is it running?")
 
     def close(self) -> None:
         self.client.close()
@@ -160,8 +163,8 @@ class RemoteSession:
     def run(self, command: str, wait: float = 0.0, max_output: int = DEFAULT_MAX_OUTPUT) -> CommandResult:
         started = time.monotonic()
         first_wait = min(wait, LONG_POLL_S)
-        result = _result(self._call("POST", "/run", json={"command": command, "wait": first_wait, "max_output": max_output},
-                                    wait_s=first_wait))
+        body = {"command": command, "wait": first_wait, "max_output": max_output}
+        result = _result(self._call("POST", "/run", json=body, wait_s=first_wait))
         if result.done or wait <= first_wait:
             return result
         self.wait(wait - (time.monotonic() - started))
@@ -315,7 +318,8 @@ class RemoteWorkspace:
     def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]:
         if not self.grader_hidden:
             return argv
-        return Sandbox(writable=[scratch], hidden=self.grader_hidden, network=False, chdir=scratch / "grader").argv(argv)
+        sandbox = Sandbox(writable=[scratch], hidden=self.grader_hidden, network=False, chdir=scratch / "grader")
+        return sandbox.argv(argv)
 
     def disk_usage(self) -> int:
         return self._call("GET", "/disk")["bytes"]
@@ -337,7 +341,8 @@ class RemoteWorkspace:
             self.sessions.close_all()
             if self.log_dir is not None:
                 log_dir = self.log_dir
-                self.connection.request("GET", self.path + "/logs", stream_to=lambda r: extract_tar(_ResponseReader(r), log_dir))
+                self.connection.request("GET", self.path + "/logs",
+                                        stream_to=lambda r: extract_tar(_ResponseReader(r), log_dir))
             if self.remove_on_close:
                 self.connection.request("DELETE", self.path)
         finally:

@@ -151,7 +151,8 @@ def container_options(task: Task, host_root: Path, log_dir: Path, socket_dir: Pa
     # Hidden task parts that lie inside a mounted directory (a checkout installed in develop mode).
     for path in hidden:
         if any(m == path or m in path.parents for m in python_mounts):
-            mounts.append(Mount(str(path), None, type="tmpfs") if path.is_dir() else _mount("/dev/null", path, read_only=True))
+            empty = Mount(str(path), None, type="tmpfs") if path.is_dir() else _mount("/dev/null", path, read_only=True)
+            mounts.append(empty)
     mounts += [
         _mount(host_root, host_root, read_only=False),
         *(_mount(host_root / p, host_root / p, read_only=True) for p in linked_paths),
@@ -220,7 +221,8 @@ class DockerWorkspace(RemoteWorkspace):
         network = "the host's network" if self.task.spec.network else "no network"
         return (f"docker backend (image {self.image}): only the workspace is writable; the grader, the hint, the "
                 "solution and the results are not in the container; own PID namespace; limits "
-                f"cpus={resources.cpus:g}, memory={resources.memory // (1 << 20)} MiB, pids={self.pids_limit}; {network}")
+                f"cpus={resources.cpus:g}, memory={resources.memory // (1 << 20)} MiB, pids={self.pids_limit}; "
+                f"{network}")
 
     def _check_alive(self) -> None:
         import docker
@@ -325,7 +327,8 @@ def create_docker_workspace(task: Task, run_dir: Path, env: dict[str, str] | Non
         client.images.get(image)
     except docker.errors.ImageNotFound:
         raise DockerBackendError(f"docker image {image!r} not found: build the test image with "
-                                 "scripts/docker-test-image.sh, or name another with --innovator-docker-image") from None
+                                 "scripts/docker-test-image.sh, or name another with --innovator-docker-image"
+                                 ) from None
     host_root = run_dir / "workspace"
     report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=True)
     log_dir = run_dir / "sessions"
