@@ -7,11 +7,11 @@ request). Schema violations are FastAPI's own 422.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..errors import InnovatorError
 from ..sessions import SessionError
@@ -50,7 +50,7 @@ async def _os_error(request: Request, exc: OSError) -> JSONResponse:
 
 
 # The handler of the closest class in an exception's MRO answers it.
-EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Any], Awaitable[JSONResponse]]] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
     ApiError: _api_error,
     WorkspaceError: _workspace_error,
     SessionError: _session_error,
