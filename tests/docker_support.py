@@ -69,8 +69,13 @@ def _start_daemon(log_path: Path) -> int:
     if os.geteuid() != 0:
         pytest.skip("no Docker daemon runs, and starting one (dockerd) needs root")
     with open(log_path, "w") as log:
-        daemon = subprocess.Popen([dockerd, "--bridge=none", "--iptables=false"], stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        daemon = subprocess.Popen(
+            [dockerd, "--bridge=none", "--iptables=false"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + DAEMON_START_S
     while not daemon_answers():
         if daemon.poll() is not None or time.monotonic() > deadline:
@@ -125,8 +130,9 @@ def docker_image(docker_daemon: None) -> str:
         try:
             docker.from_env().images.get(DEFAULT_IMAGE)
         except docker.errors.ImageNotFound:
-            built = subprocess.run(["bash", str(IMAGE_SCRIPT), DEFAULT_IMAGE], capture_output=True, text=True,
-                                   check=False)
+            built = subprocess.run(
+                ["bash", str(IMAGE_SCRIPT), DEFAULT_IMAGE], capture_output=True, text=True, check=False
+            )
             if built.returncode != 0:
                 pytest.fail(f"cannot build the test image {DEFAULT_IMAGE}: {built.stderr[-3000:]}")
     return DEFAULT_IMAGE

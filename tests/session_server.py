@@ -25,8 +25,18 @@ def start_server(directory: Path, *arguments: str, create: bool = True) -> Serve
     read from its first line of output."""
     directory.mkdir(parents=True, exist_ok=True)
     root, token_file, log_path = directory / "root", directory / "token", directory / "server.log"
-    command = [sys.executable, "-m", "pytest_innovator.cli", "serve", "--port", "0", "--token-file", str(token_file),
-               *(["--root", str(root)] if create else []), *arguments]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_innovator.cli",
+        "serve",
+        "--port",
+        "0",
+        "--token-file",
+        str(token_file),
+        *(["--root", str(root)] if create else []),
+        *arguments,
+    ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
     assert process.stdout is not None

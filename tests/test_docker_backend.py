@@ -53,12 +53,25 @@ def test_container_options_follow_the_task_and_the_lease(number_task_dir: Path, 
     lease = GpuLease(devices=("1", "3"), owner="test", acquired_at=0.0)
     root = tmp_path / "workspace"
     inside_a_mount = Path(pytest_innovator.__file__).resolve().parent / "agents"  # as a develop-mode checkout's tasks
-    options = container_options(task, root, tmp_path / "sessions", tmp_path / "socket", image="some:image",
-                                env={"CUDA_VISIBLE_DEVICES": "1,3", "INNOVATOR_TASK": "number"}, lease=lease,
-                                linked_paths=("data/facts.txt",), hidden=[inside_a_mount, number_task_dir],
-                                pids_limit=300, label="item")
+    options = container_options(
+        task,
+        root,
+        tmp_path / "sessions",
+        tmp_path / "socket",
+        image="some:image",
+        env={"CUDA_VISIBLE_DEVICES": "1,3", "INNOVATOR_TASK": "number"},
+        lease=lease,
+        linked_paths=("data/facts.txt",),
+        hidden=[inside_a_mount, number_task_dir],
+        pids_limit=300,
+        label="item",
+    )
     assert (options["nano_cpus"], options["mem_limit"], options["memswap_limit"], options["pids_limit"]) == (
-        2_500_000_000, 512 << 20, 512 << 20, 300)
+        2_500_000_000,
+        512 << 20,
+        512 << 20,
+        300,
+    )
     [gpus] = options["device_requests"]
     assert gpus["DeviceIDs"] == ["1", "3"] and gpus["Capabilities"] == [["gpu"]]
     assert options["network_mode"] == "none" and options["read_only"] and options["cap_drop"] == ["ALL"]
@@ -68,8 +81,9 @@ def test_container_options_follow_the_task_and_the_lease(number_task_dir: Path, 
     assert not any(target.startswith(str(number_task_dir)) for target in mounts)  # not mounted, so nothing to cover
     assert mounts[str(inside_a_mount)]["Type"] == "tmpfs"
     assert options["command"][-2:] == ["--read-only", "data/facts.txt"]
-    allowed = container_options(task_with(number_task_dir, network=True), root, tmp_path, tmp_path, image="i", env={},
-                                lease=None)
+    allowed = container_options(
+        task_with(number_task_dir, network=True), root, tmp_path, tmp_path, image="i", env={}, lease=None
+    )
     assert allowed["network_mode"] == "host" and allowed["device_requests"] == []
 
 
@@ -81,8 +95,11 @@ def test_the_interpreter_is_mounted_where_its_symlinks_lead(tmp_path: Path) -> N
     (tmp_path / "venv" / "bin" / "python3").symlink_to(tmp_path / "usr" / "bin" / "python3")
     (tmp_path / "venv" / "bin" / "python").symlink_to("python3")
     venv_bin = tmp_path / "venv" / "bin"
-    assert symlinks_followed(venv_bin / "python") == [venv_bin / "python", venv_bin / "python3",
-                                                      tmp_path / "usr" / "bin" / "python3"]
+    assert symlinks_followed(venv_bin / "python") == [
+        venv_bin / "python",
+        venv_bin / "python3",
+        tmp_path / "usr" / "bin" / "python3",
+    ]
     interpreter = Path(sys.executable).resolve()
     targets = {target: source for source, target in container_python_mounts()}
     for link in symlinks_followed(Path(sys.executable)):
@@ -92,14 +109,16 @@ def test_the_interpreter_is_mounted_where_its_symlinks_lead(tmp_path: Path) -> N
 @pytest.fixture
 def docker_workspace(number_task_dir: Path, tmp_path: Path, docker_image: str) -> Iterator[DockerWorkspace]:  # noqa: F811
     task = task_with(number_task_dir, 'cpus = 1\nmemory = "512M"')
-    workspace, _ = create_docker_workspace(task, tmp_path / "run", {"INNOVATOR_TASK": "number"}, image=docker_image,
-                                           pids_limit=500)
+    workspace, _ = create_docker_workspace(
+        task, tmp_path / "run", {"INNOVATOR_TASK": "number"}, image=docker_image, pids_limit=500
+    )
     yield workspace
     workspace.close()
 
 
-def test_commands_run_in_the_container_within_the_tasks_limits(docker_workspace: DockerWorkspace,
-                                                               number_task_dir: Path) -> None:
+def test_commands_run_in_the_container_within_the_tasks_limits(
+    docker_workspace: DockerWorkspace, number_task_dir: Path
+) -> None:
     session = docker_workspace.sessions.create("s")
     probes = {
         "init": "tr '\\0' ' ' < /proc/1/cmdline",
@@ -134,8 +153,7 @@ def test_a_dead_server_is_reported_and_grading_still_works(docker_workspace: Doc
     assert docker_workspace.protected_state(["data/"])
 
 
-def test_close_removes_the_container_and_its_graders(number_task_dir: Path, tmp_path: Path,
-                                                     docker_image: str) -> None:  # noqa: F811
+def test_close_removes_the_container_and_its_graders(number_task_dir: Path, tmp_path: Path, docker_image: str) -> None:  # noqa: F811
     import docker
 
     task = load_task(number_task_dir)
@@ -171,9 +189,11 @@ def run_agent(task: Task, run_dir: Path, agent: str, docker_image: str | None) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task_dir", [FIXTURES / "tasks" / "number",
-                                      REPOSITORY / "task_suites" / "mini" / "scaffold_construction"],
-                         ids=["number", "mini-scaffold_construction"])
+@pytest.mark.parametrize(
+    "task_dir",
+    [FIXTURES / "tasks" / "number", REPOSITORY / "task_suites" / "mini" / "scaffold_construction"],
+    ids=["number", "mini-scaffold_construction"],
+)
 def test_oracle_and_null_score_as_on_the_local_backend(task_dir: Path, tmp_path: Path, docker_image: str) -> None:  # noqa: F811
     task = load_task(task_dir)
     scores = {}
@@ -202,9 +222,15 @@ def test_a_scaffold_in_the_grader_container_cannot_read_the_answers(tmp_path: Pa
     baseline = (task.workspace_dir / "scaffold.py").read_text(encoding="utf-8")
     workspace, _ = create_docker_workspace(task, tmp_path / "run", {}, image=docker_image)
     try:
-        outcomes = {name: run_grader(task, lambda d, source=source: (d / "scaffold.py").write_text(source),
-                                     tmp_path / f"{name}.log", wrap=workspace.wrap_grader)
-                    for name, source in (("stealing", stealing), ("baseline", baseline))}
+        outcomes = {
+            name: run_grader(
+                task,
+                lambda d, source=source: (d / "scaffold.py").write_text(source),
+                tmp_path / f"{name}.log",
+                wrap=workspace.wrap_grader,
+            )
+            for name, source in (("stealing", stealing), ("baseline", baseline))
+        }
     finally:
         workspace.close()
     assert outcomes["baseline"].status == "scored", outcomes["baseline"].message

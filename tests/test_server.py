@@ -32,8 +32,9 @@ from .session_server import ServerProcess, session_server, start_server, stop_se
 
 @pytest.fixture
 def remote(number_task_dir: Path, tmp_path: Path, session_server: ServerProcess) -> Iterator[RemoteWorkspace]:  # noqa: F811
-    workspace, _ = connect_remote_workspace(load_task(number_task_dir), tmp_path / "run",
-                                            base_url=session_server.url, token=session_server.token)
+    workspace, _ = connect_remote_workspace(
+        load_task(number_task_dir), tmp_path / "run", base_url=session_server.url, token=session_server.token
+    )
     yield workspace
     workspace.close()
 
@@ -58,8 +59,12 @@ def test_every_request_needs_the_token(session_server: ServerProcess) -> None:  
         assert http.get("/no/such/path").status_code == 404
 
 
-def test_errors_are_those_of_the_in_process_backend(remote: RemoteWorkspace, number_task_dir: Path, tmp_path: Path,
-                                                    session_server: ServerProcess) -> None:  # noqa: F811
+def test_errors_are_those_of_the_in_process_backend(
+    remote: RemoteWorkspace,
+    number_task_dir: Path,
+    tmp_path: Path,
+    session_server: ServerProcess,  # noqa: F811
+) -> None:
     local, _ = LocalWorkspace.create(load_task(number_task_dir), tmp_path / "local")
     messages: dict[str, list[str]] = {"local": [], "remote": []}
     try:
@@ -165,8 +170,12 @@ def test_long_waits_do_not_hold_up_other_requests(remote: RemoteWorkspace, sessi
     path = f"/v1/workspaces/{remote.workspace_id}"
     finished: list[bool] = []
     with client(session_server) as http:
-        waiters = [threading.Thread(target=lambda: finished.append(
-            http.post(path + "/watch", json={"timeout": 60}).json()["finished"])) for _ in range(60)]
+        waiters = [
+            threading.Thread(
+                target=lambda: finished.append(http.post(path + "/watch", json={"timeout": 60}).json()["finished"])
+            )
+            for _ in range(60)
+        ]
         for waiter in waiters:
             waiter.start()
         for _ in range(20):
@@ -187,8 +196,9 @@ def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _member(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
-            link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+def _member(
+    name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type, info.size, info.linkname = kind, len(data) if kind == tarfile.REGTYPE else 0, link
     return info, data
@@ -199,27 +209,41 @@ def _member(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
     [
         pytest.param(b"not a tar archive at all", "not a valid tar archive", id="garbage"),
         pytest.param(_tar(_member("../escaped.txt")), "may not be extracted here", id="dotdot"),
-        pytest.param(_tar(_member("link", kind=tarfile.SYMTYPE, link="/etc/passwd")), "may not be extracted here",
-                     id="absolute-symlink"),
-        pytest.param(_tar(_member("link", kind=tarfile.SYMTYPE, link="../../..")), "may not be extracted here",
-                     id="symlink-out"),
+        pytest.param(
+            _tar(_member("link", kind=tarfile.SYMTYPE, link="/etc/passwd")),
+            "may not be extracted here",
+            id="absolute-symlink",
+        ),
+        pytest.param(
+            _tar(_member("link", kind=tarfile.SYMTYPE, link="../../..")), "may not be extracted here", id="symlink-out"
+        ),
     ],
 )
-def test_bad_archives_are_refused(remote: RemoteWorkspace, session_server: ServerProcess, archive: bytes,  # noqa: F811
-                                  detail: str) -> None:
+def test_bad_archives_are_refused(
+    remote: RemoteWorkspace,
+    session_server: ServerProcess,  # noqa: F811
+    archive: bytes,
+    detail: str,
+) -> None:
     with client(session_server) as http:
         response = http.put(f"/v1/workspaces/{remote.workspace_id}/archive", params={"path": "sub"}, content=archive)
         assert response.status_code == 400 and detail in response.json()["detail"]
         root = session_server.root / remote.workspace_id
         assert not (root / "workspace" / "escaped.txt").exists() and not (root / "escaped.txt").exists()
         # An absolute name is put below the destination, not at its absolute path.
-        placed = http.put(f"/v1/workspaces/{remote.workspace_id}/archive", params={"path": "sub"},
-                          content=_tar(_member("/tmp/absolute.txt")))
+        placed = http.put(
+            f"/v1/workspaces/{remote.workspace_id}/archive",
+            params={"path": "sub"},
+            content=_tar(_member("/tmp/absolute.txt")),
+        )
     assert placed.status_code == 200 and remote.read_file("sub/tmp/absolute.txt") == b"x"
 
 
-WITH_FILTER = pytest.param(True, id="data-filter", marks=pytest.mark.skipif(
-    not HAS_DATA_FILTER, reason="tarfile has no extraction filters before Python 3.11.4"))
+WITH_FILTER = pytest.param(
+    True,
+    id="data-filter",
+    marks=pytest.mark.skipif(not HAS_DATA_FILTER, reason="tarfile has no extraction filters before Python 3.11.4"),
+)
 BOTH_WAYS = pytest.mark.parametrize("data_filter", [WITH_FILTER, pytest.param(False, id="checked-here")])
 
 
@@ -230,18 +254,20 @@ BOTH_WAYS = pytest.mark.parametrize("data_filter", [WITH_FILTER, pytest.param(Fa
         pytest.param([_member("../escaped.txt")], "would be extracted to", id="dotdot"),
         pytest.param([_member("sub/../../escaped.txt")], "would be extracted to", id="dotdot-inside"),
         pytest.param([_member("link/escaped.txt")], "would be extracted to", id="through-a-symlink"),
-        pytest.param([_member("abs", kind=tarfile.SYMTYPE, link="/etc")], "link to an absolute path",
-                     id="absolute-symlink"),
+        pytest.param(
+            [_member("abs", kind=tarfile.SYMTYPE, link="/etc")], "link to an absolute path", id="absolute-symlink"
+        ),
         pytest.param([_member("up", kind=tarfile.SYMTYPE, link="../..")], "would link to", id="symlink-out"),
-        pytest.param([_member("hard", kind=tarfile.LNKTYPE, link="../escaped.txt")], "would link to",
-                     id="hardlink-out"),
+        pytest.param(
+            [_member("hard", kind=tarfile.LNKTYPE, link="../escaped.txt")], "would link to", id="hardlink-out"
+        ),
         pytest.param([_member("fifo", kind=tarfile.FIFOTYPE)], "special file", id="fifo"),
         pytest.param([_member("null", kind=tarfile.CHRTYPE)], "special file", id="device"),
     ],
 )
-def test_archives_cannot_reach_outside_their_destination(tmp_path: Path, data_filter: bool,
-                                                         members: list[tuple[tarfile.TarInfo, bytes]],
-                                                         refusal: str) -> None:
+def test_archives_cannot_reach_outside_their_destination(
+    tmp_path: Path, data_filter: bool, members: list[tuple[tarfile.TarInfo, bytes]], refusal: str
+) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "link").symlink_to(tmp_path)  # as a command in the workspace could have made it
@@ -254,9 +280,14 @@ def test_archives_cannot_reach_outside_their_destination(tmp_path: Path, data_fi
 
 @BOTH_WAYS
 def test_extracted_files_get_sane_owners_and_modes(tmp_path: Path, data_filter: bool) -> None:
-    members = [_member("/absolute.txt"), _member("run.sh", b"#!/bin/sh\n"), _member("notes.txt", b"notes"),
-               _member("dir", kind=tarfile.DIRTYPE), _member("dir/link", kind=tarfile.SYMTYPE, link="../run.sh"),
-               _member("hard", kind=tarfile.LNKTYPE, link="notes.txt")]
+    members = [
+        _member("/absolute.txt"),
+        _member("run.sh", b"#!/bin/sh\n"),
+        _member("notes.txt", b"notes"),
+        _member("dir", kind=tarfile.DIRTYPE),
+        _member("dir/link", kind=tarfile.SYMTYPE, link="../run.sh"),
+        _member("hard", kind=tarfile.LNKTYPE, link="notes.txt"),
+    ]
     for (info, _), mode in zip(members, [0o644, 0o4777, 0o066, 0o700, 0o777, 0o066]):
         info.mode, info.uid, info.gid = mode, 12345, 12345
     dest = tmp_path / "dest"
@@ -288,10 +319,14 @@ def test_expose_puts_a_copy_outside_the_workspace(remote: RemoteWorkspace, tmp_p
     assert remote.exec(f"cat {exposed}/answer.txt", 10).output == "0.9\n"
 
 
-def test_close_keeps_the_logs_and_removes_the_remote_copy(number_task_dir: Path, tmp_path: Path,
-                                                           session_server: ServerProcess) -> None:  # noqa: F811
-    workspace, report = connect_remote_workspace(load_task(number_task_dir), tmp_path / "run",
-                                                 base_url=session_server.url, token=session_server.token)
+def test_close_keeps_the_logs_and_removes_the_remote_copy(
+    number_task_dir: Path,
+    tmp_path: Path,
+    session_server: ServerProcess,  # noqa: F811
+) -> None:
+    workspace, report = connect_remote_workspace(
+        load_task(number_task_dir), tmp_path / "run", base_url=session_server.url, token=session_server.token
+    )
     assert report.files == 2 and remote_dir_exists(session_server, workspace.workspace_id)
     workspace.sessions.create("s").run("echo logged", wait=10)
     workspace.close()
@@ -317,8 +352,9 @@ def test_served_directory_read_only_files_and_no_provisioning(tmp_path: Path) ->
     served = tmp_path / "served"
     (served / "data").mkdir(parents=True)
     (served / "data" / "facts.txt").write_text("fact\n")
-    server = start_server(tmp_path / "server", "--workspace", str(served), "--read-only", "data/facts.txt",
-                          create=False)
+    server = start_server(
+        tmp_path / "server", "--workspace", str(served), "--read-only", "data/facts.txt", create=False
+    )
     try:
         workspace = RemoteWorkspace(server.url, server.token)
         assert workspace.root == str(served.resolve()) and workspace.list_dir("data")[0].path == "data/facts.txt"
@@ -339,8 +375,9 @@ def test_nothing_survives_the_server(tmp_path: Path, number_task_dir: Path, stop
     server = start_server(tmp_path / "server")
     marker = uuid.uuid4().hex[:12]
     try:
-        workspace, _ = connect_remote_workspace(load_task(number_task_dir), tmp_path / "run", base_url=server.url,
-                                                token=server.token)
+        workspace, _ = connect_remote_workspace(
+            load_task(number_task_dir), tmp_path / "run", base_url=server.url, token=server.token
+        )
         sleeper = f"python3 -c 'import time; time.sleep(600)' {marker}"
         workspace.sessions.create("s").run(f"{sleeper} & setsid {sleeper} &", wait=5)
         deadline = time.monotonic() + 10

@@ -62,20 +62,31 @@ def test_no_server_error_and_no_hang(tmp_path: Path) -> None:
         assert len(operations) > 25
         for operation in operations:
             for mode in schemathesis.GenerationMode:
-                @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck), print_blob=False)
+
+                @settings(
+                    max_examples=EXAMPLES_PER_OPERATION,
+                    deadline=None,
+                    database=None,
+                    derandomize=True,
+                    suppress_health_check=list(HealthCheck),
+                    print_blob=False,
+                )
                 @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
                 def call(case: Any, data: st.DataObject) -> None:
                     aim(case, data, http, server.url)
                     try:
                         response = case.call(base_url=server.url, session=http, timeout=REQUEST_TIMEOUT_S)
                     except requests.Timeout:
-                        failures.append(f"{case.method} {case.formatted_path}: no answer within "
-                                        f"{REQUEST_TIMEOUT_S:g} s ({case.as_curl_command()})")
+                        failures.append(
+                            f"{case.method} {case.formatted_path}: no answer within "
+                            f"{REQUEST_TIMEOUT_S:g} s ({case.as_curl_command()})"
+                        )
                         return
                     if response.status_code >= 500:
-                        failures.append(f"{case.method} {case.formatted_path}: {response.status_code} "
-                                        f"{response.text[:300]} ({case.as_curl_command()})")
+                        failures.append(
+                            f"{case.method} {case.formatted_path}: {response.status_code} "
+                            f"{response.text[:300]} ({case.as_curl_command()})"
+                        )
 
                 call()
         assert failures == []

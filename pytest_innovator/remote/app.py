@@ -28,9 +28,16 @@ def create_app(registry: Registry, token: str) -> ASGIApp:
         yield
         await asyncio.to_thread(registry.close_all)
 
-    app = FastAPI(title="pytest-innovator session server", version=str(API_VERSION), lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None, responses=ERRORS,
-                  exception_handlers=EXCEPTION_HANDLERS)
+    app = FastAPI(
+        title="pytest-innovator session server",
+        version=str(API_VERSION),
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        responses=ERRORS,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
     app.state.registry = registry
 
     @app.get("/v1/openapi.json", include_in_schema=False)

@@ -68,16 +68,20 @@ def _raise_for(response: httpx.Response) -> None:
     if kind == "request" or response.status_code == 422:
         raise ValueError(_validation_message(detail) if response.status_code == 422 else str(detail))
     if response.status_code == 401:
-        raise RemoteError(f"the session server refused the token ({detail}): "
-                          "use the token of the server's --token-file")
-    raise RemoteError(f"session server error {response.status_code} on {response.request.method} "
-                      f"{response.request.url.path}: {response.text[:2000]}")
+        raise RemoteError(
+            f"the session server refused the token ({detail}): use the token of the server's --token-file"
+        )
+    raise RemoteError(
+        f"session server error {response.status_code} on {response.request.method} "
+        f"{response.request.url.path}: {response.text[:2000]}"
+    )
 
 
 def _validation_message(detail: Any) -> str:
     if isinstance(detail, list):
-        parts = [f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}"
-                 for e in detail if isinstance(e, dict)]
+        parts = [
+            f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail if isinstance(e, dict)
+        ]
         return "invalid request: " + "; ".join(parts)
     return f"invalid request: {detail}"
 
@@ -85,21 +89,39 @@ def _validation_message(detail: Any) -> str:
 class Connection:
     """One server: the HTTP client, retries, request ids, and errors turned into exceptions."""
 
-    def __init__(self, base_url: str, token: str, *, transport: httpx.BaseTransport | None = None,
-                 retries: int = RETRIES, alive_check: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = RETRIES,
+        alive_check: Callable[[], None] | None = None,
+    ):
         self.base_url = base_url
         self.retries = retries
         self.alive_check = alive_check  # raises ServerUnreachable at once when the server is known gone
         if transport is None:
             # A request body written after its headers must not wait for the server's delayed ACK.
             transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-        self.client = httpx.Client(base_url=base_url, transport=transport,
-                                   headers={"Authorization": f"Bearer {token}"},
-                                   timeout=httpx.Timeout(RESPONSE_MARGIN_S, connect=CONNECT_TIMEOUT_S))
+        self.client = httpx.Client(
+            base_url=base_url,
+            transport=transport,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(RESPONSE_MARGIN_S, connect=CONNECT_TIMEOUT_S),
+        )
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                content: Callable[[], Iterator[bytes]] | bytes | None = None, wait_s: float = 0.0,
-                stream_to: Callable[[httpx.Response], Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: Callable[[], Iterator[bytes]] | bytes | None = None,
+        wait_s: float = 0.0,
+        stream_to: Callable[[httpx.Response], Any] | None = None,
+    ) -> Any:
         """Send a request (retried on transport errors); the JSON answer, or stream_to(response)."""
         headers = {} if method in ("GET", "HEAD") else {"X-Request-Id": uuid.uuid4().hex}
         timeout = httpx.Timeout(wait_s + RESPONSE_MARGIN_S, connect=CONNECT_TIMEOUT_S)
@@ -111,8 +133,9 @@ class Connection:
                 time.sleep(min(RETRY_BACKOFF_S * 2 ** (attempt - 1), 5.0))
             body = content() if callable(content) else content
             try:
-                request = self.client.build_request(method, path, json=json, params=params, content=body,
-                                                    headers=headers, timeout=timeout)
+                request = self.client.build_request(
+                    method, path, json=json, params=params, content=body, headers=headers, timeout=timeout
+                )
                 response = self.client.send(request, stream=stream_to is not None)
                 try:
                     if stream_to is not None and response.status_code < 400:
@@ -125,9 +148,11 @@ class Connection:
                     response.close()
             except RETRYABLE as exc:
                 last_error = exc
-        raise ServerUnreachable(f"the session server at {self.base_url} did not answer {method} {path} after "
-                                f"{self.retries + 1} attempts ({type(last_error).__name__}: {last_error}); "
-                                "is it running?")
+        raise ServerUnreachable(
+            f"the session server at {self.base_url} did not answer {method} {path} after "
+            f"{self.retries + 1} attempts ({type(last_error).__name__}: {last_error}); "
+            "is it running?"
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -254,10 +279,19 @@ class RemoteWorkspace:
 
     backend = "remote"
 
-    def __init__(self, base_url: str, token: str, workspace_id: str = "main", *,
-                 transport: httpx.BaseTransport | None = None, grader_hidden: Sequence[Path] = (),
-                 log_dir: Path | None = None, remove_on_close: bool = False, retries: int = RETRIES,
-                 alive_check: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        workspace_id: str = "main",
+        *,
+        transport: httpx.BaseTransport | None = None,
+        grader_hidden: Sequence[Path] = (),
+        log_dir: Path | None = None,
+        remove_on_close: bool = False,
+        retries: int = RETRIES,
+        alive_check: Callable[[], None] | None = None,
+    ):
         self.connection = Connection(base_url, token, transport=transport, retries=retries, alive_check=alive_check)
         self.workspace_id = workspace_id
         self.path = f"/v1/workspaces/{workspace_id}"
@@ -292,6 +326,7 @@ class RemoteWorkspace:
 
     def copy_out(self, path: str, dest: Path) -> bool:
         """Download a workspace file or directory (regular files only) to dest; False when absent."""
+
         def save(response: httpx.Response) -> bool:
             if response.headers.get("x-innovator-kind") == "dir":
                 extract_tar(_ResponseReader(response), dest)
@@ -341,8 +376,9 @@ class RemoteWorkspace:
             self.sessions.close_all()
             if self.log_dir is not None:
                 log_dir = self.log_dir
-                self.connection.request("GET", self.path + "/logs",
-                                        stream_to=lambda r: extract_tar(_ResponseReader(r), log_dir))
+                self.connection.request(
+                    "GET", self.path + "/logs", stream_to=lambda r: extract_tar(_ResponseReader(r), log_dir)
+                )
             if self.remove_on_close:
                 self.connection.request("DELETE", self.path)
         finally:
@@ -369,29 +405,51 @@ class _ResponseReader:
         return data
 
 
-def connect_remote_workspace(task: Task, run_dir: Path, env: dict[str, str] | None = None, *, base_url: str,
-                             token: str, grader_hidden: Sequence[Path] = (), keep_remote: bool = False,
-                             transport: httpx.BaseTransport | None = None) -> tuple[RemoteWorkspace, ProvisionReport]:
+def connect_remote_workspace(
+    task: Task,
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    base_url: str,
+    token: str,
+    grader_hidden: Sequence[Path] = (),
+    keep_remote: bool = False,
+    transport: httpx.BaseTransport | None = None,
+) -> tuple[RemoteWorkspace, ProvisionReport]:
     """Create the item's workspace on a session server (started with --root) from the task's starter
     files; the counterpart of LocalWorkspace.create. Session logs come back to run_dir/sessions at
     close; the remote copy is removed then unless keep_remote."""
     started = time.perf_counter()
     connection = Connection(base_url, token, transport=transport)
     try:
-        info = connection.request("POST", "/v1/workspaces", json={"env": dict(env or {}), "network": task.spec.network,
-                                                                   "label": task.id})
+        info = connection.request(
+            "POST", "/v1/workspaces", json={"env": dict(env or {}), "network": task.spec.network, "label": task.id}
+        )
     finally:
         connection.close()
     log_dir = run_dir / "sessions"
     log_dir.mkdir(parents=True, exist_ok=True)
-    workspace = RemoteWorkspace(base_url, token, info["id"], transport=transport, grader_hidden=grader_hidden,
-                                log_dir=log_dir, remove_on_close=not keep_remote)
+    workspace = RemoteWorkspace(
+        base_url,
+        token,
+        info["id"],
+        transport=transport,
+        grader_hidden=grader_hidden,
+        log_dir=log_dir,
+        remove_on_close=not keep_remote,
+    )
     try:
         files, size = workspace.upload(task.workspace_dir)
     except BaseException:
         workspace.close()
         raise
-    report = ProvisionReport(files=files, bytes=size, reflinked=0, linked=0, copied=files, linked_paths=(),
-                             seconds=time.perf_counter() - started)
+    report = ProvisionReport(
+        files=files,
+        bytes=size,
+        reflinked=0,
+        linked=0,
+        copied=files,
+        linked_paths=(),
+        seconds=time.perf_counter() - started,
+    )
     return workspace, report
-

@@ -83,8 +83,10 @@ def docker_client() -> docker.DockerClient:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise DockerBackendError(f"cannot reach the Docker daemon ({exc}): start it (see docs/backends.md, "
-                                 "'dockerd --bridge=none --iptables=false') or set DOCKER_HOST") from None
+        raise DockerBackendError(
+            f"cannot reach the Docker daemon ({exc}): start it (see docs/backends.md, "
+            "'dockerd --bridge=none --iptables=false') or set DOCKER_HOST"
+        ) from None
     return client
 
 
@@ -106,8 +108,11 @@ def container_python_mounts() -> list[tuple[Path, Path]]:
     links: list[Path] = []
     if len(paths) < len(python_paths()):
         config = sysconfig.get_paths()
-        own_parts = [interpreter, *(Path(config[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")),
-                     *(Path(p) for p in site.getsitepackages())]
+        own_parts = [
+            interpreter,
+            *(Path(config[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+            *(Path(p) for p in site.getsitepackages()),
+        ]
         paths.update(p.resolve() for p in own_parts if p.exists())
         links = [p for p in symlinks_followed(Path(sys.executable)) if _is_system_path(p)]
     existing = sorted(paths)
@@ -138,10 +143,20 @@ def _mount(source: Path | str, target: Path | str, *, read_only: bool) -> Any:
     return Mount(str(target), str(source), type="bind", read_only=read_only)
 
 
-def container_options(task: Task, host_root: Path, log_dir: Path, socket_dir: Path, *, image: str,
-                      env: dict[str, str], lease: GpuLease | None, linked_paths: Sequence[str] = (),
-                      hidden: Sequence[Path] = (), pids_limit: int = DEFAULT_PIDS_LIMIT,
-                      label: str = "") -> dict[str, Any]:
+def container_options(
+    task: Task,
+    host_root: Path,
+    log_dir: Path,
+    socket_dir: Path,
+    *,
+    image: str,
+    env: dict[str, str],
+    lease: GpuLease | None,
+    linked_paths: Sequence[str] = (),
+    hidden: Sequence[Path] = (),
+    pids_limit: int = DEFAULT_PIDS_LIMIT,
+    label: str = "",
+) -> dict[str, Any]:
     """Keyword arguments of `containers.run` for an item's container (see the module docstring)."""
     from docker.types import DeviceRequest, Mount  # type: ignore[import-untyped]
 
@@ -163,9 +178,22 @@ def container_options(task: Task, host_root: Path, log_dir: Path, socket_dir: Pa
     environment = {"PATH": CONTAINER_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", **env, "PYTHONPATH": package_parent()}
     # The leased GPUs appear in the container as devices 0..n-1; the host's numbers would be wrong.
     environment.pop("CUDA_VISIBLE_DEVICES", None)
-    command = [sys.executable, "-m", "pytest_innovator.cli", "serve", "--workspace", str(host_root),
-               "--log-dir", str(log_dir), "--uds", f"{SOCKET_DIR_INSIDE}/server.sock",
-               "--token-file", f"{SOCKET_DIR_INSIDE}/token", "--sandbox", "off"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_innovator.cli",
+        "serve",
+        "--workspace",
+        str(host_root),
+        "--log-dir",
+        str(log_dir),
+        "--uds",
+        f"{SOCKET_DIR_INSIDE}/server.sock",
+        "--token-file",
+        f"{SOCKET_DIR_INSIDE}/token",
+        "--sandbox",
+        "off",
+    ]
     for linked in linked_paths:
         command += ["--read-only", linked]
     devices = list(lease.devices) if lease is not None else []
@@ -196,9 +224,22 @@ class DockerWorkspace(RemoteWorkspace):
 
     backend = "docker"
 
-    def __init__(self, client: docker.DockerClient, container: Container, socket_dir: Path, token: str,
-                 host_root: Path, linked: frozenset[Path], *, task: Task, image: str, label: str,
-                 lease: GpuLease | None, hidden: Sequence[Path], pids_limit: int):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        container: Container,
+        socket_dir: Path,
+        token: str,
+        host_root: Path,
+        linked: frozenset[Path],
+        *,
+        task: Task,
+        image: str,
+        label: str,
+        lease: GpuLease | None,
+        hidden: Sequence[Path],
+        pids_limit: int,
+    ):
         self.client = client
         self.container = container
         self.socket_dir = socket_dir
@@ -219,10 +260,12 @@ class DockerWorkspace(RemoteWorkspace):
     def protects(self) -> str:
         resources = self.task.spec.resources
         network = "the host's network" if self.task.spec.network else "no network"
-        return (f"docker backend (image {self.image}): only the workspace is writable; the grader, the hint, the "
-                "solution and the results are not in the container; own PID namespace; limits "
-                f"cpus={resources.cpus:g}, memory={resources.memory // (1 << 20)} MiB, pids={self.pids_limit}; "
-                f"{network}")
+        return (
+            f"docker backend (image {self.image}): only the workspace is writable; the grader, the hint, the "
+            "solution and the results are not in the container; own PID namespace; limits "
+            f"cpus={resources.cpus:g}, memory={resources.memory // (1 << 20)} MiB, pids={self.pids_limit}; "
+            f"{network}"
+        )
 
     def _check_alive(self) -> None:
         import docker
@@ -233,8 +276,9 @@ class DockerWorkspace(RemoteWorkspace):
             raise ServerUnreachable(f"the item's container {self.container.name} is gone ({exc})") from None
         if self.container.status != "running":
             code = self.container.attrs.get("State", {}).get("ExitCode")
-            raise ServerUnreachable(f"the item's container {self.container.name} has stopped (exit code {code}); "
-                                    "its sessions are gone")
+            raise ServerUnreachable(
+                f"the item's container {self.container.name} has stopped (exit code {code}); its sessions are gone"
+            )
 
     def read_file(self, path: str) -> bytes:
         return self.files.read_file(path)
@@ -266,18 +310,43 @@ class DockerWorkspace(RemoteWorkspace):
         read the grader's 0700 scratch directory (the test image has no bubblewrap)."""
         docker_cli = shutil.which("docker")
         if docker_cli is None:
-            raise DockerBackendError("the docker command is needed to run the grader in a container: "
-                                     "apt-get install docker.io (or docker-ce-cli)")
+            raise DockerBackendError(
+                "the docker command is needed to run the grader in a container: "
+                "apt-get install docker.io (or docker-ce-cli)"
+            )
         resources = self.task.spec.resources
         command = [docker_cli]
         if "DOCKER_HOST" in os.environ:
             command += ["--host", os.environ["DOCKER_HOST"]]
-        command += ["run", "--rm", "-i", "--init", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
-                    "--label", f"{ITEM_LABEL}={self.label}", "--read-only", "--tmpfs", "/tmp:rw,exec,mode=1777",
-                    "--security-opt", "no-new-privileges", "--cpus", f"{resources.cpus:g}",
-                    "--memory", str(resources.memory), "--memory-swap", str(resources.memory),
-                    "--pids-limit", str(self.pids_limit), "--workdir", str(scratch / "grader"),
-                    "--volume", f"{scratch}:{scratch}"]
+        command += [
+            "run",
+            "--rm",
+            "-i",
+            "--init",
+            "--network",
+            "none",
+            "--user",
+            f"{os.getuid()}:{os.getgid()}",
+            "--label",
+            f"{ITEM_LABEL}={self.label}",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,exec,mode=1777",
+            "--security-opt",
+            "no-new-privileges",
+            "--cpus",
+            f"{resources.cpus:g}",
+            "--memory",
+            str(resources.memory),
+            "--memory-swap",
+            str(resources.memory),
+            "--pids-limit",
+            str(self.pids_limit),
+            "--workdir",
+            str(scratch / "grader"),
+            "--volume",
+            f"{scratch}:{scratch}",
+        ]
         python = container_python_mounts()
         python_mounts = [target for _, target in python]
         if any(Path("/root") in path.parents for path in python_mounts):
@@ -291,9 +360,13 @@ class DockerWorkspace(RemoteWorkspace):
             if any(m == path or m in path.parents for m in python_mounts):
                 command += ["--tmpfs", str(path)] if path.is_dir() else ["--volume", f"/dev/null:{path}:ro"]
         if self.lease is not None and self.lease.devices:
-            command += ["--gpus", f"\"device={','.join(self.lease.devices)}\""]
-        environment = {**grader_environment(scratch), "PATH": f"{Path(sys.executable).parent}:{CONTAINER_PATH}",
-                       "PYTHONPATH": package_parent(), ALONE_IN_CONTAINER: "1"}
+            command += ["--gpus", f'"device={",".join(self.lease.devices)}"']
+        environment = {
+            **grader_environment(scratch),
+            "PATH": f"{Path(sys.executable).parent}:{CONTAINER_PATH}",
+            "PYTHONPATH": package_parent(),
+            ALONE_IN_CONTAINER: "1",
+        }
         for name, value in environment.items():
             command += ["--env", f"{name}={value}"]
         return [*command, self.image, *argv]
@@ -312,11 +385,18 @@ class DockerWorkspace(RemoteWorkspace):
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-def create_docker_workspace(task: Task, run_dir: Path, env: dict[str, str] | None = None,
-                            lease: GpuLease | None = None, *, image: str = DEFAULT_IMAGE,
-                            hidden: Sequence[Path] = (), pids_limit: int = DEFAULT_PIDS_LIMIT,
-                            client: docker.DockerClient | None = None,
-                            start_timeout: float = SERVER_START_TIMEOUT_S) -> tuple[DockerWorkspace, ProvisionReport]:
+def create_docker_workspace(
+    task: Task,
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    lease: GpuLease | None = None,
+    *,
+    image: str = DEFAULT_IMAGE,
+    hidden: Sequence[Path] = (),
+    pids_limit: int = DEFAULT_PIDS_LIMIT,
+    client: docker.DockerClient | None = None,
+    start_timeout: float = SERVER_START_TIMEOUT_S,
+) -> tuple[DockerWorkspace, ProvisionReport]:
     """Provision run_dir/workspace and start the item's container; the counterpart of
     LocalWorkspace.create. `hidden` lists host paths the container must not see even where a
     mounted directory holds them (the plugin's hidden_paths)."""
@@ -326,9 +406,10 @@ def create_docker_workspace(task: Task, run_dir: Path, env: dict[str, str] | Non
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise DockerBackendError(f"docker image {image!r} not found: build the test image with "
-                                 "scripts/docker-test-image.sh, or name another with --innovator-docker-image"
-                                 ) from None
+        raise DockerBackendError(
+            f"docker image {image!r} not found: build the test image with "
+            "scripts/docker-test-image.sh, or name another with --innovator-docker-image"
+        ) from None
     host_root = run_dir / "workspace"
     report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=True)
     log_dir = run_dir / "sessions"
@@ -340,8 +421,19 @@ def create_docker_workspace(task: Task, run_dir: Path, env: dict[str, str] | Non
     with open(descriptor, "w", encoding="utf-8") as stream:
         stream.write(token)
     label = f"innovator-{task.id}-{uuid.uuid4().hex[:8]}"
-    options = container_options(task, host_root, log_dir, socket_dir, image=image, env=dict(env or {}), lease=lease,
-                                linked_paths=report.linked_paths, hidden=hidden, pids_limit=pids_limit, label=label)
+    options = container_options(
+        task,
+        host_root,
+        log_dir,
+        socket_dir,
+        image=image,
+        env=dict(env or {}),
+        lease=lease,
+        linked_paths=report.linked_paths,
+        hidden=hidden,
+        pids_limit=pids_limit,
+        label=label,
+    )
     try:
         container = client.containers.run(name=label, detach=True, **options)
     except docker.errors.DockerException as exc:
@@ -350,8 +442,20 @@ def create_docker_workspace(task: Task, run_dir: Path, env: dict[str, str] | Non
     try:
         _wait_for_server(container, socket_dir / "server.sock", token, start_timeout)
         linked = frozenset((host_root / p).resolve() for p in report.linked_paths)
-        workspace = DockerWorkspace(client, container, socket_dir, token, host_root, linked, task=task, image=image,
-                                    label=label, lease=lease, hidden=hidden, pids_limit=pids_limit)
+        workspace = DockerWorkspace(
+            client,
+            container,
+            socket_dir,
+            token,
+            host_root,
+            linked,
+            task=task,
+            image=image,
+            label=label,
+            lease=lease,
+            hidden=hidden,
+            pids_limit=pids_limit,
+        )
     except BaseException:
         container.remove(force=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
@@ -361,8 +465,12 @@ def create_docker_workspace(task: Task, run_dir: Path, env: dict[str, str] | Non
 
 def _wait_for_server(container: Container, socket_path: Path, token: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://container",
-                      headers={"Authorization": f"Bearer {token}"}, timeout=5.0) as probe:
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(socket_path)),
+        base_url="http://container",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5.0,
+    ) as probe:
         while time.monotonic() < deadline:
             if socket_path.exists():
                 try:
@@ -377,6 +485,7 @@ def _wait_for_server(container: Container, socket_path: Path, token: str, timeou
                     f"the session server in container {container.name} exited (status {container.status}): {output}\n"
                     f"The image needs bash, a glibc at least as new as the host's, and the C libraries that the "
                     f"harness's Python ({sys.executable}) links (see scripts/docker-test-image.sh): use such an image, "
-                    "or run the harness from a Python built for a system no newer than the image's")
+                    "or run the harness from a Python built for a system no newer than the image's"
+                )
             time.sleep(0.05)
     raise DockerBackendError(f"the session server in container {container.name} did not answer within {timeout:g} s")

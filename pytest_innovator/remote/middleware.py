@@ -27,8 +27,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any],
-                     headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     response = JSONResponse(body, status_code=status)
     response.raw_headers.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
@@ -50,8 +51,10 @@ class TokenAuth:
                     given = value
             scheme, _, credential = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), self.token):
-                detail = ("a valid bearer token is required: send 'Authorization: Bearer <token>' with the token "
-                          "from the server's --token-file")
+                detail = (
+                    "a valid bearer token is required: send 'Authorization: Bearer <token>' with the token "
+                    "from the server's --token-file"
+                )
                 await _send_json(send, 401, {"error": "auth", "detail": detail}, [(b"www-authenticate", b"Bearer")])
                 return
         await self.app(scope, receive, send)
@@ -92,8 +95,15 @@ class RequestIdCache:
         record = self.recorded.get(request_id)
         if record is not None:
             if record.key != key:
-                await _send_json(send, 409, {"error": "request", "detail": "this X-Request-Id was used for another "
-                                             "request; use a new id for each request (the same id only to retry it)"})
+                await _send_json(
+                    send,
+                    409,
+                    {
+                        "error": "request",
+                        "detail": "this X-Request-Id was used for another "
+                        "request; use a new id for each request (the same id only to retry it)",
+                    },
+                )
                 return
             await record.done.wait()
             if record.messages is not None:

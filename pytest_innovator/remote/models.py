@@ -100,8 +100,12 @@ class ProtectedChangeModel(BaseModel):
 
     @classmethod
     def of(cls, change: ProtectedChange) -> ProtectedChangeModel:
-        return cls(path=change.path, what=change.what, before=FileStateModel(**dataclasses.asdict(change.before)),
-                   after=FileStateModel(**dataclasses.asdict(change.after)))
+        return cls(
+            path=change.path,
+            what=change.what,
+            before=FileStateModel(**dataclasses.asdict(change.before)),
+            after=FileStateModel(**dataclasses.asdict(change.after)),
+        )
 
 
 class CreateSessionBody(Body):

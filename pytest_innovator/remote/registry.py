@@ -50,8 +50,12 @@ class Registry:
 
     def provision(self, env: dict[str, str], network: bool, label: str) -> Served:
         if self.root is None:
-            raise ApiError(409, "request", "this server serves one workspace and creates none: start it with "
-                           "--root DIR to let clients create workspaces")
+            raise ApiError(
+                409,
+                "request",
+                "this server serves one workspace and creates none: start it with "
+                "--root DIR to let clients create workspaces",
+            )
         workspace_id = secrets.token_hex(8)
         state_dir = self.root / workspace_id
         directory, log_dir = state_dir / "workspace", state_dir / "sessions"
@@ -60,8 +64,13 @@ class Registry:
         command_env = command_environment(env)
         sandbox = self._sandbox(directory, log_dir, network) if self.sandboxed else None
         sessions = SessionManager(directory, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
-        served = Served(workspace_id, LocalWorkspace(directory, sessions, command_env, sandbox), state_dir,
-                        provisioned=True, label=label)
+        served = Served(
+            workspace_id,
+            LocalWorkspace(directory, sessions, command_env, sandbox),
+            state_dir,
+            provisioned=True,
+            label=label,
+        )
         with self.lock:
             self.served[workspace_id] = served
         return served
@@ -74,15 +83,22 @@ class Registry:
         with self.lock:
             served = self.served.get(workspace_id)
             if served is None:
-                raise ApiError(404, "workspace", f"there is no workspace {workspace_id!r} on this server; "
-                               "create one with POST /v1/workspaces")
+                raise ApiError(
+                    404,
+                    "workspace",
+                    f"there is no workspace {workspace_id!r} on this server; create one with POST /v1/workspaces",
+                )
             return served
 
     def remove(self, workspace_id: str) -> None:
         served = self.get(workspace_id)
         if not served.provisioned:
-            raise ApiError(409, "request", f"workspace {workspace_id!r} was given on the command line and is "
-                           "not removed through the API; stop the server instead")
+            raise ApiError(
+                409,
+                "request",
+                f"workspace {workspace_id!r} was given on the command line and is "
+                "not removed through the API; stop the server instead",
+            )
         with self.lock:
             self.served.pop(workspace_id, None)
         served.workspace.close()

@@ -40,8 +40,10 @@ def read_or_create_token(token_file: Path | None) -> tuple[str, Path]:
     if token_file.exists():
         token = token_file.read_text(encoding="utf-8").strip()
         if len(token) < 16:
-            raise SystemExit(f"error: the token in {token_file} is shorter than 16 characters; "
-                             "delete the file to have a new one made")
+            raise SystemExit(
+                f"error: the token in {token_file} is shorter than 16 characters; "
+                "delete the file to have a new one made"
+            )
         return token, token_file
     token = secrets.token_urlsafe(32)
     token_file.parent.mkdir(parents=True, exist_ok=True)
@@ -55,16 +57,20 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     if args.workspace is None and args.root is None:
-        print("error: give --workspace DIR (serve that directory), --root DIR (create workspaces there) or both",
-              file=sys.stderr)
+        print(
+            "error: give --workspace DIR (serve that directory), --root DIR (create workspaces there) or both",
+            file=sys.stderr,
+        )
         return 2
     if args.workspace is not None and not args.workspace.is_dir():
         print(f"error: --workspace {args.workspace}: not a directory", file=sys.stderr)
         return 2
     sandboxed = args.sandbox == "on" or (args.sandbox == "auto" and bwrap_path() is not None)
     if args.sandbox == "on" and bwrap_path() is None:
-        print("error: --sandbox on, but bubblewrap (bwrap) is not usable here: apt-get install bubblewrap",
-              file=sys.stderr)
+        print(
+            "error: --sandbox on, but bubblewrap (bwrap) is not usable here: apt-get install bubblewrap",
+            file=sys.stderr,
+        )
         return 2
     token, token_file = read_or_create_token(args.token_file)
     # One-shot commands inherit the server's stdin: never let them read the terminal it started in.
@@ -98,11 +104,20 @@ def serve_command(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
         address = f"{scheme}://{host}:{listener.getsockname()[1]}"
         if not LOOPBACK.match(args.host):
-            print(f"warning: listening on {args.host}, not loopback: anyone who can reach it and holds the token "
-                  "controls the workspaces; prefer an SSH tunnel or --ssl-certfile", file=sys.stderr)
+            print(
+                f"warning: listening on {args.host}, not loopback: anyone who can reach it and holds the token "
+                "controls the workspaces; prefer an SSH tunnel or --ssl-certfile",
+                file=sys.stderr,
+            )
     listener.listen(128)
     print(f"serving {address} (token in {token_file})", flush=True)
-    config = uvicorn.Config(create_app(registry, token), log_level="warning", access_log=False,
-                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        create_app(registry, token),
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        timeout_keep_alive=30,
+    )
     uvicorn.Server(config).run(sockets=[listener])
     return 0

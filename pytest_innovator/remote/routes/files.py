@@ -43,19 +43,22 @@ def download(item: Ws, path: str = ".") -> StreamingResponse:
     """A file's bytes (X-Innovator-Kind: file) or a directory as tar (dir); regular files only."""
     full = item.workspace.resolve(path)
     if full.is_dir():
-        return StreamingResponse(tar_stream(full, symlinks=False), media_type="application/x-tar",
-                                 headers={"X-Innovator-Kind": "dir"})
+        return StreamingResponse(
+            tar_stream(full, symlinks=False), media_type="application/x-tar", headers={"X-Innovator-Kind": "dir"}
+        )
     if full.is_file() and not full.is_symlink():
-        return StreamingResponse(file_chunks(full), media_type="application/octet-stream",
-                                 headers={"X-Innovator-Kind": "file"})
+        return StreamingResponse(
+            file_chunks(full), media_type="application/octet-stream", headers={"X-Innovator-Kind": "file"}
+        )
     raise ApiError(404, "workspace", f"{path}: no such file or directory")
 
 
 @router.get("/logs", responses=BYTES_RESPONSE, response_class=StreamingResponse)
 def logs(item: Ws) -> StreamingResponse:
     """The session logs of the workspace, as tar."""
-    return StreamingResponse(tar_stream(item.workspace.sessions.log_dir, symlinks=False),
-                             media_type="application/x-tar")
+    return StreamingResponse(
+        tar_stream(item.workspace.sessions.log_dir, symlinks=False), media_type="application/x-tar"
+    )
 
 
 @router.put("/archive", response_model=Extracted, openapi_extra=TAR_BODY)

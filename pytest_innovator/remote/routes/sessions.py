@@ -78,8 +78,9 @@ def result(item: Ws, name: str, max_output: OutputLimit = DEFAULT_OUTPUT_BYTES) 
 
 
 @router.get("/sessions/{name}/output", response_model=Output)
-def read(item: Ws, name: str, since: Annotated[int, Query(ge=0)] = 0,
-         max_bytes: OutputLimit = DEFAULT_OUTPUT_BYTES) -> Output:
+def read(
+    item: Ws, name: str, since: Annotated[int, Query(ge=0)] = 0, max_bytes: OutputLimit = DEFAULT_OUTPUT_BYTES
+) -> Output:
     text, next_offset = session_of(item, name).read(since, max_bytes)
     return Output(output=text, next_offset=next_offset)
 

@@ -13,8 +13,9 @@ router = APIRouter()
 
 @router.get("/v1/health", response_model=Health)
 def health(registry: RegistryDep) -> Health:
-    return Health(ok=True, api_version=API_VERSION, workspaces=len(registry.served),
-                  can_create=registry.root is not None)
+    return Health(
+        ok=True, api_version=API_VERSION, workspaces=len(registry.served), can_create=registry.root is not None
+    )
 
 
 @router.post("/v1/workspaces", response_model=WorkspaceInfo, status_code=201)
@@ -49,5 +50,6 @@ def close_workspace(item: Ws) -> Done:
 
 def _info(item: Served) -> WorkspaceInfo:
     workspace = item.workspace
-    return WorkspaceInfo(id=item.id, root=workspace.root, backend=workspace.backend, protects=workspace.protects,
-                         label=item.label)
+    return WorkspaceInfo(
+        id=item.id, root=workspace.root, backend=workspace.backend, protects=workspace.protects, label=item.label
+    )
