@@ -278,6 +278,7 @@ class RemoteWorkspace:
     """
 
     backend = "remote"
+    host_root: Path | None = None  # the files are on the server's host
 
     def __init__(
         self,
