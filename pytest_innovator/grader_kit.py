@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_innovator.sandbox import Sandbox, bwrap_path
+from pytest_innovator.sandbox import Sandbox, bwrap_path, python_first
 
 PROTOCOL = 1
 
@@ -156,8 +156,7 @@ def run_untrusted(
     put everything the code needs there. Past cpu_seconds of CPU time the program is killed
     (see killed_by_limits). Raises subprocess.TimeoutExpired after killing the group.
     """
-    path = os.environ.get("PATH", "/usr/bin:/bin")
-    clean_env = {"PATH": path, "LANG": "C.UTF-8", "HOME": str(cwd)}
+    clean_env = {"PATH": python_first(os.environ.get("PATH")), "LANG": "C.UTF-8", "HOME": str(cwd)}
     clean_env.update(env or {})
     command = list(argv)
     if cpu_seconds is not None:

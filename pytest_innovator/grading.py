@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from .grader_kit import PROTOCOL, result_frame
+from .sandbox import python_first
 from .task import Task
 
 GradeStatus = Literal["scored", "invalid", "grader_failed"]
@@ -39,9 +39,8 @@ class GradeOutcome:
 
 def grader_environment(scratch: Path) -> dict[str, str]:
     """A small, clean environment; `python3` resolves to the harness's interpreter."""
-    bin_dir = str(Path(sys.executable).parent)
     return {
-        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": python_first(os.environ.get("PATH")),
         "LANG": "C.UTF-8",
         "HOME": str(scratch),
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -36,6 +36,12 @@ def bwrap_path() -> str | None:
     return path if probe.returncode == 0 else None
 
 
+def python_first(path: str | None) -> str:
+    """`path` (a PATH value; None for the default) with this interpreter's directory first, so
+    that `python3` in a command is the harness's own Python, whatever else is on PATH."""
+    return f"{Path(sys.executable).parent}:{path or '/usr/bin:/bin'}"
+
+
 def _pth_directories(site_dir: Path) -> list[Path]:
     """Directories that .pth files in site_dir add to sys.path (editable installs)."""
     found = []

@@ -21,7 +21,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from .errors import InnovatorError
 from .protected import FileState, ProtectedChange, check_protected, checksum_protected
 from .provision import ProvisionReport, provision
 from .rundir import RunDir
-from .sandbox import Sandbox
+from .sandbox import Sandbox, python_first
 from .sessions import SessionManager
 from .task import Task
 
@@ -41,8 +40,8 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 def command_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The harness's environment without secrets (API keys, tokens), its Python first on PATH."""
     env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     env.update(extra or {})
+    env["PATH"] = python_first(env.get("PATH"))  # after `extra`: a PATH given there keeps it first
     return env
 
 
