@@ -9,7 +9,6 @@ does, through pytest_innovator.grading.run_grader (`grade_files`, `grade_workspa
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 
 from pytest_innovator.grading import GradeOutcome, run_grader
 from pytest_innovator.task import Task, load_task
+from pytest_innovator.workspace import command_environment
 
 MINI_SUITE = Path(__file__).resolve().parent.parent / "task_suites" / "mini"
 
@@ -69,8 +69,8 @@ def import_from(path: Path, name: str) -> ModuleType:
 def workspace_copy(task: Task, tmp_path: Path, *, apply_solution: bool) -> Path:
     """tmp_path/workspace: a copy of the task's workspace, the reference solution applied or not.
 
-    The solution command runs the way the harness runs it: cwd the workspace and
-    INNOVATOR_SOLUTION_DIR a copy of the task's solution/.
+    The solution command runs the way the harness runs it: cwd the workspace,
+    INNOVATOR_SOLUTION_DIR a copy of the task's solution/, and this interpreter first on PATH.
     """
     workspace = tmp_path / "workspace"
     shutil.copytree(task.workspace_dir, workspace)
@@ -78,7 +78,7 @@ def workspace_copy(task: Task, tmp_path: Path, *, apply_solution: bool) -> Path:
         assert task.spec.solution is not None
         solution_copy = tmp_path / "solution"
         shutil.copytree(task.solution_dir, solution_copy)
-        env = {**os.environ, "INNOVATOR_SOLUTION_DIR": str(solution_copy)}
+        env = command_environment({"INNOVATOR_SOLUTION_DIR": str(solution_copy)})
         subprocess.run(
             ["bash", "-c", task.spec.solution.command], cwd=workspace, env=env, check=True
         )
