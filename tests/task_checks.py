@@ -24,6 +24,7 @@ from pytest_innovator.task import Task, load_task
 from pytest_innovator.workspace import command_environment
 
 MINI_SUITE = Path(__file__).resolve().parent.parent / "task_suites" / "mini"
+CALIBRATED_WITH = "torch 2.13.0+cpu, CPU capability AVX512"
 
 # Python source that fails on import either way; the error names each grader file it could read.
 # It looks in run_grader's scratch directories (tempfile.TemporaryDirectory(prefix=
@@ -83,6 +84,18 @@ def workspace_copy(task: Task, tmp_path: Path, *, apply_solution: bool) -> Path:
             ["bash", "-c", task.spec.solution.command], cwd=workspace, env=env, check=True
         )
     return workspace
+
+
+def torch_kernels() -> str:
+    """Which torch build and CPU kernels run here: the metrics of graders that train with torch
+    depend on them, so a calibration check that fails names them (task_suites/mini/README.md)."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"here torch {torch.__version__}, CPU capability {capability}; task.toml was calibrated "
+        f"with {CALIBRATED_WITH} (task_suites/mini/README.md, Calibration)"
+    )
 
 
 def edited_task(task: Task, tmp_path: Path, grader_edits: dict[str, str]) -> Task:
