@@ -102,8 +102,10 @@ class Sandbox:
     def argv(self, command: Sequence[str]) -> list[str]:
         bwrap = bwrap_path()
         if bwrap is None:
-            raise RuntimeError("bubblewrap (bwrap) is not usable here; install it (apt-get install bubblewrap) "
-                               "or choose --innovator-backend local")
+            raise RuntimeError(
+                "bubblewrap (bwrap) is not usable here; install it (apt-get install bubblewrap) "
+                "or choose --innovator-backend local"
+            )
         args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.network:
             args.append("--unshare-net")

@@ -268,9 +268,7 @@ class Session:
         self._master_fd = master_fd
         attributes = termios.tcgetattr(slave_fd)
         attributes[1] &= ~termios.OPOST
-        attributes[3] &= ~(
-            termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL | termios.ECHOCTL
-        )
+        attributes[3] &= ~(termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL | termios.ECHOCTL)
         termios.tcsetattr(slave_fd, termios.TCSANOW, attributes)
         window = struct.pack("HHHH", TERMINAL_ROWS, TERMINAL_COLUMNS, 0, 0)
         fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, window)
@@ -300,9 +298,7 @@ class Session:
                 os.close(fd)
         self.pid: int | None = self._process.pid
         os.set_blocking(master_fd, False)
-        self._reader = threading.Thread(
-            target=self._read_terminal, name=f"session-{name}-reader", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read_terminal, name=f"session-{name}-reader", daemon=True)
         self._reader.start()
 
         with condition:
@@ -312,9 +308,7 @@ class Session:
             output = self._buffer.read(0, 4096)[0].decode("utf-8", "replace").strip()
             self.close()
             problem = "its shell exited" if not alive else "its shell did not start in time"
-            raise SessionError(
-                f"cannot start session {name!r}: {problem}; its output was: {output or '(none)'}"
-            )
+            raise SessionError(f"cannot start session {name!r}: {problem}; its output was: {output or '(none)'}")
         init_path.unlink()
 
     # -- commands -------------------------------------------------------------------------
@@ -347,9 +341,7 @@ class Session:
             self._next_command_id += 1
             script_path = self.control_dir / f"cmd-{command_id}.sh"
             script_path.write_bytes(script.encode("utf-8", "surrogateescape"))
-            command_record = _Command(
-                command_id, command, time.time(), self._buffer.end, script_path
-            )
+            command_record = _Command(command_id, command, time.time(), self._buffer.end, script_path)
             self._current = command_record
         # ^U first erases a partial line left in the terminal, which would otherwise be glued
         # to the front of this one; the backslash and ``builtin`` keep aliases out of the way.
@@ -376,9 +368,7 @@ class Session:
         with self._condition:
             current = self._current
             if current is None:
-                raise SessionError(
-                    f"no command has run in session {self.name!r} yet: run one first"
-                )
+                raise SessionError(f"no command has run in session {self.name!r} yet: run one first")
             if self._buffer.closed:
                 raise SessionError(f"session {self.name!r} is closed; its log is {self.log_path}")
             done, exit_code = current.done, current.exit_code
@@ -519,9 +509,7 @@ class Session:
                     foreground = os.tcgetpgrp(self._master_fd)
                 except OSError:
                     return
-                if foreground != self._shell_process_group and (
-                    _command_line(foreground) != self._shell_command_line
-                ):
+                if foreground != self._shell_process_group and (_command_line(foreground) != self._shell_command_line):
                     return
                 time.sleep(0.001)
 
@@ -530,8 +518,7 @@ class Session:
             raise SessionError(f"session {self.name!r} is closed: create a new session")
         if self._failure is not None:
             raise SessionError(
-                f"session {self.name!r} stopped capturing output ({self._failure}): close it "
-                "and create a new session"
+                f"session {self.name!r} stopped capturing output ({self._failure}): close it and create a new session"
             )
         if not self._alive:
             raise SessionError(
@@ -606,8 +593,7 @@ class Session:
                     pass
                 except OSError as exc:
                     raise SessionError(
-                        f"the terminal of session {self.name!r} is gone ({exc}): close it and "
-                        "create a new session"
+                        f"the terminal of session {self.name!r} is gone ({exc}): close it and create a new session"
                     ) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -767,15 +753,11 @@ class SessionManager:
                     "'-' (at most 64 characters, starting with a letter or digit)"
                 )
             elif name in self._sessions or name in self._starting:
-                raise SessionError(
-                    f"a session named {name!r} already exists: pick another name or close it"
-                )
+                raise SessionError(f"a session named {name!r} already exists: pick another name or close it")
             self._starting.add(name)
         try:
             if not self.workdir.is_dir():
-                raise SessionError(
-                    f"working directory {self.workdir} does not exist: create it first"
-                )
+                raise SessionError(f"working directory {self.workdir} does not exist: create it first")
             session = Session(
                 name,
                 self._log_path(name),
@@ -816,12 +798,9 @@ class SessionManager:
                 return session
             existing = ", ".join(self._sessions) or "none"
             if name in self._closed_names:
-                raise SessionError(
-                    f"session {name!r} was closed: create a new session (open sessions: {existing})"
-                )
+                raise SessionError(f"session {name!r} was closed: create a new session (open sessions: {existing})")
             raise SessionError(
-                f"there is no session named {name!r}: use one of the open sessions "
-                f"({existing}) or create it"
+                f"there is no session named {name!r}: use one of the open sessions ({existing}) or create it"
             )
 
     def list(self) -> list[SessionStatus]:
@@ -855,9 +834,7 @@ class SessionManager:
             running = [session for session in self._sessions.values() if session.busy]
             if not running:
                 return False
-            return self.condition.wait_for(
-                lambda: any(not session.busy for session in running), timeout
-            )
+            return self.condition.wait_for(lambda: any(not session.busy for session in running), timeout)
 
     def __enter__(self) -> SessionManager:
         return self

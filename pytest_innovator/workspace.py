@@ -101,14 +101,25 @@ class LocalWorkspace:
     def protects(self) -> str:
         if self.sandbox:
             network = "network allowed" if self.sandbox.network else "no network"
-            return ("sandbox backend (bubblewrap): only the workspace is writable; the grader, the hint, the "
-                    f"solution and the results are not visible; own PID namespace; {network}")
-        return ("local backend: file tools are confined to the workspace and sessions are reaped at close; "
-                "shell commands are NOT sandboxed (they can read the grader and write outside the workspace)")
+            return (
+                "sandbox backend (bubblewrap): only the workspace is writable; the grader, the hint, the "
+                f"solution and the results are not visible; own PID namespace; {network}"
+            )
+        return (
+            "local backend: file tools are confined to the workspace and sessions are reaped at close; "
+            "shell commands are NOT sandboxed (they can read the grader and write outside the workspace)"
+        )
 
     @classmethod
-    def create(cls, task: Task, run_dir: Path, env: dict[str, str] | None = None, *,
-               hidden: Sequence[Path] = (), devices: Sequence[Path] = ()) -> tuple[LocalWorkspace, ProvisionReport]:
+    def create(
+        cls,
+        task: Task,
+        run_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        hidden: Sequence[Path] = (),
+        devices: Sequence[Path] = (),
+    ) -> tuple[LocalWorkspace, ProvisionReport]:
         """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed.
 
         `devices` are the device nodes (the leased GPUs') the sandbox passes through."""
@@ -124,9 +135,15 @@ class LocalWorkspace:
         log_dir.mkdir(parents=True, exist_ok=True)
         sandbox = None
         if hidden:
-            sandbox = Sandbox(writable=[host_root], readonly=[log_dir], hidden=list(hidden),
-                              network=task.spec.network, chdir=host_root,
-                              readonly_inside=[host_root / p for p in report.linked_paths], devices=devices)
+            sandbox = Sandbox(
+                writable=[host_root],
+                readonly=[log_dir],
+                hidden=list(hidden),
+                network=task.spec.network,
+                chdir=host_root,
+                readonly_inside=[host_root / p for p in report.linked_paths],
+                devices=devices,
+            )
         sessions = SessionManager(host_root, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
         workspace = cls(host_root, sessions, command_env, sandbox)
         workspace.linked = frozenset((host_root / p).resolve() for p in report.linked_paths)
@@ -173,7 +190,15 @@ class LocalWorkspace:
         def walk(directory: Path, level: int) -> None:
             for child in sorted(directory.iterdir(), key=lambda p: p.name):
                 st = child.lstat()
-                kind = "symlink" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
+                kind = (
+                    "symlink"
+                    if stat.S_ISLNK(st.st_mode)
+                    else "dir"
+                    if stat.S_ISDIR(st.st_mode)
+                    else "file"
+                    if stat.S_ISREG(st.st_mode)
+                    else "other"
+                )
                 entries.append(DirEntry(str(child.relative_to(self.host_root)), kind, st.st_size))
                 if kind == "dir" and level < depth:
                     walk(child, level + 1)
@@ -185,8 +210,12 @@ class LocalWorkspace:
         try:
             argv = ["bash", "-c", command]
             proc = subprocess.run(
-                self.sandbox.argv(argv) if self.sandbox else argv, cwd=self.host_root, env=self.env, capture_output=True,
-                timeout=timeout, start_new_session=True,
+                self.sandbox.argv(argv) if self.sandbox else argv,
+                cwd=self.host_root,
+                env=self.env,
+                capture_output=True,
+                timeout=timeout,
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
             return ExecResult(None, (exc.stdout or b"").decode("utf-8", "replace"))
@@ -203,8 +232,10 @@ class LocalWorkspace:
         except WorkspaceError:
             return False
         if source.is_dir():
+
             def links(directory: str, names: list[str]) -> set[str]:
                 return {n for n in names if os.path.islink(os.path.join(directory, n))}
+
             shutil.copytree(source, dest, ignore=links, dirs_exist_ok=True)
         elif source.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -72,9 +72,7 @@ def test_oracle_and_grader_run_the_harness_python(pytester: pytest.Pytester, bac
     suite = pytester.path / "suite"
     suite.mkdir()
     number_task_with_python_solution(suite)
-    result = pytester.runpytest_subprocess(
-        "suite", "--innovator-agent", "oracle", "--innovator-backend", backend
-    )
+    result = pytester.runpytest_subprocess("suite", "--innovator-agent", "oracle", "--innovator-backend", backend)
     result.assert_outcomes(passed=1)
 
 
