@@ -18,6 +18,8 @@ from .sandbox import bwrap_path
 from .task import Task
 from .workspace import LocalWorkspace, Workspace
 
+DEFAULT_DOCKER_IMAGE = "innovator-test:bookworm"  # what scripts/docker-test-image.sh builds
+
 
 class BackendUnavailable(InnovatorError):
     """The backend the user asked for cannot run here; the message says how to fix that."""
@@ -27,7 +29,7 @@ class BackendUnavailable(InnovatorError):
 class BackendSettings:
     """What the backends read of the plugin's settings."""
 
-    docker_image: str = ""
+    docker_image: str = DEFAULT_DOCKER_IMAGE
     remote_url: str = ""
     remote_token_file: str = ""
 

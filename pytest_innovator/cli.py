@@ -1,4 +1,4 @@
-"""`pytest-innovator`: commands around the plugin (checking task files, listing agents, leaderboards,
+"""`pytest-innovator`: commands around the plugin (checking task files, listing agents and backends, leaderboards,
 plots, HTML reports, the progress of a running benchmark)."""
 
 from __future__ import annotations
@@ -30,6 +30,23 @@ def validate(paths: list[str]) -> int:
         print(f"no task.toml found under {', '.join(paths)}", file=sys.stderr)
         return 1
     return 1 if failures else 0
+
+
+def list_backends() -> int:
+    """Each workspace backend: whether it can run here (or why not), its extra, what it protects."""
+    from .backends import BACKENDS, BackendSettings, BackendUnavailable, default_backend
+
+    default = default_backend()
+    for backend in BACKENDS.values():
+        try:
+            # Default settings: the docker check looks for the default image; remote says what to set.
+            backend.check(BackendSettings())
+            state = "available" + (" (the default here)" if backend.name == default else "")
+        except BackendUnavailable as exc:
+            state = f"unavailable: {exc}"
+        extra = f"  [needs {pip_hint(backend.extra)}]" if backend.extra else ""
+        print(f"{backend.name}: {state}\n  protects: {backend.protects}{extra}")
+    return 0
 
 
 def list_agents() -> int:
@@ -128,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("validate", help="check task.toml files")
     check.add_argument("paths", nargs="+")
     commands.add_parser("agents", help="list the registered agents")
+    commands.add_parser("backends", help="list the workspace backends: can each run here, and what it protects")
     board = commands.add_parser("leaderboard", help="a leaderboard (JSON and Markdown) from results logs and JUnit XML")
     board.add_argument(
         "inputs",
@@ -216,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         from .remote.server import serve_command
 
         return serve_command(args)
+    if args.command == "backends":
+        return list_backends()
     return list_agents()
 
 

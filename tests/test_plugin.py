@@ -286,3 +286,17 @@ def test_the_default_backend_is_chosen_quietly(pytester: pytest.Pytester) -> Non
     add_task(pytester.path / "suite", "alpha")
     result = pytester.runpytest_subprocess("suite", "--innovator-agent", "oracle")
     result.assert_outcomes(passed=1)
+
+
+def test_the_backends_command_says_which_backends_can_run_here(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such-docker.sock"}
+    command = [str(Path(sys.executable).parent / "pytest-innovator"), "backends"]
+    listing = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    assert "local: available" in listing
+    assert "docker: unavailable: cannot reach the Docker daemon" in listing
+    assert "remote: unavailable: the remote backend needs --innovator-remote-url" in listing
+    assert listing.count("protects: ") == 4 and "pytest-innovator[server]" in listing

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ..backends import BACKENDS, BackendSettings, default_backend
+from ..backends import BACKENDS, DEFAULT_DOCKER_IMAGE, BackendSettings, default_backend
 from ..errors import InnovatorError
 from ..gpus import detect_gpus
 
@@ -147,7 +147,7 @@ class Settings:
     docker_image: str = option(
         "image of the docker backend's containers (needs bash and the C libraries the "
         "host's Python links to: scripts/docker-test-image.sh)",
-        "innovator-test:bookworm",
+        DEFAULT_DOCKER_IMAGE,
     )
     remote_url: str = option(
         "session server of the remote backend, e.g. https://gpu-host:8765 (started with "

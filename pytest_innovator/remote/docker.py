@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
+from ..backends import DEFAULT_DOCKER_IMAGE
 from ..errors import InnovatorError
 from ..grader_kit import ALONE_IN_CONTAINER
 from ..grading import grader_environment
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
     from ..gpus import GpuLease
 
-DEFAULT_IMAGE = "innovator-test:bookworm"
+DEFAULT_IMAGE = DEFAULT_DOCKER_IMAGE
 DEFAULT_PIDS_LIMIT = 4096
 ITEM_LABEL = "pytest-innovator.item"
 SOCKET_DIR_INSIDE = "/run/innovator"
