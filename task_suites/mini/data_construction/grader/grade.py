@@ -34,10 +34,7 @@ def grade(request: GradeRequest) -> None:
     except (seq2seq.TrainingDataError, UnicodeDecodeError) as exc:
         invalid(request, f"train.jsonl cannot be used: {exc}")
         return
-    test = [
-        json.loads(line)
-        for line in (HERE / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    test = [json.loads(line) for line in (HERE / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     started = time.monotonic()
     model = seq2seq.train(pairs, seed=request.seed)
     train_seconds = time.monotonic() - started

@@ -106,9 +106,7 @@ def train_sandboxed(loss_path: Path, seed: int) -> list[Classifier] | str:
 def grade(request: GradeRequest) -> None:
     loss_path = request.submission_dir / "loss.py"
     if not loss_path.is_file():
-        invalid(
-            request, "the submission has no loss.py: write your loss to loss.py in the workspace"
-        )
+        invalid(request, "the submission has no loss.py: write your loss to loss.py in the workspace")
         return
     torch.set_num_threads(1)
     # Every world gets its own initialisation: train.py adds the run index to the seed.
@@ -124,8 +122,7 @@ def grade(request: GradeRequest) -> None:
     metric = float(by_world.mean())
     metrics = {f"world_{i}": float(v) for i, v in enumerate(by_world)}
     metrics |= {
-        f"{group}_shot_recall": float(recall[:, list(classes)].mean())
-        for group, classes in CLASS_GROUPS.items()
+        f"{group}_shot_recall": float(recall[:, list(classes)].mean()) for group, classes in CLASS_GROUPS.items()
     }
     metrics["isolated"] = 1.0 if isolation_available() else 0.0
     groups = ", ".join(f"{g} {metrics[f'{g}_shot_recall']:.3f}" for g in CLASS_GROUPS)

@@ -113,9 +113,7 @@ def grade(request: GradeRequest) -> None:
         return
     by_maze = []
     for index, (maze, policy) in enumerate(zip(mazes, trained)):
-        starts = env.start_states(
-            maze, STARTS_PER_MAZE, np.random.default_rng([EVAL_STARTS_SEED, index])
-        )
+        starts = env.start_states(maze, STARTS_PER_MAZE, np.random.default_rng([EVAL_STARTS_SEED, index]))
         by_maze.append(float(success(policy, maze, *starts).mean()))
     metric = float(np.mean(by_maze))
     metrics = {f"maze_{i}": rate for i, rate in enumerate(by_maze)}
