@@ -1,4 +1,5 @@
-"""Raw metric -> score in [0, 100]: baseline -> 0, reference -> reference score, linear, clipped."""
+"""Raw metric -> score in [0, 100]: baseline -> 0, reference -> reference score, linear, clipped
+(scoring mode "linear"), or the metric itself, clipped (mode "as_is": the grader already scores)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ def normalize(metric: float, scoring: Scoring) -> float:
     """Works for both directions: for 'minimize' the reference is below the baseline."""
     if not math.isfinite(metric):
         raise ValueError(f"metric must be finite, got {metric!r}")
+    if scoring.mode == "as_is":
+        return min(100.0, max(0.0, metric))
+    assert scoring.baseline is not None and scoring.reference is not None  # the linear mode requires them
     fraction = (metric - scoring.baseline) / (scoring.reference - scoring.baseline)
     return min(100.0, max(0.0, scoring.reference_score * fraction))
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import InnovatorError
 
@@ -71,8 +72,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _field_problems(model: str, problems: list[tuple[tuple[str, ...], str]]) -> None:
+    """Raise the problems a check across fields found, each at the field it is about (a plain
+    ValueError would name only the section)."""
+    if problems:
+        details = [
+            InitErrorDetails(type=PydanticCustomError("task_field", message), loc=loc, input=None)
+            for loc, message in problems
+        ]
+        raise ValidationError.from_exception_data(model, details)
+
+
+def _inside(path: str, root: str, *, whole: bool = True) -> str:
+    """A path relative to root that stays inside it; `whole=False`: and is not root itself."""
+    if path.startswith("/") or ".." in Path(path).parts or (not whole and Path(path) == Path(".")):
+        raise ValueError(f"paths are relative to {root} and stay inside it, got {path!r}")
+    return path
+
+
 class Resources(_Strict):
+    """What the item needs of a host. `gpus` and `gpu_memory` are per host (`hosts` of them)."""
+
     gpus: int = Field(0, ge=0)
+    gpu_memory: int | None = None  # per GPU; None: any GPU will do
     cpus: float = Field(1, gt=0)
     memory: int = parse_size("2G")
     hosts: int = Field(1, ge=1)
@@ -83,9 +105,27 @@ class Resources(_Strict):
     def _size(cls, value: Any) -> int:
         return parse_size(value)
 
+    @field_validator("gpu_memory", mode="before")
+    @classmethod
+    def _gpu_size(cls, value: Any) -> int | None:
+        return None if value is None else parse_size(value)
+
+    @model_validator(mode="after")
+    def _memory_of_gpus(self) -> Resources:
+        if self.gpu_memory is not None and self.gpus == 0:
+            _field_problems("Resources", [(("gpu_memory",), "given, but gpus is 0")])
+        return self
+
+
+class Requires(_Strict):
+    """What the item needs beyond a host's resources: services the harness or the user provides."""
+
+    web_tools: bool = False  # the agent searches and browses the web through tools
+    api_model: bool = False  # the task's own code calls a hosted model (OpenAI, Azure)
+
 
 class Grader(_Strict):
-    command: str = Field(min_length=1)
+    command: str | None = Field(None, min_length=1)  # None: the task names its dataset's evaluation instead
     timeout: float = 600.0
 
     @field_validator("timeout", mode="before")
@@ -95,21 +135,38 @@ class Grader(_Strict):
 
 
 class Scoring(_Strict):
+    """How the grader's metric becomes a score in [0, 100].
+
+    mode "linear": baseline -> 0, reference -> reference_score, linear, clipped. mode "as_is": the
+    metric already is a score in [0, 100] (a foreign evaluation that normalises, as InnovatorBench's
+    do), used as it is, clipped; baseline, reference, direction and reference_score do not apply.
+    """
+
+    mode: Literal["linear", "as_is"] = "linear"
     metric: str = "metric"
     direction: Literal["maximize", "minimize"] = "maximize"
-    baseline: float
-    reference: float
+    baseline: float | None = None
+    reference: float | None = None
     reference_score: float = Field(80.0, gt=0, le=100)
 
-    @field_validator("direction", mode="before")
+    @field_validator("mode", "direction", mode="before")
     @classmethod
-    def _direction(cls, value: Any) -> Any:
-        if value not in ("maximize", "minimize"):
-            raise ValueError(f"must be 'maximize' or 'minimize', got {value!r}")
+    def _one_of(cls, value: Any, info: ValidationInfo) -> Any:
+        choices = get_args(cls.model_fields[str(info.field_name)].annotation)
+        if value not in choices:
+            raise ValueError(f"must be {' or '.join(map(repr, choices))}, got {value!r}")
         return value
 
     @model_validator(mode="after")
-    def _reference_beats_baseline(self) -> Scoring:
+    def _fields_of_the_mode(self) -> Scoring:
+        if self.mode == "as_is":
+            unused = {"direction", "baseline", "reference", "reference_score"} & self.model_fields_set
+            message = "not used when mode is 'as_is' (the metric is the score)"
+            _field_problems("Scoring", [((name,), message) for name in sorted(unused)])
+            return self
+        missing = [name for name in ("baseline", "reference") if getattr(self, name) is None]
+        _field_problems("Scoring", [((name,), "required field is missing") for name in missing])
+        assert self.baseline is not None and self.reference is not None
         better = self.reference > self.baseline if self.direction == "maximize" else self.reference < self.baseline
         if not better:
             raise ValueError(
@@ -128,6 +185,58 @@ class Solution(_Strict):
     command: str = Field(min_length=1)
 
 
+class Dataset(_Strict):
+    """Files the task takes from a dataset the user has (named by --innovator-dataset NAME=PATH);
+    every path is relative to the dataset's root. The repository holds none of them."""
+
+    name: str
+    source: str = ""  # where to get the dataset, for the reason an item is skipped without it
+    instruction: str | None = None  # the instruction, instead of the task directory's
+    workspace: dict[str, str] = {}  # workspace path -> dataset path (file or directory) copied there
+    environment: str | None = None  # a tar archive unpacked into the workspace (InnovatorBench: a conda env)
+    evaluation: str | None = None  # the dataset's own evaluation program: grades the task, hidden from the agent
+    hint: str | None = None  # the hint, instead of the task directory's (its penalty is in [hint])
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", value):
+            raise ValueError(
+                f"must be lower case letters, digits and _ (it is the NAME of --innovator-dataset NAME=PATH "
+                f"and of INNOVATOR_DATASET_NAME), got {value!r}"
+            )
+        return value
+
+    @field_validator("instruction", "environment", "evaluation", "hint")
+    @classmethod
+    def _in_dataset(cls, path: str | None) -> str | None:
+        return None if path is None else _inside(path, "the dataset's root", whole=False)
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, parts: dict[str, str]) -> dict[str, str]:
+        for target, path in parts.items():
+            _inside(target, "the workspace", whole=False)
+            _inside(path, "the dataset's root", whole=False)
+        return parts
+
+    @model_validator(mode="after")
+    def _takes_something(self) -> Dataset:
+        if not (self.instruction or self.workspace or self.environment or self.evaluation or self.hint):
+            raise ValueError("names no files: give instruction, workspace, environment, evaluation or hint")
+        return self
+
+    def files(self) -> dict[str, str]:
+        """Each file the task takes, by the field that names it (e.g. "dataset.workspace.data")."""
+        named = {"instruction": self.instruction, "environment": self.environment}
+        named |= {"evaluation": self.evaluation, "hint": self.hint}
+        files = {f"dataset.{field}": path for field, path in named.items() if path is not None}
+        return files | {f"dataset.workspace.{target}": path for target, path in self.workspace.items()}
+
+
+NO_DATASET = Dataset.model_construct(name="")  # what a task without [dataset] takes: nothing
+
+
 class TaskSpec(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     name: str
@@ -144,10 +253,12 @@ class TaskSpec(_Strict):
     snapshot_steps: int | None = Field(None, ge=1)
     snapshot_minutes: float | None = Field(None, gt=0)
     resources: Resources = Resources()
+    requires: Requires = Requires()
     grader: Grader
     scoring: Scoring
     hint: Hint | None = None
     solution: Solution | None = None
+    dataset: Dataset | None = None
 
     @field_validator("time_limit", mode="before")
     @classmethod
@@ -158,17 +269,38 @@ class TaskSpec(_Strict):
     @classmethod
     def _relative(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
         for path in paths:
-            if path.startswith("/") or ".." in Path(path).parts:
-                raise ValueError(f"paths are relative to the workspace and stay inside it, got {path!r}")
+            _inside(path, "the workspace")
         return paths
+
+    @model_validator(mode="after")
+    def _one_source_for_each_part(self) -> TaskSpec:
+        """The grader, the instruction and the hint come from the task directory or the dataset."""
+        dataset = self.dataset or NO_DATASET
+        problems: list[tuple[tuple[str, ...], str]] = []
+        if self.grader.command is None and dataset.evaluation is None:
+            missing = "required field is missing (or name the dataset's own evaluation in dataset.evaluation)"
+            problems.append((("grader", "command"), missing))
+        if dataset.instruction is not None and "instruction" in self.model_fields_set:
+            problems.append((("instruction",), "given, but dataset.instruction names the instruction: keep one"))
+        if dataset.hint is not None and self.hint is None:
+            problems.append((("hint",), "required with dataset.hint: [hint] gives the hint's penalty"))
+        if dataset.hint is not None and self.hint is not None and "file" in self.hint.model_fields_set:
+            problems.append((("hint", "file"), "given, but dataset.hint names the hint: keep one"))
+        _field_problems("TaskSpec", problems)
+        return self
 
 
 @dataclass(frozen=True)
 class Task:
-    """A loaded task: its spec and every path of its directory, named in one place."""
+    """A loaded task: its spec and every path of its directory, named in one place.
+
+    A task that takes files from a dataset ([dataset]) finds them below `dataset_root`, which
+    `with_dataset` sets once the user's copy of the dataset is known.
+    """
 
     spec: TaskSpec
     root: Path
+    dataset_root: Path | None = None
 
     @property
     def id(self) -> str:
@@ -180,6 +312,8 @@ class Task:
 
     @property
     def instruction_path(self) -> Path:
+        if self.spec.dataset and self.spec.dataset.instruction:
+            return self.in_dataset(self.spec.dataset.instruction)
         return self.root / self.spec.instruction
 
     @property
@@ -196,18 +330,45 @@ class Task:
 
     @property
     def hint_path(self) -> Path | None:
-        return self.root / self.spec.hint.file if self.spec.hint else None
+        if self.spec.hint is None:
+            return None
+        if self.spec.dataset and self.spec.dataset.hint:
+            return self.in_dataset(self.spec.dataset.hint)
+        return self.root / self.spec.hint.file
 
     @property
     def hidden_paths(self) -> tuple[Path, ...]:
         """Parts of the task the agent must never see."""
         paths = [self.grader_dir, self.solution_dir, self.root / "README.md"]
-        if self.hint_path:
-            paths.append(self.hint_path)
+        dataset = self.spec.dataset or NO_DATASET
+        bound = self.dataset_root is not None  # a dataset's parts are known once it is bound
+        if dataset.evaluation and bound:
+            paths.append(self.in_dataset(dataset.evaluation))
+        if (dataset.hint is None or bound) and (hint := self.hint_path):
+            paths.append(hint)
         return tuple(paths)
 
     def instruction(self) -> str:
         return self.instruction_path.read_text(encoding="utf-8")
+
+    def in_dataset(self, path: str) -> Path:
+        """A path of the task's dataset (relative to its root, as [dataset] names it)."""
+        if self.dataset_root is None:  # the harness binds the dataset before anything reads from it
+            raise RuntimeError(f"task {self.id}: its dataset is not bound yet (Task.with_dataset)")
+        return self.dataset_root / path
+
+    def with_dataset(self, dataset_root: Path) -> Task:
+        """This task reading its dataset's files from dataset_root; TaskError names each one missing."""
+        assert self.spec.dataset is not None
+        bound = replace(self, dataset_root=dataset_root)
+        missing = [
+            f"{self.toml_path}: {field}: {bound.in_dataset(path)} not found in dataset {self.spec.dataset.name!r}"
+            for field, path in self.spec.dataset.files().items()
+            if not bound.in_dataset(path).exists()
+        ]
+        if missing:
+            raise TaskError("\n".join(missing))
+        return bound
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -241,15 +402,17 @@ def load_task(path: Path | str) -> Task:
         lines = [f"{toml_path}: {_field_name(e['loc'])}: {_describe(e)}" for e in exc.errors()]
         raise TaskError("\n".join(lines)) from None
     task = Task(spec=spec, root=root)
+    # Parts a dataset provides are checked when the dataset is bound (Task.with_dataset).
+    dataset = spec.dataset or NO_DATASET
     problems = []
-    if not task.instruction_path.is_file():
+    if dataset.instruction is None and not task.instruction_path.is_file():
         problems.append(f"instruction: file {spec.instruction!r} not found in the task directory")
-    if not task.workspace_dir.is_dir():
+    if not (dataset.workspace or dataset.environment) and not task.workspace_dir.is_dir():
         problems.append("workspace/: directory not found (the agent's starter files go there)")
-    if not task.grader_dir.is_dir():
+    if spec.grader.command is not None and not task.grader_dir.is_dir():
         problems.append("grader/: directory not found (the grading program and held-out data go there)")
-    if task.hint_path and not task.hint_path.is_file():
-        problems.append(f"hint.file: file {spec.hint.file!r} not found in the task directory")  # type: ignore[union-attr]
+    if spec.hint and dataset.hint is None and not (root / spec.hint.file).is_file():
+        problems.append(f"hint.file: file {spec.hint.file!r} not found in the task directory")
     if spec.solution and not task.solution_dir.is_dir():
         problems.append("solution.command: given, but the solution/ directory is missing")
     if problems:

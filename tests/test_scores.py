@@ -52,6 +52,11 @@ def test_linear_between_and_beyond() -> None:
     assert normalize(3.0, minimize) == 0
 
 
+def test_as_is_uses_the_metric_clipped() -> None:
+    scoring = Scoring(mode="as_is")
+    assert [normalize(m, scoring) for m in (-3, 0, 42.5, 100, 130)] == [0, 0, 42.5, 100, 100]
+
+
 @pytest.mark.parametrize("metric", [math.nan, math.inf, -math.inf])
 def test_non_finite_metric_is_refused(metric: float) -> None:
     with pytest.raises(ValueError):
