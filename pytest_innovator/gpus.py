@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LEASE_LOG_NAME = "leases.jsonl"
 
@@ -70,24 +71,51 @@ def _normalised_device_id(device_id: str) -> str:
     return str(int(device_id)) if device_id.isdigit() else device_id
 
 
-def _nvml_device_indices() -> list[str]:
+@contextmanager
+def _nvml() -> Iterator[Any]:
+    """NVML (nvidia-ml-py), initialised and shut down after; None without it or without a driver.
+    Imported here because every pytest run on the machine imports the plugin."""
     try:
-        # nvidia-ml-py; imported here because every pytest run on the machine imports the plugin
         import pynvml  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
-        return []
+        yield None
+        return
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError:
-        return []
+        yield None
+        return
     try:
-        device_count = pynvml.nvmlDeviceGetCount()
-    except pynvml.NVMLError:
-        device_count = 0
+        yield pynvml
     finally:
         with suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-    return [str(index) for index in range(device_count)]
+
+
+def _nvml_device_indices() -> list[str]:
+    with _nvml() as nvml:
+        if nvml is None:
+            return []
+        try:
+            return [str(index) for index in range(nvml.nvmlDeviceGetCount())]
+        except nvml.NVMLError:
+            return []
+
+
+def gpu_memory(devices: Sequence[str]) -> dict[str, int]:
+    """Total memory in bytes of each device (an index or a UUID), as NVML reports it: after what
+    the driver reserves, so a little below the size on the box. Devices NVML cannot tell about are
+    left out; without nvidia-ml-py or NVML, the result is empty."""
+    memory: dict[str, int] = {}
+    with _nvml() as nvml:
+        for device in devices if nvml is not None else ():
+            with suppress(nvml.NVMLError):
+                by_index = device.isdigit()
+                handle = (
+                    nvml.nvmlDeviceGetHandleByIndex(int(device)) if by_index else nvml.nvmlDeviceGetHandleByUUID(device)
+                )
+                memory[device] = int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
+    return memory
 
 
 # Driver-wide nodes every CUDA process opens, beside its devices' /dev/nvidiaN.

@@ -1,12 +1,19 @@
 """The plugin's fixtures (all function-scoped): innovator_task, innovator_run_dir, gpu_lease,
 workspace, sessions, agent, research_env. A user's own test can ask for them with
-``@pytest.mark.innovator_task("mini/scaffold_construction")``."""
+``@pytest.mark.innovator_task("mini/scaffold_construction")``.
+
+`innovator_task` comes first: an item whose task needs what this host or this harness cannot give
+(GPUs and their memory, a second host, web tools, an API model, its dataset) is skipped there with
+everything it lacks, before anything is made for it; a dataset that lacks the task's files is an
+error naming them.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +22,9 @@ import pytest
 
 from ..backends import BACKENDS, BackendUnavailable, WorkspaceRequest
 from ..rundir import RunDir, write_json_atomic
-from ..task import Task, load_task
+from ..task import Task, TaskError, load_task
 from .items import record_result, result_key, resume_target_key, resumed_key, task_key
-from .options import Settings, run_id_key, settings_key
+from .options import OPTION_BY_NAME, Settings, run_id_key, settings_key
 
 
 def _task_for(request: pytest.FixtureRequest) -> Task:
@@ -43,7 +50,87 @@ def resolve_task_reference(reference: str, config: pytest.Config) -> Task:
 
 @pytest.fixture
 def innovator_task(request: pytest.FixtureRequest) -> Task:
-    return _task_for(request)
+    """The item's task, its dataset bound; skipped where it cannot run (see unmet_requirements)."""
+    task = _task_for(request)
+    settings: Settings = request.config.stash[settings_key]
+    unmet = unmet_requirements(task, settings)
+    if unmet:
+        pytest.skip(f"task {task.id} needs " + "; ".join(unmet))
+    needed_memory = task.spec.resources.gpu_memory
+    if task.spec.resources.gpus and needed_memory and settings.gpu_memory is None:
+        warnings.warn(
+            f"GPU memory not checked: {OPTION_BY_NAME['gpus'].flag} names the GPUs by hand "
+            f"(a task needs {_gib(needed_memory)} per GPU)",
+            stacklevel=1,
+        )
+    if task.spec.dataset is None:
+        return task
+    try:
+        return task.with_dataset(settings.datasets[task.spec.dataset.name])
+    except TaskError as exc:
+        missing = str(exc)
+    pytest.fail(missing, pytrace=False)  # outside the except: the message alone, not two chained errors
+
+
+# NVML reports a GPU's memory after what the driver reserves: an "80 GB" H100 shows 79.6 GiB, a
+# "24 GB" A10 22.5 GiB. A GPU with this share of the memory a task asks for counts as big enough.
+GPU_MEMORY_SHARE = 0.9
+
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f}".removesuffix(".0") + " GiB"
+
+
+def usable_gpus(task: Task, settings: Settings) -> tuple[str, ...]:
+    """This host's GPUs with the memory the task needs: all of them when it names none or when
+    their memory is not known (named by hand)."""
+    needed = task.spec.resources.gpu_memory
+    if needed is None or settings.gpu_memory is None:
+        return settings.gpus
+    memory = settings.gpu_memory
+    return tuple(d for d in settings.gpus if memory.get(d, needed) >= GPU_MEMORY_SHARE * needed)
+
+
+def unmet_requirements(task: Task, settings: Settings) -> list[str]:
+    """What the task needs that this host or this harness cannot give, one phrase each."""
+    spec = task.spec
+    unmet = []
+    if spec.dataset is not None and spec.dataset.name not in settings.datasets:
+        name, option = spec.dataset.name, OPTION_BY_NAME["datasets"]
+        source = f"; get it from {spec.dataset.source}" if spec.dataset.source else ""
+        unmet.append(
+            f"dataset {name!r} (give its path with {option.flag} {name}=PATH, environment variable "
+            f"{option.env_var.replace('<NAME>', name.upper())} or ini key {option.ini_key}{source})"
+        )
+    resources = spec.resources
+    if resources.hosts > 1:
+        unmet.append(f"{resources.hosts} hosts (an item runs on one host: this harness has no multi-host support yet)")
+    usable = usable_gpus(task, settings)
+    if resources.gpus > len(usable):
+        unmet.append(_gpu_shortfall(task, settings, usable))
+    if spec.requires.web_tools:
+        unmet.append("web search and browsing tools for the agent (this harness does not provide them yet)")
+    if spec.requires.api_model:
+        unmet.append("an API model its code calls, OpenAI or Azure (this harness cannot provide one to a task yet)")
+    return unmet
+
+
+def _gpu_shortfall(task: Task, settings: Settings, usable: tuple[str, ...]) -> str:
+    needed, memory = task.spec.resources.gpus, task.spec.resources.gpu_memory
+    flag = OPTION_BY_NAME["gpus"].flag
+    if memory is None or settings.gpu_memory is None or not settings.gpus:
+        host = ",".join(settings.gpus) or "none detected"
+        if memory is not None and settings.gpus:
+            host += f"; their memory is not known: {flag} names them by hand"
+        what = _gpus(needed) if memory is None else f"{_gpus(needed)} with {_gib(memory)} each"
+        return f"{what}, this host has {len(settings.gpus)} ({host}): name them with {flag}"
+    known = settings.gpu_memory
+    host = ", ".join(f"{d}: {_gib(known[d]) if d in known else 'memory unknown'}" for d in settings.gpus)
+    return f"{_gpus(needed)} with {_gib(memory)} each, this host has {len(usable)} such ({host}): name them with {flag}"
 
 
 @pytest.fixture
@@ -61,14 +148,9 @@ def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
     from ..gpus import GpuLeaser
 
     settings: Settings = request.config.stash[settings_key]
-    needed = innovator_task.spec.resources.gpus
-    if needed > len(settings.gpus):
-        pytest.skip(
-            f"task {innovator_task.id} needs {needed} GPUs, this host has {len(settings.gpus)} "
-            f"({','.join(settings.gpus) or 'none detected'}); name them with --innovator-gpus"
-        )
-    leaser = GpuLeaser(settings.gpu_lock_dir, settings.gpus)
-    lease = leaser.acquire(needed, owner=f"{request.node.nodeid} (pid {os.getpid()})")
+    # innovator_task skipped the item unless enough of these are there
+    leaser = GpuLeaser(settings.gpu_lock_dir, usable_gpus(innovator_task, settings))
+    lease = leaser.acquire(innovator_task.spec.resources.gpus, owner=f"{request.node.nodeid} (pid {os.getpid()})")
     record = {"devices": list(lease.devices), "acquired_at": lease.acquired_at, "owner": lease.owner}
     record_path = RunDir(innovator_run_dir).gpu_lease
     write_json_atomic(record_path, record)
@@ -84,7 +166,21 @@ def hidden_paths(task: Task, settings: Settings) -> list[Path]:
     """What sandboxed commands must not see: this task's directory and its sibling tasks (graders,
     solutions, hints), and the results directory (ledgers, other items' workspaces)."""
     siblings = [d for d in task.root.parent.iterdir() if (d / "task.toml").is_file()]
-    return sorted({task.root, *siblings, settings.results})
+    dataset = [task.dataset_root] if task.dataset_root else []  # its evaluations and hints
+    return sorted({task.root, *siblings, *dataset, settings.results})
+
+
+def unbuilt_stages(task: Task) -> list[str]:
+    """What the task needs of this harness that is not built yet."""
+    dataset = task.spec.dataset
+    if dataset is None:
+        return []
+    stages = []
+    if dataset.workspace or dataset.environment:
+        stages.append(f"making its workspace from dataset {dataset.name!r} (dataset.workspace, dataset.environment)")
+    if task.spec.grader.command is None:
+        stages.append(f"grading by the dataset's own evaluation (dataset.evaluation = {dataset.evaluation!r})")
+    return stages
 
 
 @pytest.fixture
@@ -92,6 +188,9 @@ def workspace(
     request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any
 ) -> Iterator[Any]:
     settings: Settings = request.config.stash[settings_key]
+    unbuilt = unbuilt_stages(innovator_task)
+    if unbuilt:
+        pytest.fail(f"task {innovator_task.id}: not built yet in this harness: " + "; ".join(unbuilt), pytrace=False)
     if resume_target_key in request.config.stash:
         from ..snapshots.resume import prepare_run_dir, resume_point
 

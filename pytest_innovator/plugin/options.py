@@ -7,6 +7,11 @@ variable, then ini key, then the default. A bad value names where it came from:
 ``invalid --innovator-time-scale 'x' (from environment variable INNOVATOR_TIME_SCALE): must be a
 positive number``.
 
+An option declared `per_name` holds one value per NAME (a dict): its field is named in the plural
+(``datasets``), its flag is singular and repeatable (``--innovator-dataset NAME=PATH``), each
+environment variable holds one value (``INNOVATOR_DATASET_<NAME>``) and the ini key one
+``NAME=VALUE`` a line (``innovator_datasets``). The same order holds for each NAME.
+
 The plugin's stash keys live here too: every module of the plugin reads the settings and the run
 id through them.
 """
@@ -14,6 +19,7 @@ id through them.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -24,7 +30,7 @@ import pytest
 
 from ..backends import BACKENDS, DEFAULT_DOCKER_IMAGE, BackendSettings, default_backend
 from ..errors import InnovatorError
-from ..gpus import detect_gpus
+from ..gpus import detect_gpus, gpu_memory
 
 
 class SettingsError(InnovatorError, pytest.UsageError):
@@ -38,14 +44,20 @@ class Option:
     default: str | None
     convert: Callable[[str], Any]
     for_agent: bool  # handed to the agent among its options
+    per_name: bool = False  # NAME=VALUE, repeatable: a dict of converted values by NAME
+
+    @property
+    def one(self) -> str:
+        """The name of one value: "dataset" for the per-name option "datasets"."""
+        return self.name.removesuffix("s") if self.per_name else self.name
 
     @property
     def flag(self) -> str:
-        return "--innovator-" + self.name.replace("_", "-")
+        return "--innovator-" + self.one.replace("_", "-")
 
     @property
     def env_var(self) -> str:
-        return "INNOVATOR_" + self.name.upper()
+        return "INNOVATOR_" + self.one.upper() + ("_<NAME>" if self.per_name else "")
 
     @property
     def ini_key(self) -> str:
@@ -108,11 +120,23 @@ def _gpus(value: str) -> tuple[str, ...]:
     return tuple(detect_gpus(value))
 
 
+def _directory(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError("must be an existing directory")
+    return path.resolve()
+
+
 def option(
-    help: str, default: str | None = "", convert: Callable[[str], Any] = _text, *, for_agent: bool = False
+    help: str,
+    default: str | None = "",
+    convert: Callable[[str], Any] = _text,
+    *,
+    for_agent: bool = False,
+    per_name: bool = False,
 ) -> Any:
     """A Settings field that is also an option; `default` is the raw text (None: computed)."""
-    return field(metadata={"option": (help, default, convert, for_agent)})
+    return field(metadata={"option": (help, default, convert, for_agent, per_name)})
 
 
 @dataclass(frozen=True)
@@ -138,6 +162,13 @@ class Settings:
         "GPU ids this host may lease, e.g. 0,1,2,3 (default: detected with NVML)", None, _gpus
     )
     gpu_lock_dir: Path = option("host-wide directory of GPU lease locks", None, Path)
+    datasets: dict[str, Path] = option(
+        "where a dataset that tasks take files from is, as NAME=PATH; repeatable (e.g. innovatorbench=PATH: "
+        "InnovatorBench's released dataset with its evaluations/ folder inside; docs/task-format.md)",
+        None,
+        _directory,
+        per_name=True,
+    )
     backend: str = option(
         "workspace backend: sandbox (bubblewrap; the default where bwrap works), local, "
         "docker or remote (docs/backends.md)",
@@ -243,6 +274,9 @@ class Settings:
     )
     # Not an option: whether the user named the backend (then a backend that cannot run is an error).
     backend_named: bool = field(default=False, metadata={})
+    # Not an option: each GPU's memory in bytes, as NVML reports it; None when --innovator-gpus
+    # names the GPUs by hand (their memory is not known then).
+    gpu_memory: dict[str, int] | None = field(default=None, metadata={})
 
     def agent_options(self) -> dict[str, Any]:
         return {o.name: getattr(self, o.name) for o in OPTIONS if o.for_agent}
@@ -254,6 +288,7 @@ class Settings:
 
 
 OPTIONS = [Option(f.name, *f.metadata["option"]) for f in fields(Settings) if "option" in f.metadata]
+assert all(o.name.endswith("s") for o in OPTIONS if o.per_name), "a per-name option's field is named in the plural"
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
 
@@ -261,13 +296,14 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("innovator", "research-agent benchmarks (pytest-innovator)")
     for option in OPTIONS:
         default = f" (default: {option.default})" if option.default else ""
-        group.addoption(
-            option.flag,
-            dest=f"innovator_{option.name}",
-            default=None,
-            help=f"{option.help}{default}; env {option.env_var}, ini {option.ini_key}",
-        )
-        parser.addini(option.ini_key, option.help, default=None)
+        help = f"{option.help}{default}; env {option.env_var}, ini {option.ini_key}"
+        dest = f"innovator_{option.name}"
+        if option.per_name:
+            group.addoption(option.flag, dest=dest, default=None, action="append", metavar="NAME=VALUE", help=help)
+            parser.addini(option.ini_key, f"{option.help} (one NAME=VALUE a line)", type="linelist", default=[])
+        else:
+            group.addoption(option.flag, dest=dest, default=None, help=help)
+            parser.addini(option.ini_key, option.help, default=None)
 
 
 def _raw_value(config: pytest.Config, option: Option) -> tuple[str | None, str]:
@@ -282,20 +318,62 @@ def _raw_value(config: pytest.Config, option: Option) -> tuple[str | None, str]:
     return option.default, "default"
 
 
+_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
+
+
+def _raw_values_per_name(config: pytest.Config, option: Option) -> dict[str, tuple[str, str]]:
+    """NAME -> (raw value, where it came from), the command line over the environment over the ini file."""
+    found: dict[str, tuple[str, str]] = {}
+
+    def add(entry: str, source: str, name: str | None = None) -> None:
+        if name is None:
+            name, equals, entry = entry.partition("=")
+            if not equals:
+                raise SettingsError(f"invalid {option.flag} {name!r} (from {source}): must be NAME=VALUE")
+        name = name.strip()
+        if not _NAME.fullmatch(name):
+            raise SettingsError(
+                f"invalid {option.flag} name {name!r} (from {source}): must be lower case letters, digits and _"
+            )
+        found[name] = (entry, source)
+
+    for line in config.getini(option.ini_key):
+        add(line, f"ini key {option.ini_key}")
+    prefix = option.env_var.removesuffix("<NAME>")
+    for variable, value in sorted(os.environ.items()):
+        if variable.startswith(prefix) and variable != prefix:
+            add(value, f"environment variable {variable}", variable.removeprefix(prefix).lower())
+    for entry in config.getoption(f"innovator_{option.name}") or []:
+        add(entry, f"command line {option.flag}")
+    return found
+
+
+def _convert(option: Option, raw: str, source: str, shown: str) -> Any:
+    try:
+        return option.convert(raw.strip())
+    except ValueError as exc:
+        reason = str(exc) if "must" in str(exc) else f"not a valid value ({exc})"
+        if option.name == "gpus":  # detect_gpus says what is wrong and what is expected
+            raise SettingsError(f"{exc} (from {source})") from None
+        raise SettingsError(f"invalid {option.flag} {shown!r} (from {source}): {reason}") from None
+
+
 def resolve_settings(config: pytest.Config) -> Settings:
     values: dict[str, Any] = {}
     for option in OPTIONS:
+        if option.per_name:
+            raw_values = _raw_values_per_name(config, option)
+            values[option.name] = {
+                name: _convert(option, raw, source, f"{name}={raw}") for name, (raw, source) in raw_values.items()
+            }
+            continue
         raw, source = _raw_value(config, option)
-        try:
-            values[option.name] = None if raw is None else option.convert(raw.strip())
-        except ValueError as exc:
-            reason = str(exc) if "must" in str(exc) else f"not a valid value ({exc})"
-            if option.name == "gpus":  # detect_gpus says what is wrong and what is expected
-                raise SettingsError(f"{exc} (from {source})") from None
-            raise SettingsError(f"invalid {option.flag} {raw!r} (from {source}): {reason}") from None
-    # What is left unset is computed: the host's GPUs, a per-user lock directory, the best backend.
+        values[option.name] = None if raw is None else _convert(option, raw, source, raw)
+    # What is left unset is computed: the host's GPUs and their memory, a per-user lock directory,
+    # the best backend.
     if values["gpus"] is None:
         values["gpus"] = tuple(detect_gpus(None))
+        values["gpu_memory"] = gpu_memory(values["gpus"])
     if values["gpu_lock_dir"] is None:
         values["gpu_lock_dir"] = Path(tempfile.gettempdir()) / f"pytest-innovator-{os.getuid()}" / "gpu-locks"
     values["backend_named"] = values["backend"] is not None
