@@ -80,9 +80,7 @@ def workspace_copy(task: Task, tmp_path: Path, *, apply_solution: bool) -> Path:
         solution_copy = tmp_path / "solution"
         shutil.copytree(task.solution_dir, solution_copy)
         env = command_environment({"INNOVATOR_SOLUTION_DIR": str(solution_copy)})
-        subprocess.run(
-            ["bash", "-c", task.spec.solution.command], cwd=workspace, env=env, check=True
-        )
+        subprocess.run(["bash", "-c", task.spec.solution.command], cwd=workspace, env=env, check=True)
     return workspace
 
 
@@ -114,9 +112,7 @@ def edited_task(task: Task, tmp_path: Path, grader_edits: dict[str, str]) -> Tas
     return load_task(root)
 
 
-def grade_files(
-    task: Task, files: Mapping[str, str | bytes], tmp_path: Path, *, seed: int = 0
-) -> GradeOutcome:
+def grade_files(task: Task, files: Mapping[str, str | bytes], tmp_path: Path, *, seed: int = 0) -> GradeOutcome:
     """Grade a submission holding `files` (name: text or bytes) through run_grader.
 
     Text is written as UTF-8. The grader's log is tmp_path/grader.log.
@@ -132,9 +128,7 @@ def grade_files(
     return run_grader(task, fill, tmp_path / "grader.log", seed=seed)
 
 
-def grade_workspace(
-    task: Task, tmp_path: Path, *, apply_solution: bool, seed: int = 0
-) -> GradeOutcome:
+def grade_workspace(task: Task, tmp_path: Path, *, apply_solution: bool, seed: int = 0) -> GradeOutcome:
     """Grade the declared outputs of a workspace copy (see workspace_copy) through run_grader."""
     workspace = workspace_copy(task, tmp_path, apply_solution=apply_solution)
     files = {name: (workspace / name).read_bytes() for name in task.spec.outputs}
@@ -171,15 +165,11 @@ def check_task_directory(task: Task, same_in_grader: Iterable[str]) -> None:
     assert task.hint_path is not None and task.hint_path.is_file()
     assert (task.root / "README.md").is_file()
     for name in same_in_grader:
-        assert (task.grader_dir / name).read_bytes() == (task.workspace_dir / name).read_bytes(), (
-            name
-        )
+        assert (task.grader_dir / name).read_bytes() == (task.workspace_dir / name).read_bytes(), name
 
 
 def check_make_data_regenerates(task: Task, tmp_path: Path, relative_paths: Iterable[str]) -> None:
     """grader/make_data.py, run into tmp_path, writes each of relative_paths byte for byte."""
-    subprocess.run(
-        [sys.executable, str(task.grader_dir / "make_data.py"), str(tmp_path)], check=True
-    )
+    subprocess.run([sys.executable, str(task.grader_dir / "make_data.py"), str(tmp_path)], check=True)
     for relative in relative_paths:
         assert (tmp_path / relative).read_bytes() == (task.root / relative).read_bytes(), relative

@@ -38,20 +38,12 @@ def test_task_directory_is_complete(task: Task) -> None:
 
 
 def test_data_files_are_regenerated_byte_for_byte(task: Task, tmp_path: Path) -> None:
-    check_make_data_regenerates(
-        task, tmp_path, ["grader/data/test.jsonl", "workspace/data/train.jsonl"]
-    )
+    check_make_data_regenerates(task, tmp_path, ["grader/data/test.jsonl", "workspace/data/train.jsonl"])
 
 
 def test_test_messages_are_balanced_and_hidden(task: Task) -> None:
-    test = [
-        json.loads(line)
-        for line in (task.grader_dir / "data" / "test.jsonl").read_text().splitlines()
-    ]
-    train = [
-        json.loads(line)
-        for line in (task.workspace_dir / "data" / "train.jsonl").read_text().splitlines()
-    ]
+    test = [json.loads(line) for line in (task.grader_dir / "data" / "test.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (task.workspace_dir / "data" / "train.jsonl").read_text().splitlines()]
     counts: dict[str, int] = {}
     for row in test:
         counts[row["label"]] = counts.get(row["label"], 0) + 1
@@ -59,15 +51,11 @@ def test_test_messages_are_balanced_and_hidden(task: Task) -> None:
     assert not {row["text"] for row in test} & {row["text"] for row in train}
 
 
-def test_untouched_augmented_file_is_the_starting_pipelines_output(
-    task: Task, tmp_path: Path
-) -> None:
+def test_untouched_augmented_file_is_the_starting_pipelines_output(task: Task, tmp_path: Path) -> None:
     workspace = workspace_copy(task, tmp_path, apply_solution=False)
     (workspace / "augmented.jsonl").unlink()
     subprocess.run([sys.executable, "augment.py"], cwd=workspace, check=True, capture_output=True)
-    assert (workspace / "augmented.jsonl").read_bytes() == (
-        task.workspace_dir / "augmented.jsonl"
-    ).read_bytes()
+    assert (workspace / "augmented.jsonl").read_bytes() == (task.workspace_dir / "augmented.jsonl").read_bytes()
 
 
 @pytest.mark.parametrize(

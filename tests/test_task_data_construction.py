@@ -50,13 +50,11 @@ def test_data_files_are_regenerated_byte_for_byte(task: Task, tmp_path: Path) ->
 
 def test_hidden_test_inputs_are_not_in_the_workspace(task: Task) -> None:
     test_inputs = {
-        json.loads(line)["input"]
-        for line in (task.grader_dir / "data" / "test.jsonl").read_text().splitlines()
+        json.loads(line)["input"] for line in (task.grader_dir / "data" / "test.jsonl").read_text().splitlines()
     }
     sample = set((task.workspace_dir / "data" / "sample_inputs.txt").read_text().splitlines())
     examples = {
-        json.loads(line)["input"]
-        for line in (task.workspace_dir / "data" / "examples.jsonl").read_text().splitlines()
+        json.loads(line)["input"] for line in (task.workspace_dir / "data" / "examples.jsonl").read_text().splitlines()
     }
     assert len(test_inputs) == 1000
     assert not test_inputs & (sample | examples)

@@ -69,12 +69,8 @@ def test_held_out_text_is_not_in_the_workspace(task: Task) -> None:
 def test_shipped_selection_is_what_the_starting_pipeline_writes(task: Task, tmp_path: Path) -> None:
     workspace = workspace_copy(task, tmp_path, apply_solution=False)
     (workspace / "selection.txt").unlink()
-    subprocess.run(
-        [sys.executable, "make_selection.py"], cwd=workspace, check=True, capture_output=True
-    )
-    assert (workspace / "selection.txt").read_bytes() == (
-        task.workspace_dir / "selection.txt"
-    ).read_bytes()
+    subprocess.run([sys.executable, "make_selection.py"], cwd=workspace, check=True, capture_output=True)
+    assert (workspace / "selection.txt").read_bytes() == (task.workspace_dir / "selection.txt").read_bytes()
 
 
 def test_reference_selection_fits_the_budget(task: Task, lm: ModuleType, tmp_path: Path) -> None:

@@ -70,9 +70,7 @@ def test_missing_loss_is_invalid(task: Task, tmp_path: Path) -> None:
     ],
     ids=["import-error", "nan", "not-scalar"],
 )
-def test_loss_that_breaks_training_is_invalid(
-    task: Task, tmp_path: Path, source: str, expected: str
-) -> None:
+def test_loss_that_breaks_training_is_invalid(task: Task, tmp_path: Path, source: str, expected: str) -> None:
     outcome = grade_files(task, {"loss.py": source}, tmp_path)
     assert outcome.status == "invalid"
     if not isolation_available():  # the message carries no text from an unsandboxed trainer

@@ -41,21 +41,14 @@ def test_mazes_are_connected_and_the_key_is_far_from_the_door(task: Task) -> Non
         steps = env._reachable(maze.walls, tuple(maze.key))
         assert (steps[~maze.walls] >= 0).all()
         assert steps[tuple(maze.door)] >= env.MIN_KEY_TO_DOOR
-        assert (
-            maze.walls[0].all()
-            and maze.walls[:, 0].all()
-            and maze.walls[-1].all()
-            and maze.walls[:, -1].all()
-        )
+        assert maze.walls[0].all() and maze.walls[:, 0].all() and maze.walls[-1].all() and maze.walls[:, -1].all()
 
 
 def test_success_needs_the_key(task: Task) -> None:
     env = import_from(task.workspace_dir / "env.py", "reward_design_env")
     maze = env.make_maze(0)
     beside_door = next(cell for cell in maze.door + env.MOVES if not maze.walls[tuple(cell)])
-    toward_door = next(
-        i for i, move in enumerate(env.MOVES) if (beside_door + move == maze.door).all()
-    )
+    toward_door = next(i for i, move in enumerate(env.MOVES) if (beside_door + move == maze.door).all())
     for has_key, succeeds in ((False, False), (True, True)):
         moved = env.step(maze, beside_door[None], np.array([has_key]), np.array([toward_door]))
         assert (moved.position[0] == maze.door).all()
@@ -74,10 +67,7 @@ def test_missing_reward_is_invalid(task: Task, tmp_path: Path) -> None:
     [
         ("raise ImportError('broken on purpose')\n", "broken on purpose"),
         (
-            (
-                "def make_reward(maze, gamma):\n"
-                "    return lambda transition: transition.success * float('nan')\n"
-            ),
+            ("def make_reward(maze, gamma):\n    return lambda transition: transition.success * float('nan')\n"),
             "not finite",
         ),
         (
@@ -87,9 +77,7 @@ def test_missing_reward_is_invalid(task: Task, tmp_path: Path) -> None:
     ],
     ids=["import-error", "nan", "wrong-shape"],
 )
-def test_reward_that_breaks_training_is_invalid(
-    task: Task, tmp_path: Path, source: str, expected: str
-) -> None:
+def test_reward_that_breaks_training_is_invalid(task: Task, tmp_path: Path, source: str, expected: str) -> None:
     outcome = grade_files(task, {"reward.py": source}, tmp_path)
     assert outcome.status == "invalid"
     if not isolation_available():  # the message carries no text from an unsandboxed trainer

@@ -130,9 +130,7 @@ def test_missing_scaffold_is_invalid(task: Task, tmp_path: Path) -> None:
         ("import os\nos._exit(0)\n", "ended before it was ready"),
     ],
 )
-def test_scaffold_that_cannot_load_is_invalid(
-    task: Task, tmp_path: Path, source: str, expected: str
-) -> None:
+def test_scaffold_that_cannot_load_is_invalid(task: Task, tmp_path: Path, source: str, expected: str) -> None:
     outcome = grade_files(task, {"scaffold.py": source}, tmp_path)
     assert outcome.status == "invalid"
     assert expected in outcome.message
@@ -189,9 +187,7 @@ def test_forged_result_frames_do_not_count(task: Task, tmp_path: Path) -> None:
     reason="the grader sandboxes the scaffold only where bubblewrap works",
 )
 def test_grader_files_are_out_of_the_scaffolds_reach(task: Task, tmp_path: Path) -> None:
-    source = BASELINE_STEALING_ANSWERS.format(
-        temp_dir=tempfile.gettempdir(), task_dir=str(task.root)
-    )
+    source = BASELINE_STEALING_ANSWERS.format(temp_dir=tempfile.gettempdir(), task_dir=str(task.root))
 
     # Control: with a grader's files readable where run_grader puts them, this scaffold does
     # find them there and answer from them.
@@ -200,9 +196,7 @@ def test_grader_files_are_out_of_the_scaffolds_reach(task: Task, tmp_path: Path)
         namespace: dict[str, Any] = {}
         exec(compile(source, "stealing_scaffold", "exec"), namespace)  # noqa: S102
     assert namespace["STOLEN_FROM"].startswith(tempfile.gettempdir() + "/innovator-grade-")
-    first = json.loads(
-        (task.grader_dir / "data" / "test_questions.jsonl").read_text().splitlines()[0]
-    )
+    first = json.loads((task.grader_dir / "data" / "test_questions.jsonl").read_text().splitlines()[0])
     assert namespace["solve"](first["question"], lambda prompt: "") == first["answer"]
 
     baseline = grade_workspace(task, tmp_path / "baseline", apply_solution=False)
@@ -212,9 +206,7 @@ def test_grader_files_are_out_of_the_scaffolds_reach(task: Task, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_scaffold_that_hangs_is_stopped_and_keeps_its_earlier_answers(
-    task: Task, tmp_path: Path
-) -> None:
+def test_scaffold_that_hangs_is_stopped_and_keeps_its_earlier_answers(task: Task, tmp_path: Path) -> None:
     source = (
         "import time\nseen = 0\n"
         "def solve(question, ask):\n"

@@ -57,10 +57,7 @@ TRAINER_TASKS = {
     ),
     "reward_design": (
         "reward.py",
-        (
-            "def make_reward(maze, gamma):\n"
-            "    return lambda transition: transition.success.astype(float)\n"
-        ),
+        ("def make_reward(maze, gamma):\n    return lambda transition: transition.success.astype(float)\n"),
     ),
 }
 
@@ -82,9 +79,7 @@ def test_training_is_stopped_at_the_cpu_limit(trainer: TrainerTask, tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not isolation_available(), reason="the grader sandboxes the trainer only where bubblewrap works"
-)
+@pytest.mark.skipif(not isolation_available(), reason="the grader sandboxes the trainer only where bubblewrap works")
 def test_graders_files_are_out_of_the_trainers_reach(trainer: TrainerTask, tmp_path: Path) -> None:
     check_probe_finds_grader_files(trainer.task)  # control: unsandboxed, the probe finds them
     probe = {trainer.submitted: grader_files_probe(trainer.task)}
