@@ -21,6 +21,11 @@ its output. Where bubblewrap works (see `isolation`) the code also runs in a san
 it only the system, the Python installation and its own work directory: not the grader's files,
 its scratch directory, its process or the network. The grader may be sandboxed itself; bwrap
 nests. In a grader container without bubblewrap (the docker backend) it runs as `nobody`.
+
+Graded computations run with PINNED_NUMERICS in their environment, so that the same submission
+gets the same metric on any x86-64 CPU: the harness starts graders with them
+(grading.grader_environment), run_untrusted gives them to the agent's code, and a grader that
+computes with torch calls `pin_numerics` first, for when it is run by hand.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pwd
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,31 @@ seconds = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 5))
 os.execvp(sys.argv[2], sys.argv[2:])
 """
+
+
+# Without these, torch's libraries and glibc's libm pick their code by CPU, which changes float
+# results in the last bit and, over hundreds of training steps, the metric. Each pin selects code
+# that every x86-64 CPU runs alike (task_suites/mini/README.md, Calibration).
+PINNED_NUMERICS = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's generic kernels, not its AVX2 or AVX-512 ones
+    "MKL_CBWR": "COMPATIBLE",  # MKL's SSE2 branch, the same results on every CPU for a fixed thread count
+    "MKL_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",  # oneDNN's kernels (torch's GELU) for SSE4.1, which every current CPU has
+    "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-FMA4",  # libm's exp, cos, pow... without FMA
+}
+
+
+def numerics_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """env with PINNED_NUMERICS, which win over env's own values of them."""
+    return {**env, **PINNED_NUMERICS}
+
+
+def pin_numerics() -> None:
+    """Restart this process with PINNED_NUMERICS unless it has them already; call it first in a
+    grader's main(), before it computes anything (the environment must be there at start-up)."""
+    if any(os.environ.get(name) != value for name, value in PINNED_NUMERICS.items()):
+        os.execve(sys.executable, sys.orig_argv, numerics_environment(os.environ))
 
 
 def result_frame(nonce: str) -> tuple[str, str]:
@@ -154,10 +185,10 @@ def run_untrusted(
 
     cwd is the only writable (and the only task-specific readable) directory inside the sandbox;
     put everything the code needs there. Past cpu_seconds of CPU time the program is killed
-    (see killed_by_limits). Raises subprocess.TimeoutExpired after killing the group.
+    (see killed_by_limits). Raises subprocess.TimeoutExpired after killing the group. The
+    program's environment is a clean one with env added, and PINNED_NUMERICS over both.
     """
-    clean_env = {"PATH": python_first(os.environ.get("PATH")), "LANG": "C.UTF-8", "HOME": str(cwd)}
-    clean_env.update(env or {})
+    clean_env = {"PATH": python_first(os.environ.get("PATH")), "LANG": "C.UTF-8", "HOME": str(cwd), **(env or {})}
     command = list(argv)
     if cpu_seconds is not None:
         command = [sys.executable, "-I", "-c", CPU_LIMIT, str(cpu_seconds), *command]
@@ -174,7 +205,7 @@ def run_untrusted(
     proc = subprocess.Popen(
         command,
         cwd=cwd,
-        env=clean_env,
+        env=numerics_environment(clean_env),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -212,6 +243,7 @@ def program_failure(
     activity: str,
     failed: str,
     rerun_hint: str,
+    env: dict[str, str] | None = None,
 ) -> str | None:
     """Run a program that executes the agent's code (run_untrusted); None if it exited 0, else why.
 
@@ -219,9 +251,10 @@ def program_failure(
     unsandboxed, it could have read the grader's files, so none of its text is passed back and
     `rerun_hint` tells the agent how to see the error itself. `activity` names what the program
     does ("training"), `failed` starts the message for a non-zero exit ("train.py failed ...").
+    env is added to the program's environment, as in run_untrusted.
     """
     try:
-        proc = run_untrusted(argv, cwd=cwd, timeout=timeout, cpu_seconds=cpu_seconds)
+        proc = run_untrusted(argv, cwd=cwd, timeout=timeout, env=env, cpu_seconds=cpu_seconds)
     except subprocess.TimeoutExpired:
         return f"{activity} did not finish within {timeout:g} seconds of wall-clock time"
     if killed_by_limits(proc):

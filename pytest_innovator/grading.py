@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .grader_kit import PROTOCOL, result_frame
+from .grader_kit import PROTOCOL, numerics_environment, result_frame
 from .sandbox import python_first
 from .task import Task
 
@@ -38,13 +38,15 @@ class GradeOutcome:
 
 
 def grader_environment(scratch: Path) -> dict[str, str]:
-    """A small, clean environment; `python3` resolves to the harness's interpreter."""
-    return {
+    """A small, clean environment with the pinned numerics; `python3` resolves to the harness's
+    interpreter."""
+    clean = {
         "PATH": python_first(os.environ.get("PATH")),
         "LANG": "C.UTF-8",
         "HOME": str(scratch),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    return numerics_environment(clean)
 
 
 def parse_result(stdout: str, nonce: str) -> dict[str, object] | None:

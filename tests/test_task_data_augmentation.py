@@ -23,7 +23,7 @@ from .task_checks import (
     grade_files,
     grade_workspace,
     task_fixture,
-    torch_kernels,
+    torch_build,
     workspace_copy,
 )
 
@@ -83,14 +83,14 @@ def test_rule_breaking_file_is_invalid_with_the_reason(
 def test_untouched_workspace_scores_the_baseline(task: Task, tmp_path: Path) -> None:
     outcome = grade_workspace(task, tmp_path, apply_solution=False)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(task.spec.scoring.baseline, abs=1e-9), torch_kernels()
+    assert outcome.metric == pytest.approx(task.spec.scoring.baseline, abs=1e-9), torch_build()
 
 
 @pytest.mark.slow
 def test_reference_solution_scores_the_reference(task: Task, tmp_path: Path) -> None:
     outcome = grade_workspace(task, tmp_path, apply_solution=True)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(task.spec.scoring.reference, abs=1e-9), torch_kernels()
+    assert outcome.metric == pytest.approx(task.spec.scoring.reference, abs=1e-9), torch_build()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from .task_checks import (
     grade_files,
     grade_workspace,
     grader_files_probe,
-    torch_kernels,
+    torch_build,
 )
 
 # Prints forged result frames (no nonce, guessed nonces) on stdout and stderr when imported.
@@ -92,7 +92,7 @@ def test_graders_files_are_out_of_the_trainers_reach(trainer: TrainerTask, tmp_p
 def test_untouched_workspace_scores_the_baseline(trainer: TrainerTask, tmp_path: Path) -> None:
     outcome = grade_workspace(trainer.task, tmp_path, apply_solution=False)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.baseline, abs=1e-12), torch_kernels()
+    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.baseline, abs=1e-12), torch_build()
     assert outcome.metrics["isolated"] == (1.0 if isolation_available() else 0.0)
 
 
@@ -100,7 +100,7 @@ def test_untouched_workspace_scores_the_baseline(trainer: TrainerTask, tmp_path:
 def test_reference_solution_scores_the_reference(trainer: TrainerTask, tmp_path: Path) -> None:
     outcome = grade_workspace(trainer.task, tmp_path, apply_solution=True)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.reference, abs=1e-12), torch_kernels()
+    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.reference, abs=1e-12), torch_build()
 
 
 @pytest.mark.slow
@@ -110,4 +110,4 @@ def test_forged_result_frames_do_not_count(trainer: TrainerTask, tmp_path: Path)
     outcome = grade_files(trainer.task, {trainer.submitted: source}, tmp_path)
     assert outcome.status == "scored", outcome.message
     assert "forged" not in outcome.message
-    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.baseline, abs=1e-12), torch_kernels()
+    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.baseline, abs=1e-12), torch_build()

@@ -14,7 +14,7 @@ from pathlib import Path
 import classifier
 import torch
 
-from pytest_innovator.grader_kit import GradeRequest, invalid, read_request, report
+from pytest_innovator.grader_kit import GradeRequest, invalid, pin_numerics, read_request, report
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,6 +54,7 @@ def grade(request: GradeRequest) -> None:
 
 
 def main() -> int:
+    pin_numerics()
     torch.set_num_threads(1)
     grade(read_request())
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import seq2seq
 import torch
 
-from pytest_innovator.grader_kit import GradeRequest, invalid, read_request, report
+from pytest_innovator.grader_kit import GradeRequest, invalid, pin_numerics, read_request, report
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,6 +56,7 @@ def grade(request: GradeRequest) -> None:
 
 
 def main() -> int:
+    pin_numerics()
     torch.set_num_threads(1)
     grade(read_request())
     return 0

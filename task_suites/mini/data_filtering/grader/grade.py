@@ -16,7 +16,7 @@ import lm
 import torch
 from make_data import corpus_documents
 
-from pytest_innovator.grader_kit import GradeRequest, invalid, read_request, report
+from pytest_innovator.grader_kit import GradeRequest, invalid, pin_numerics, read_request, report
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,6 +55,7 @@ def grade(request: GradeRequest) -> None:
 
 
 def main() -> int:
+    pin_numerics()
     torch.set_num_threads(1)
     grade(read_request())
     return 0

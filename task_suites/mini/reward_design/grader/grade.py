@@ -35,6 +35,7 @@ from pytest_innovator.grader_kit import (
     GradeRequest,
     invalid,
     isolation_available,
+    pin_numerics,
     program_failure,
     read_request,
     report,
@@ -130,6 +131,7 @@ def grade(request: GradeRequest) -> None:
 
 
 def main() -> int:
+    pin_numerics()
     grade(read_request())
     return 0
 
