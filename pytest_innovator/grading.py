@@ -75,7 +75,9 @@ def _outcome_from_result(result: dict[str, object], seconds: float) -> GradeOutc
         return GradeOutcome("invalid", None, message or "invalid submission", seconds, metrics)
     metric = result.get("metric")
     if not isinstance(metric, (int, float)) or isinstance(metric, bool) or not math.isfinite(metric):
-        return GradeOutcome("grader_failed", None, f"grader reported a valid result without a finite metric: {metric!r}", seconds)
+        return GradeOutcome(
+            "grader_failed", None, f"grader reported a valid result without a finite metric: {metric!r}", seconds
+        )
     return GradeOutcome("scored", float(metric), message, seconds, metrics)
 
 
@@ -135,7 +137,9 @@ def run_grader(
     if timed_out:
         return GradeOutcome("grader_failed", None, f"grader timed out after {task.spec.grader.timeout:g}s", seconds)
     if proc.returncode != 0:
-        return GradeOutcome("grader_failed", None, f"grader exited with status {proc.returncode} (see {log_path.name})", seconds)
+        return GradeOutcome(
+            "grader_failed", None, f"grader exited with status {proc.returncode} (see {log_path.name})", seconds
+        )
     result = parse_result(stdout.decode("utf-8", "replace"), nonce)
     if result is None:
         return GradeOutcome("grader_failed", None, "grader printed no result frame (see grader_kit.report)", seconds)

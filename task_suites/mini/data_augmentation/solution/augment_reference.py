@@ -157,9 +157,7 @@ def eda(words: list[str], r: random.Random) -> list[str]:
     if op == 0 and words:  # random insertion of a synonym of some word
         candidates = [w for w in words if w.lower() in SYNONYMS]
         if candidates:
-            words.insert(
-                r.randrange(len(words) + 1), r.choice(SYNONYMS[r.choice(candidates).lower()])
-            )
+            words.insert(r.randrange(len(words) + 1), r.choice(SYNONYMS[r.choice(candidates).lower()]))
     elif op == 1 and len(words) > 1:
         i, j = r.sample(range(len(words)), 2)
         words[i], words[j] = words[j], words[i]
@@ -185,9 +183,7 @@ def augment(text: str, r: random.Random) -> str:
     return message_noise(" ".join(words), r)
 
 
-def from_templates(
-    templates: dict[str, list[str]], per_template: int, r: random.Random
-) -> list[dict[str, str]]:
+def from_templates(templates: dict[str, list[str]], per_template: int, r: random.Random) -> list[dict[str, str]]:
     rows = []
     for label, phrasings in templates.items():
         for template in phrasings:
@@ -205,16 +201,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     r = random.Random(args.seed)
-    seeds = [
-        json.loads(line)
-        for line in args.source.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    seeds = [json.loads(line) for line in args.source.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = list(seeds)
     for row in seeds:
-        rows += [
-            {"text": augment(row["text"], r), "label": row["label"]} for _ in range(args.variants)
-        ]
+        rows += [{"text": augment(row["text"], r), "label": row["label"]} for _ in range(args.variants)]
     rows += from_templates(TEMPLATES, args.variants, r)
     r.shuffle(rows)
     args.out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

@@ -69,9 +69,7 @@ def load_examples(path: Path) -> list[tuple[str, str]]:
         except json.JSONDecodeError as exc:
             raise TrainingDataError(f"line {line_number}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
-            raise TrainingDataError(
-                f'line {line_number}: expected an object {{"text": ..., "label": ...}}'
-            )
+            raise TrainingDataError(f'line {line_number}: expected an object {{"text": ..., "label": ...}}')
         text, label = row.get("text"), row.get("label")
         if not isinstance(text, str) or not text.strip():
             raise TrainingDataError(f"line {line_number}: 'text' must be a non-empty string")
@@ -80,14 +78,10 @@ def load_examples(path: Path) -> list[tuple[str, str]]:
                 f"line {line_number}: 'text' has {len(text)} characters, at most {MAX_TEXT_CHARS} allowed"
             )
         if label not in LABELS:
-            raise TrainingDataError(
-                f"line {line_number}: 'label' must be one of {', '.join(LABELS)}; got {label!r}"
-            )
+            raise TrainingDataError(f"line {line_number}: 'label' must be one of {', '.join(LABELS)}; got {label!r}")
         examples.append((text, label))
         if len(examples) > MAX_EXAMPLES:
-            raise TrainingDataError(
-                f"more than {MAX_EXAMPLES} examples; keep at most {MAX_EXAMPLES}"
-            )
+            raise TrainingDataError(f"more than {MAX_EXAMPLES} examples; keep at most {MAX_EXAMPLES}")
     if not examples:
         raise TrainingDataError(f"{path.name} holds no examples")
     return examples
@@ -99,9 +93,7 @@ class Classifier:
     model: BertForSequenceClassification
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [
-            [CLS, *(self.vocabulary.get(w, UNK) for w in tokenize(t))][:MAX_TOKENS] for t in texts
-        ]
+        rows = [[CLS, *(self.vocabulary.get(w, UNK) for w in tokenize(t))][:MAX_TOKENS] for t in texts]
         length = max(map(len, rows))
         ids = torch.full((len(rows), length), PAD)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -144,9 +136,7 @@ def train(examples: list[tuple[str, str]], seed: int = 0, log_every: int = 0) ->
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / TRAIN_STEPS))
-        ),
+        lambda step: min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / TRAIN_STEPS)),
     )
     label_ids = {label: i for i, label in enumerate(LABELS)}
     model.train()

@@ -19,13 +19,9 @@ import torch
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("augmented.jsonl"))
-    parser.add_argument(
-        "--eval", type=Path, default=Path("data/train.jsonl"), help="labelled .jsonl to measure on"
-    )
+    parser.add_argument("--eval", type=Path, default=Path("data/train.jsonl"), help="labelled .jsonl to measure on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=0, help="print up to N misclassified messages")
     args = parser.parse_args()
@@ -38,15 +34,14 @@ def main() -> int:
         return 1
     started = time.monotonic()
     model = classifier.train(examples, seed=args.seed, log_every=100)
-    print(
-        f"trained on {len(examples)} examples ({len(model.vocabulary)} words) in {time.monotonic() - started:.1f}s"
-    )
+    print(f"trained on {len(examples)} examples ({len(model.vocabulary)} words) in {time.monotonic() - started:.1f}s")
     predictions = model.predict([text for text, _ in evaluation])
     misses = [(text, label, p) for p, (text, label) in zip(predictions, evaluation) if p != label]
     for text, label, predicted in misses[: args.show]:
         print(f"  {text!r}: expected {label}, got {predicted}")
     print(
-        f"accuracy on {args.eval}: {1 - len(misses) / len(evaluation):.4f} ({len(evaluation) - len(misses)}/{len(evaluation)})"
+        f"accuracy on {args.eval}: {1 - len(misses) / len(evaluation):.4f} "
+        f"({len(evaluation) - len(misses)}/{len(evaluation)})"
     )
     return 0
 

@@ -202,9 +202,7 @@ def make_pair(rng: random.Random) -> dict[str, str]:
     return {"input": decorate(style(date, rng), rng), "output": date.isoformat()}
 
 
-def make_split(
-    seed: str, count: int, exclude: AbstractSet[str] = frozenset()
-) -> list[dict[str, str]]:
+def make_split(seed: str, count: int, exclude: AbstractSet[str] = frozenset()) -> list[dict[str, str]]:
     rng = random.Random(seed)
     pairs: list[dict[str, str]] = []
     seen = set(exclude)

@@ -51,13 +51,9 @@ def _check_text(text: object, field: str, limit: int, line_number: int) -> str:
     if not isinstance(text, str) or not text:
         raise TrainingDataError(f"line {line_number}: {field!r} must be a non-empty string")
     if len(text) > limit:
-        raise TrainingDataError(
-            f"line {line_number}: {field!r} has {len(text)} characters, at most {limit} allowed"
-        )
+        raise TrainingDataError(f"line {line_number}: {field!r} has {len(text)} characters, at most {limit} allowed")
     if any(not " " <= char <= "~" for char in text):
-        raise TrainingDataError(
-            f"line {line_number}: {field!r} may hold printable ASCII characters only: {text!r}"
-        )
+        raise TrainingDataError(f"line {line_number}: {field!r} may hold printable ASCII characters only: {text!r}")
     return text
 
 
@@ -67,9 +63,7 @@ def load_pairs(path: Path) -> list[tuple[str, str]]:
     if size > MAX_FILE_BYTES:
         raise TrainingDataError(f"{path.name} has {size} bytes, at most {MAX_FILE_BYTES} allowed")
     pairs: list[tuple[str, str]] = []
-    for line_number, line in enumerate(
-        path.read_text(encoding="utf-8", errors="strict").splitlines(), 1
-    ):
+    for line_number, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -77,9 +71,7 @@ def load_pairs(path: Path) -> list[tuple[str, str]]:
         except json.JSONDecodeError as exc:
             raise TrainingDataError(f"line {line_number}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
-            raise TrainingDataError(
-                f'line {line_number}: expected an object {{"input": ..., "output": ...}}'
-            )
+            raise TrainingDataError(f'line {line_number}: expected an object {{"input": ..., "output": ...}}')
         pairs.append(
             (
                 _check_text(row.get("input"), "input", MAX_INPUT_CHARS, line_number),
@@ -106,11 +98,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
-        q, k, v = (
-            self.qkv(self.norm1(x))
-            .view(batch, length, 3, self.heads, width // self.heads)
-            .permute(2, 0, 3, 1, 4)
-        )
+        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
         return x + self.down(F.gelu(self.up(self.norm2(x))))
@@ -152,16 +140,12 @@ def train(pairs: list[tuple[str, str]], seed: int = 0, log_every: int = 0) -> Ch
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / TRAIN_STEPS))
-        ),
+        lambda step: min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / TRAIN_STEPS)),
     )
     model.train()
     for step in range(TRAIN_STEPS):
         ids, targets = _batch([draw.choice(pairs) for _ in range(BATCH_SIZE)])
-        loss = F.cross_entropy(
-            model(ids).reshape(-1, VOCAB_SIZE), targets.reshape(-1), ignore_index=-100
-        )
+        loss = F.cross_entropy(model(ids).reshape(-1, VOCAB_SIZE), targets.reshape(-1), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -189,7 +173,5 @@ def predict(model: CharTransformer, inputs: list[str]) -> list[str]:
         first_output = len(inputs[indices[0]]) + 2
         for row, index in enumerate(indices):
             generated = ids[row, first_output:].tolist()
-            outputs[index] = decode(
-                generated[: generated.index(EOS)] if EOS in generated else generated
-            )
+            outputs[index] = decode(generated[: generated.index(EOS)] if EOS in generated else generated)
     return outputs

@@ -91,9 +91,7 @@ TEMPLATES = [
     lambda d, r: f"{month_name(d, r)} {day_text(d, r)}{r.choice([',', ''])} {d.year}",
     lambda d, r: f"{day_text(d, r)} {month_name(d, r)} {d.year}",
     lambda d, r: f"{r.choice(['the ', ''])}{ordinal(d.day)} of {month_name(d, r)}, {d.year}",
-    lambda d, r: (
-        f"{num(d.day, r)}-{r.choice([str.upper, str.title])(MONTHS[d.month - 1][:3])}-{year(d, r)}"
-    ),
+    lambda d, r: f"{num(d.day, r)}-{r.choice([str.upper, str.title])(MONTHS[d.month - 1][:3])}-{year(d, r)}",
     lambda d, r: f"{DAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
     lambda d, r: f"{DAYS[d.weekday()][:3]} {d.day} {MONTHS[d.month - 1][:3]} {d.year}",
     lambda d, r: f"the {ordinal_word(d.day)} of {MONTHS[d.month - 1]} {d.year}",

@@ -17,16 +17,10 @@ import torch
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "inputs", type=Path, help=".txt (one input a line) or .jsonl with input/output pairs"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", type=Path, help=".txt (one input a line) or .jsonl with input/output pairs")
     parser.add_argument("--model", type=Path, default=Path("model.pt"))
-    parser.add_argument(
-        "--out", type=Path, help="write input<TAB>prediction lines here instead of stdout"
-    )
+    parser.add_argument("--out", type=Path, help="write input<TAB>prediction lines here instead of stdout")
     parser.add_argument("--show", type=int, default=10, help="misses to print for a .jsonl file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -37,9 +31,7 @@ def main() -> int:
     rows = [json.loads(line) for line in lines] if labelled else [{"input": line} for line in lines]
     predictions = seq2seq.predict(model, [row["input"] for row in rows])
     if not labelled:
-        text = "".join(
-            f"{row['input']}\t{prediction}\n" for row, prediction in zip(rows, predictions)
-        )
+        text = "".join(f"{row['input']}\t{prediction}\n" for row, prediction in zip(rows, predictions))
         if args.out:
             args.out.write_text(text, encoding="utf-8")
         else:

@@ -52,13 +52,9 @@ def read_selection(path: Path, corpus: dict[str, str]) -> list[str]:
         if not doc_id:
             continue
         if doc_id not in corpus:
-            raise SelectionError(
-                f"line {line_number}: {doc_id[:40]!r} is not a document id of corpus.jsonl"
-            )
+            raise SelectionError(f"line {line_number}: {doc_id[:40]!r} is not a document id of corpus.jsonl")
         if doc_id in seen:
-            raise SelectionError(
-                f"line {line_number}: {doc_id} is selected twice; list each document once"
-            )
+            raise SelectionError(f"line {line_number}: {doc_id} is selected twice; list each document once")
         seen.add(doc_id)
         ids.append(doc_id)
         total += len(corpus[doc_id].encode("utf-8")) + len(SEPARATOR)
@@ -114,9 +110,7 @@ class ByteTransformer(nn.Module):
 
 def train(data: bytes, seed: int = 0, log_every: int = 0) -> ByteTransformer:
     if len(data) < CONTEXT + 2:
-        raise SelectionError(
-            f"the selection holds {len(data)} bytes; at least {CONTEXT + 2} are needed"
-        )
+        raise SelectionError(f"the selection holds {len(data)} bytes; at least {CONTEXT + 2} are needed")
     torch.manual_seed(seed)
     draw = random.Random(seed)
     stream = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
@@ -124,9 +118,7 @@ def train(data: bytes, seed: int = 0, log_every: int = 0) -> ByteTransformer:
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / TRAIN_STEPS))
-        ),
+        lambda step: min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / TRAIN_STEPS)),
     )
     model.train()
     for step in range(TRAIN_STEPS):

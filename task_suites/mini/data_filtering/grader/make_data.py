@@ -384,9 +384,7 @@ SPAM_WORDS = [
 ]
 
 
-def sentence_story(
-    r: random.Random, cast: tuple[list[str], list[str], list[str]] | None = None
-) -> str:
+def sentence_story(r: random.Random, cast: tuple[list[str], list[str], list[str]] | None = None) -> str:
     names, places, objects = cast or (NAMES, PLACES, OBJECTS)
     a, b = r.sample(names, 2)
     roll = r.random()
@@ -404,7 +402,10 @@ def sentence_story(
         return f"{b} and {a} {r.choice(MOTION)} past {r.choice(places)} while {r.choice(WEATHER)}."
     if roll < 0.88:
         count = r.randint(2, 40)
-        return f"{r.choice(ROLES).capitalize()} had kept {count} {r.choice(['sheep', 'barrels', 'lamps', 'coins', 'letters'])} since the winter."
+        return (
+            f"{r.choice(ROLES).capitalize()} had kept {count} "
+            f"{r.choice(['sheep', 'barrels', 'lamps', 'coins', 'letters'])} since the winter."
+        )
     return f"{a} {r.choice(VERBS_PAST)} {r.choice(objects)} for {b}, who was {r.choice(FEELINGS)}."
 
 
@@ -431,19 +432,26 @@ def sentence_report(r: random.Random) -> str:
     if roll < 0.35:
         return (
             f"{company}'s {r.choice(REPORT_NOUNS)} {r.choice(REPORT_VERBS)} {r.randint(1, 19)}.{r.randint(0, 9)} "
-            f"percent to {r.randint(2, 900)} million dollars in the {r.choice(['first', 'second', 'third', 'fourth'])} quarter, {r.choice(ANALYST)}."
+            f"percent to {r.randint(2, 900)} million dollars in the "
+            f"{r.choice(['first', 'second', 'third', 'fourth'])} quarter, {r.choice(ANALYST)}."
         )
     if roll < 0.6:
-        return f"Demand for {r.choice(PRODUCTS)} {r.choice(REPORT_VERBS)} as customers delayed orders, {r.choice(ANALYST)}."
+        return (
+            f"Demand for {r.choice(PRODUCTS)} {r.choice(REPORT_VERBS)} as customers delayed orders, "
+            f"{r.choice(ANALYST)}."
+        )
     if roll < 0.8:
-        return f"The {r.choice(REPORT_NOUNS)} is expected to reach {r.randint(10, 99)} billion by {r.randint(2025, 2031)}."
-    return f"Shares of {company} {r.choice(REPORT_VERBS)} {r.randint(1, 12)} percent after {r.choice(PRODUCTS)} was announced."
+        return (
+            f"The {r.choice(REPORT_NOUNS)} is expected to reach {r.randint(10, 99)} billion by {r.randint(2025, 2031)}."
+        )
+    return (
+        f"Shares of {company} {r.choice(REPORT_VERBS)} {r.randint(1, 12)} percent after "
+        f"{r.choice(PRODUCTS)} was announced."
+    )
 
 
 def report(r: random.Random) -> str:
-    return "\n\n".join(
-        " ".join(sentence_report(r) for _ in range(r.randint(3, 6))) for _ in range(r.randint(2, 4))
-    )
+    return "\n\n".join(" ".join(sentence_report(r) for _ in range(r.randint(3, 6))) for _ in range(r.randint(2, 4)))
 
 
 def foreign(r: random.Random) -> str:
@@ -469,9 +477,7 @@ def wrapped(r: random.Random) -> str:
 
 def mojibake(r: random.Random) -> str:
     text = story(r).replace('"', "\u201c", 1).replace("'", "\u2019")
-    text = text.replace(" cafe", " café").replace(
-        "said ", r.choice(["said ", "said ", "murmured\u2014"])
-    )
+    text = text.replace(" cafe", " café").replace("said ", r.choice(["said ", "said ", "murmured\u2014"]))
     text = text.replace('"', "\u201d").replace(" and ", r.choice([" and ", " and ", " & ", " – "]))
     return text.encode("utf-8").decode("cp1252", errors="replace")
 
@@ -481,9 +487,7 @@ def noisy(r: random.Random) -> str:
     share = r.uniform(0.05, 0.3)
     for i in range(len(chars)):
         if r.random() < share:
-            chars[i] = chr(
-                r.choice([r.randint(0, 31), r.randint(127, 255), r.randint(0x370, 0x3FF)])
-            )
+            chars[i] = chr(r.choice([r.randint(0, 31), r.randint(127, 255), r.randint(0x370, 0x3FF)]))
     return "".join(chars)
 
 
@@ -517,10 +521,7 @@ def markup(r: random.Random) -> str:
             for _ in range(r.randint(5, 20))
         ]
         return json.dumps({"data": rows, "page": r.randint(1, 9)})
-    lines = [
-        f"def f_{i}(x):\n    return x * {r.randint(2, 9)} + {r.randint(0, 99)}"
-        for i in range(r.randint(3, 10))
-    ]
+    lines = [f"def f_{i}(x):\n    return x * {r.randint(2, 9)} + {r.randint(0, 99)}" for i in range(r.randint(3, 10))]
     return "\n\n".join(lines)
 
 
@@ -578,14 +579,10 @@ MAKERS = {
 def make_corpus(seed: str) -> list[tuple[str, str]]:
     """(kind, text) in corpus order."""
     r = random.Random(seed)
-    documents = [
-        (kind, MAKERS[kind](r)) for kind, count in KIND_COUNTS.items() for _ in range(count)
-    ]
+    documents = [(kind, MAKERS[kind](r)) for kind, count in KIND_COUNTS.items() for _ in range(count)]
     for cluster in range(DUP_SOURCES):
         source = story(r)
-        documents += [
-            (f"dup{cluster}", near_copy(source, r)) for _ in range(r.randint(*DUP_COPIES))
-        ]
+        documents += [(f"dup{cluster}", near_copy(source, r)) for _ in range(r.randint(*DUP_COPIES))]
     r.shuffle(documents)
     return documents
 
@@ -614,16 +611,11 @@ def main(root: Path = TASK_DIR) -> None:
     (root / "grader" / "data").mkdir(parents=True, exist_ok=True)
     with open(root / "workspace" / "corpus.jsonl", "w", encoding="utf-8") as out:
         out.writelines(
-            json.dumps({"id": f"d{index:05d}", "text": text}) + "\n"
-            for index, (_, text) in enumerate(corpus)
+            json.dumps({"id": f"d{index:05d}", "text": text}) + "\n" for index, (_, text) in enumerate(corpus)
         )
     kinds = {f"d{index:05d}": kind for index, (kind, _) in enumerate(corpus)}
-    (root / "grader" / "data" / "kinds.json").write_text(
-        json.dumps(kinds, indent=0), encoding="utf-8"
-    )
-    (root / "workspace" / "data" / "dev_text.txt").write_text(
-        stories_text("dev", 20_000), encoding="utf-8"
-    )
+    (root / "grader" / "data" / "kinds.json").write_text(json.dumps(kinds, indent=0), encoding="utf-8")
+    (root / "workspace" / "data" / "dev_text.txt").write_text(stories_text("dev", 20_000), encoding="utf-8")
     # A random seed, so the public dev generator code (if it leaked) would not reproduce it.
     (root / "grader" / "data" / "heldout.txt").write_text(
         stories_text("c41d7a9e25f08b6e93a1d4c7f0e2b859", 40_000), encoding="utf-8"

@@ -131,9 +131,7 @@ def target_scores(ids: list[str], corpus: dict[str, str], dev_text: str) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("selection.txt"))
-    parser.add_argument(
-        "--cutoff", type=float, default=None, help="keep only documents scoring at least this"
-    )
+    parser.add_argument("--cutoff", type=float, default=None, help="keep only documents scoring at least this")
     args = parser.parse_args()
     corpus = lm.load_corpus(Path("corpus.jsonl"))
     dev_text = Path("data/dev_text.txt").read_text(encoding="utf-8")

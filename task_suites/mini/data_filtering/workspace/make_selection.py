@@ -22,9 +22,7 @@ def main() -> None:
         if used + size <= lm.BUDGET_BYTES:
             selected.append(doc_id)
             used += size
-    Path("selection.txt").write_text(
-        "".join(doc_id + "\n" for doc_id in selected), encoding="utf-8"
-    )
+    Path("selection.txt").write_text("".join(doc_id + "\n" for doc_id in selected), encoding="utf-8")
     print(f"selected {len(selected)} of {len(corpus)} documents, {used} bytes")
 
 

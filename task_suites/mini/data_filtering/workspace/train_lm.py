@@ -20,9 +20,7 @@ import torch
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--selection", type=Path, default=Path("selection.txt"))
     parser.add_argument("--corpus", type=Path, default=Path("corpus.jsonl"))
     parser.add_argument("--eval", type=Path, default=Path("data/dev_text.txt"))
@@ -40,9 +38,7 @@ def main() -> int:
     except lm.SelectionError as exc:
         print(f"{args.selection}: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"trained on {len(ids)} documents ({len(data)} bytes) in {time.monotonic() - started:.1f}s"
-    )
+    print(f"trained on {len(ids)} documents ({len(data)} bytes) in {time.monotonic() - started:.1f}s")
     if args.save:
         torch.save(model.state_dict(), args.save)
     print(f"bits per byte on {args.eval}: {lm.bits_per_byte(model, args.eval.read_bytes()):.4f}")

@@ -41,9 +41,7 @@ def make_world(world_seed: int) -> np.ndarray:
     return rng.normal(0.0, CENTRE_SPREAD, size=(NUM_CLASSES, COMPONENTS_PER_CLASS, DIM))
 
 
-def sample(
-    centres: np.ndarray, counts: list[int], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def sample(centres: np.ndarray, counts: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`counts[c]` inputs of each class c, with their true labels."""
     inputs, labels = [], []
     for label, count in enumerate(counts):
@@ -81,9 +79,7 @@ def clean_set(world_seed: int, per_class: int, stream: int) -> tuple[np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="Write a world's train.npz (noisy) and val.npz (clean)."
-    )
+    parser = argparse.ArgumentParser(description="Write a world's train.npz (noisy) and val.npz (clean).")
     parser.add_argument("--world", type=int, default=DEV_WORLD_SEED)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "data")
     args = parser.parse_args()

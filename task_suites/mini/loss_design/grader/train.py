@@ -49,10 +49,7 @@ def train(inputs: torch.Tensor, labels: torch.Tensor, seed: int) -> Classifier:
         logits = model(inputs[sample_ids])
         loss = loss_fn(logits, labels[sample_ids].clone(), sample_ids.clone(), step)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
-            raise LossError(
-                f"step {step}: the loss must be a scalar tensor that depends on the logits, "
-                f"got {loss!r}"
-            )
+            raise LossError(f"step {step}: the loss must be a scalar tensor that depends on the logits, got {loss!r}")
         if not math.isfinite(loss.item()):
             raise LossError(f"step {step}: the loss is not finite ({loss.item()})")
         optimizer.zero_grad()
@@ -70,9 +67,7 @@ def balanced_accuracy(model: Classifier, inputs: torch.Tensor, labels: torch.Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--train",
         type=Path,

@@ -22,9 +22,7 @@ def make_loss(class_counts: torch.Tensor, num_steps: int) -> LossFn:
     prior = class_counts.float().clamp_min(1.0) / class_counts.sum()
     log_prior = prior.log()
 
-    def loss_fn(
-        logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor, step: int
-    ) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor, step: int) -> torch.Tensor:
         probs = F.softmax(logits + log_prior, dim=1)
         label_prob = probs.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-7)
         return ((1.0 - label_prob**Q) / Q).mean()

@@ -17,9 +17,7 @@ from train import balanced_accuracy, train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worlds", type=int, default=3, help="evaluate on worlds 0 .. WORLDS-1")
     parser.add_argument("--seed", type=int, default=0, help="world i trains with seed SEED + i")
     args = parser.parse_args()
@@ -29,9 +27,7 @@ def main() -> None:
         started = time.monotonic()
         inputs, labels = (torch.from_numpy(a) for a in data.training_set(world))
         model = train(inputs, labels, seed=args.seed + world)
-        val_inputs, val_labels = (
-            torch.from_numpy(a) for a in data.clean_set(world, data.DEV_VAL_PER_CLASS, stream=2)
-        )
+        val_inputs, val_labels = (torch.from_numpy(a) for a in data.clean_set(world, data.DEV_VAL_PER_CLASS, stream=2))
         scores.append(balanced_accuracy(model, val_inputs, val_labels))
         seconds = time.monotonic() - started
         print(

@@ -24,9 +24,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def make_loss(class_counts: torch.Tensor, num_steps: int) -> LossFn:
-    def loss_fn(
-        logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor, step: int
-    ) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor, step: int) -> torch.Tensor:
         return F.cross_entropy(logits, labels)
 
     return loss_fn

@@ -125,9 +125,7 @@ def reinforce_loss(
     mask = torch.tensor(np.array(masks), dtype=torch.float32)
     logits, value = policy(torch.from_numpy(np.concatenate(states)))
     log_probs = torch.log_softmax(logits, dim=1)
-    taken = log_probs.gather(1, torch.from_numpy(np.concatenate(actions))[:, None]).reshape(
-        steps, -1
-    )
+    taken = log_probs.gather(1, torch.from_numpy(np.concatenate(actions))[:, None]).reshape(steps, -1)
     entropy = -(log_probs.exp() * log_probs).sum(dim=1).reshape(steps, -1)
     value = value.reshape(steps, -1)
     advantage = (target - value).detach()
@@ -136,15 +134,9 @@ def reinforce_loss(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--maze", type=int, action="append", default=[], help="a development maze's seed"
-    )
-    parser.add_argument(
-        "--maze-file", type=Path, action="append", default=[], help="a maze saved by env.save_maze"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--maze", type=int, action="append", default=[], help="a development maze's seed")
+    parser.add_argument("--maze-file", type=Path, action="append", default=[], help="a maze saved by env.save_maze")
     parser.add_argument(
         "--out",
         type=Path,

@@ -22,9 +22,7 @@ STARTS_PER_MAZE = 100
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mazes", type=int, default=3, help="evaluate on mazes 0 .. MAZES-1")
     parser.add_argument("--seed", type=int, default=0, help="maze i trains with seed SEED + i")
     args = parser.parse_args()
@@ -34,9 +32,7 @@ def main() -> None:
         started = time.monotonic()
         maze = env.make_maze(index)
         policy = train(maze, seed=args.seed + index)
-        starts = env.start_states(
-            maze, STARTS_PER_MAZE, np.random.default_rng([args.seed, index, 1])
-        )
+        starts = env.start_states(maze, STARTS_PER_MAZE, np.random.default_rng([args.seed, index, 1]))
         rates.append(float(success(policy, maze, *starts).mean()))
         seconds = time.monotonic() - started
         print(f"maze {index}: success rate {rates[-1]:.2f} ({seconds:.1f}s)", flush=True)

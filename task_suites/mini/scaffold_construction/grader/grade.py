@@ -150,9 +150,7 @@ class ModelServer:
         self._send(stream, {"type": "done"})
 
 
-def run_scaffold(
-    scaffold_path: Path, questions: list[str], model: NoisyModel
-) -> tuple[Session, bool, bool]:
+def run_scaffold(scaffold_path: Path, questions: list[str], model: NoisyModel) -> tuple[Session, bool, bool]:
     """(session, timed out, ran sandboxed)."""
     workdir = Path(tempfile.mkdtemp(prefix="scaffold-run-"))
     try:
@@ -193,18 +191,13 @@ def grade(request: GradeRequest) -> None:
         return
     world = World.load(DATA / "test_world.json")
     questions = load_questions(DATA / "test_questions.jsonl")
-    model = NoisyModel(
-        world, (DATA / "model_key.txt").read_text(encoding="utf-8").strip(), seed=request.seed
-    )
-    session, timed_out, isolated = run_scaffold(
-        scaffold_path, [str(q["question"]) for q in questions], model
-    )
+    model = NoisyModel(world, (DATA / "model_key.txt").read_text(encoding="utf-8").strip(), seed=request.seed)
+    session, timed_out, isolated = run_scaffold(scaffold_path, [str(q["question"]) for q in questions], model)
 
     if session.load_error is not None:
         invalid(
             request,
-            f"scaffold.py could not be loaded (it must import and define solve(question, ask)):\n"
-            f"{session.load_error}",
+            f"scaffold.py could not be loaded (it must import and define solve(question, ask)):\n{session.load_error}",
         )
         return
     if not session.answers:
@@ -218,18 +211,13 @@ def grade(request: GradeRequest) -> None:
         return
 
     correct_by_hops: dict[int, list[bool]] = {}
-    for q, answer in zip(
-        questions, session.answers + [None] * (len(questions) - len(session.answers))
-    ):
+    for q, answer in zip(questions, session.answers + [None] * (len(questions) - len(session.answers))):
         ok = answer is not None and normalise(answer) == normalise(str(q["answer"]))
         correct_by_hops.setdefault(int(q["hops"]), []).append(ok)  # type: ignore[call-overload]
     correct = sum(sum(oks) for oks in correct_by_hops.values())
     accuracy = correct / len(questions)
     answered = len(session.answers)
-    metrics = {
-        f"accuracy_{hops}_hops": sum(oks) / len(oks)
-        for hops, oks in sorted(correct_by_hops.items())
-    }
+    metrics = {f"accuracy_{hops}_hops": sum(oks) / len(oks) for hops, oks in sorted(correct_by_hops.items())}
     metrics |= {
         "answered": answered,
         "solve_errors": session.errors,
@@ -241,18 +229,10 @@ def grade(request: GradeRequest) -> None:
         f"{metrics['calls_per_question']:.2f} model calls per question",
     ]
     if session.errors:
-        notes.append(
-            f"solve() raised or returned a non-str on {session.errors} questions (counted wrong)"
-        )
+        notes.append(f"solve() raised or returned a non-str on {session.errors} questions (counted wrong)")
     if answered < len(questions):
-        cause = (
-            f"the {SCAFFOLD_TIMEOUT:g}s time limit ran out"
-            if timed_out
-            else "the scaffold's process ended"
-        )
-        notes.append(
-            f"{len(questions) - answered} questions were never answered: {cause} (counted wrong)"
-        )
+        cause = f"the {SCAFFOLD_TIMEOUT:g}s time limit ran out" if timed_out else "the scaffold's process ended"
+        notes.append(f"{len(questions) - answered} questions were never answered: {cause} (counted wrong)")
     if session.protocol_error:
         notes.append("the scaffold's process broke the question/answer protocol")
     report(request, valid=True, metric=accuracy, metrics=metrics, message="; ".join(notes))

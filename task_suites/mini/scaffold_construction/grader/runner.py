@@ -81,9 +81,7 @@ def main() -> None:
             error = type(exc).__name__
         if error is None and not isinstance(answer, str):
             error = f"solve() returned {type(answer).__name__}, not str"
-        channel.send(
-            {"type": "answer", "answer": answer if error is None else None, "error": error}
-        )
+        channel.send({"type": "answer", "answer": answer if error is None else None, "error": error})
 
 
 if __name__ == "__main__":

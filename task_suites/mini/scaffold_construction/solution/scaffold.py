@@ -93,9 +93,7 @@ WORDS = {
     )
 }
 TENS = {
-    w: 10 * i
-    for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split())
-    if w != "_"
+    w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"
 }
 NON_ANSWERS = ("not sure", "don't know", "rephrase", "can't recall", "too long", "anything about")
 PREFIXES = ("", "Question: ", "Quick question: ", "Q: ", "Please tell me: ", "I have a question. ")

@@ -43,9 +43,7 @@ def budgeted(model: NoisyModel, budget: int) -> tuple[Callable[[str], str], list
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's noise (default 0)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--show", type=int, default=0, help="print up to N wrong answers")

@@ -266,20 +266,14 @@ def generate_world(
                 used.add(name.lower())
                 return name
 
-    country_names = [
-        fresh(lambda: _word(rng, 2) + rng.choice(_COUNTRY_ENDINGS)) for _ in range(countries)
-    ]
+    country_names = [fresh(lambda: _word(rng, 2) + rng.choice(_COUNTRY_ENDINGS)) for _ in range(countries)]
     city_names = [
-        fresh(lambda: _word(rng, 2) + rng.choice(_CITY_ENDINGS))
-        for _ in range(countries * cities_per_country)
+        fresh(lambda: _word(rng, 2) + rng.choice(_CITY_ENDINGS)) for _ in range(countries * cities_per_country)
     ]
     person_names = [
-        fresh(lambda: f"{_word(rng, 2)} {_word(rng, 2)}{rng.choice(_SURNAME_ENDINGS)}")
-        for _ in range(people)
+        fresh(lambda: f"{_word(rng, 2)} {_word(rng, 2)}{rng.choice(_SURNAME_ENDINGS)}") for _ in range(people)
     ]
-    company_names = [
-        fresh(lambda: f"{_word(rng, 2)} {rng.choice(_COMPANY_KINDS)}") for _ in range(companies)
-    ]
+    company_names = [fresh(lambda: f"{_word(rng, 2)} {rng.choice(_COMPANY_KINDS)}") for _ in range(companies)]
     if len(person_names) < countries + len(city_names) + companies:
         raise ValueError("need at least one person per leader, mayor and founder")
 
@@ -323,9 +317,7 @@ def _noun_phrase(rng: random.Random, relation: Relation, inner: str, inner_is_na
     return rng.choice(forms).replace("{x}", inner)
 
 
-def phrase_question(
-    rng: random.Random, start: str, relations: tuple[str, ...], answer_type: str
-) -> str:
+def phrase_question(rng: random.Random, start: str, relations: tuple[str, ...], answer_type: str) -> str:
     """An English question asking for relations[-1](...relations[0](start))."""
     text, is_name = start, True
     for relation in relations[:-1]:
@@ -388,9 +380,7 @@ def write_questions(path: Path, questions: list[dict[str, object]]) -> None:
 
 
 def load_questions(path: Path) -> list[dict[str, object]]:
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,9 +409,7 @@ _NP_FORMS: list[tuple[str, re.Pattern[str]]] = [
     for form in [f"the {noun} of {{x}}" for noun in r.nouns] + list(r.clauses)
 ]
 _POSSESSIVE_FORMS: list[tuple[str, re.Pattern[str]]] = [
-    (r.name, re.compile(r"(?P<x>[^']+)'s " + re.escape(noun)))
-    for r in RELATIONS.values()
-    for noun in r.nouns
+    (r.name, re.compile(r"(?P<x>[^']+)'s " + re.escape(noun))) for r in RELATIONS.values() for noun in r.nouns
 ]
 _QUESTION_FORMS: list[tuple[str | None, re.Pattern[str]]] = [
     (r.name, _template_regex(form)) for r in RELATIONS.values() for form in r.questions
@@ -594,9 +582,7 @@ class NoisyModel:
     def _fraction(self, *parts: object) -> float:
         """A uniform number in [0, 1) fixed by its arguments."""
         text = "\x1f".join(str(p) for p in parts)
-        digest = hashlib.blake2b(
-            text.encode(), key=self.model_key.encode()[:64], digest_size=8
-        ).digest()
+        digest = hashlib.blake2b(text.encode(), key=self.model_key.encode()[:64], digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
     def _draw(self, prompt_key: str, *parts: object) -> float:

@@ -119,20 +119,11 @@ def main() -> None:
     for slot, fillers in MORE_FILLERS.items():
         reference.SLOT_FILLERS[slot] = reference.SLOT_FILLERS[slot] + fillers
     reference.SYNONYMS.update(MORE_SYNONYMS)
-    seeds = [
-        json.loads(line)
-        for line in args.source.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    seeds = [json.loads(line) for line in args.source.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = list(seeds)
     for row in seeds:
-        rows += [
-            {"text": reference.augment(row["text"], r), "label": row["label"]}
-            for _ in range(args.variants)
-        ]
-    templates = {
-        label: reference.TEMPLATES[label] + MORE_TEMPLATES[label] for label in reference.TEMPLATES
-    }
+        rows += [{"text": reference.augment(row["text"], r), "label": row["label"]} for _ in range(args.variants)]
+    templates = {label: reference.TEMPLATES[label] + MORE_TEMPLATES[label] for label in reference.TEMPLATES}
     rows += reference.from_templates(templates, args.variants, r)
     rows += [{"text": heavy_typos(row["text"], r), "label": row["label"]} for row in list(rows)]
     r.shuffle(rows)

@@ -51,9 +51,7 @@ def bigram_scores(ids: list[str], corpus: dict[str, str], dev_text: str) -> dict
     for doc_id in ids:
         tokens = ["<s>", *reference.words(corpus[doc_id])]
         pairs = list(itertools.pairwise(tokens))
-        ratio = sum(
-            dev.log_prob(a, b, vocabulary) - background.log_prob(a, b, vocabulary) for a, b in pairs
-        )
+        ratio = sum(dev.log_prob(a, b, vocabulary) - background.log_prob(a, b, vocabulary) for a, b in pairs)
         scores[doc_id] = ratio / max(1, len(pairs))
     return scores
 
@@ -65,9 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     corpus = lm.load_corpus(Path("corpus.jsonl"))
     dev_text = Path("data/dev_text.txt").read_text(encoding="utf-8")
-    clean = reference.drop_near_duplicates(
-        [i for i, t in corpus.items() if reference.passes_quality(t)], corpus
-    )
+    clean = reference.drop_near_duplicates([i for i, t in corpus.items() if reference.passes_quality(t)], corpus)
     scores = bigram_scores(clean, corpus, dev_text)
     selected: list[str] = []
     used = 0

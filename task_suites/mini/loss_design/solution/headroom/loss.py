@@ -22,9 +22,7 @@ LOG_ZERO = -9.2103  # log(1e-4)
 def make_loss(class_counts: torch.Tensor, num_steps: int) -> LossFn:
     log_prior = (class_counts.float().clamp_min(1.0) / class_counts.sum()).log()
 
-    def loss_fn(
-        logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor, step: int
-    ) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor, step: int) -> torch.Tensor:
         adjusted = logits + log_prior
         probs = F.softmax(adjusted, dim=1).clamp(1e-7, 1.0)
         log_one_hot = torch.full_like(probs, LOG_ZERO).scatter(1, labels[:, None], 0.0)

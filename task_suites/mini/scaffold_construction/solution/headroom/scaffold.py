@@ -96,9 +96,7 @@ WORDS = {
     )
 }
 TENS = {
-    w: 10 * i
-    for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split())
-    if w != "_"
+    w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"
 }
 NON_ANSWERS = ("not sure", "don't know", "rephrase", "can't recall", "too long", "anything about")
 PREFIXES = ("", "Question: ", "Quick question: ", "Q: ", "Please tell me: ", "I have a question. ")
@@ -192,9 +190,7 @@ def extract(reply: str, numeric: bool) -> str | None:
 # What this file adds to the reference: memory across questions, spending the budget where the
 # chain is least certain, and verification questions.
 
-VERIFY_WEIGHT = (
-    2  # a "yes" to "Is X the capital of Y?" is worth two recall votes for X, a "no" minus two
-)
+VERIFY_WEIGHT = 2  # a "yes" to "Is X the capital of Y?" is worth two recall votes for X, a "no" minus two
 STOP_MARGIN = 4  # a fact whose best answer leads by this much gets no more calls
 
 
