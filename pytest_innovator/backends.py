@@ -32,6 +32,7 @@ class BackendSettings:
     docker_image: str = DEFAULT_DOCKER_IMAGE
     remote_url: str = ""
     remote_token_file: str = ""
+    cache_dir: Path | None = None  # datasets' unpacked environments (None: datasets.default_cache_dir())
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def _create_host(request: WorkspaceRequest, *, sandboxed: bool) -> tuple[Workspa
         env=request.env,
         hidden=request.hidden if sandboxed else (),
         devices=gpu_device_nodes(request.gpu_lease.devices),
+        cache_dir=request.settings.cache_dir,
     )
 
 

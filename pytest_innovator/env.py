@@ -465,7 +465,14 @@ class ResearchEnv:
                 self.workspace.copy_out(output, submission / output)
 
         with self.clock.paused():
-            outcome = run_grader(self.task, fill, log_path, seed=self.grade_seed, wrap=self.workspace.wrap_grader)
+            outcome = run_grader(
+                self.task,
+                fill,
+                log_path,
+                seed=self.grade_seed,
+                wrap=self.workspace.wrap_grader,
+                workspace_path=self.workspace.root,
+            )
         score = (
             normalize(outcome.metric, self.task.spec.scoring)
             if outcome.metric is not None

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +36,45 @@ class GradeOutcome:
     message: str
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GraderAccess:
+    """What a grader sees beyond its scratch directory (a dataset's own evaluation needs more)."""
+
+    readable: tuple[Path, ...] = ()  # host paths, read-only at the same paths
+    workspace: bool = False  # the workspace, read-only where commands see it
+    network: bool = False
+
+
+def grader_argv(task: Task, workspace_path: str | None) -> list[str]:
+    """The grader's command: the task's own, or its dataset's evaluation run by `dataset_evaluation`
+    under the interpreter the user named for the dataset (default: the harness's)."""
+    if task.spec.grader.command is not None:
+        return ["bash", "-c", task.spec.grader.command]
+    dataset = task.spec.dataset
+    assert dataset is not None and dataset.evaluation is not None and workspace_path is not None
+    python = str(task.dataset_python or sys.executable)
+    evaluation = task.in_dataset(dataset.evaluation)
+    return [python, "-m", "pytest_innovator.dataset_evaluation", str(evaluation), workspace_path]
+
+
+def evaluation_access(task: Task) -> GraderAccess:
+    """A dataset's evaluation sees the workspace and its own folder (the parent of
+    evaluations/task_N: its shared classes too), and the interpreter that runs it; the network
+    when the task has it (an evaluation may call an API judge)."""
+    assert task.spec.dataset is not None and task.spec.dataset.evaluation is not None
+    readable = [task.in_dataset(task.spec.dataset.evaluation).parent]
+    if task.dataset_python is not None:
+        readable += interpreter_prefixes(task.dataset_python)
+    return GraderAccess(readable=tuple(readable), workspace=True, network=task.spec.network)
+
+
+def interpreter_prefixes(python: Path) -> list[Path]:
+    """The installations an interpreter belongs to: the parent of its bin/ (a conda environment, a
+    venv) and that of the file its symlinks lead to; never / itself."""
+    prefixes = {Path(python).absolute().parent.parent, Path(python).resolve().parent.parent}
+    return sorted(p for p in prefixes if p != Path("/"))
 
 
 def grader_environment(scratch: Path) -> dict[str, str]:
@@ -87,10 +127,13 @@ def run_grader(
     log_path: Path,
     *,
     seed: int = 0,
-    wrap: Callable[[list[str], Path], list[str]] | None = None,
+    wrap: Callable[[list[str], Path, GraderAccess], list[str]] | None = None,
+    workspace_path: str | None = None,
 ) -> GradeOutcome:
     """Grade once. `fill_submission(dir)` copies the declared outputs into dir.
 
+    A task graded by its dataset's own evaluation runs `dataset_evaluation` instead of its
+    grader/ (see grader_argv), with the workspace read-only at `workspace_path`.
     A non-zero exit, a timeout or a missing/garbled result frame is a grader failure; a result
     with valid=false is an invalid submission (the agent's zero, with the grader's reason).
     """
@@ -98,7 +141,10 @@ def run_grader(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"innovator-grade-{task.id}-") as tmp:
         scratch = Path(tmp)
-        shutil.copytree(task.grader_dir, scratch / "grader", symlinks=True)
+        if task.spec.grader.command is None:
+            (scratch / "grader").mkdir()
+        else:
+            shutil.copytree(task.grader_dir, scratch / "grader", symlinks=True)
         submission = scratch / "submission"
         submission.mkdir()
         fill_submission(submission)
@@ -110,14 +156,17 @@ def run_grader(
             "seed": seed,
             "nonce": nonce,
         }
-        argv = ["bash", "-c", task.spec.grader.command]
+        argv, access, env = grader_argv(task, workspace_path), GraderAccess(), grader_environment(scratch)
+        if task.spec.grader.command is None:
+            access = evaluation_access(task)
+            env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # for grader_kit, under any Python
         if wrap is not None:
-            argv = wrap(argv, scratch)
+            argv = wrap(argv, scratch, access)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 argv,
                 cwd=scratch / "grader",
-                env=grader_environment(scratch),
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

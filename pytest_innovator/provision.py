@@ -54,6 +54,9 @@ class ProvisionReport:
     seconds: float
 
 
+NOTHING_PROVISIONED = ProvisionReport(files=0, bytes=0, reflinked=0, linked=0, copied=0, linked_paths=(), seconds=0.0)
+
+
 def reflink_supported(src_dir: Path, dst_dir: Path) -> bool:
     """True when a file under ``src_dir`` can be cloned into ``dst_dir`` (or its nearest parent).
 

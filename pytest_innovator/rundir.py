@@ -39,6 +39,11 @@ class RunDir:
         return self.path / "workspace"
 
     @property
+    def environment_layers(self) -> Path:
+        """The item's upper layers over the dataset's cached environment (datasets.py)."""
+        return self.path / "environment"
+
+    @property
     def sessions(self) -> Path:
         """Session logs (one ``<name>.log`` each)."""
         return self.path / "sessions"

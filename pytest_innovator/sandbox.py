@@ -98,6 +98,14 @@ class Sandbox:
     extra_readonly: list[Path] = field(default_factory=list)  # added later, e.g. the oracle's solution
     readonly_inside: Sequence[Path] = ()  # bound read-only over paths inside the writable ones
     devices: Sequence[Path] = ()  # host device nodes to pass through, e.g. the leased GPUs'
+    places: dict[Path, Path] = field(default_factory=dict)  # a bound host directory -> where it is seen
+
+    def inside(self, path: Path) -> Path:
+        """Where commands see a host path that is bound (at the place `places` gives it)."""
+        for host, place in self.places.items():
+            if path == host or host in path.parents:
+                return place / path.relative_to(host)
+        return path
 
     def argv(self, command: Sequence[str]) -> list[str]:
         bwrap = bwrap_path()
@@ -116,11 +124,11 @@ class Sandbox:
             elif Path(path).exists():
                 args += ["--ro-bind", "/dev/null", str(path)]
         for path in [*self.readonly, *self.extra_readonly]:
-            args += ["--ro-bind", str(path), str(path)]
+            args += ["--ro-bind", str(path), str(self.inside(Path(path)))]
         for path in self.writable:
-            args += ["--bind", str(path), str(path)]
+            args += ["--bind", str(path), str(self.inside(Path(path)))]
         for path in self.readonly_inside:
-            args += ["--ro-bind", str(path), str(path)]
+            args += ["--ro-bind", str(path), str(self.inside(Path(path)))]
         for node in self.devices:  # last: a later bind of a directory above it would hide it
             args += ["--dev-bind", str(node), str(node)]
         if self.chdir is not None:

@@ -237,6 +237,12 @@ class Dataset(_Strict):
 NO_DATASET = Dataset.model_construct(name="")  # what a task without [dataset] takes: nothing
 
 
+# The root directories of a Linux system: a workspace mounted over one would hide it.
+SYSTEM_ROOT_NAMES = frozenset(
+    "bin boot dev etc home lib lib32 lib64 libx32 media mnt opt proc root run sbin srv sys tmp usr var".split()
+)
+
+
 class TaskSpec(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     name: str
@@ -250,6 +256,7 @@ class TaskSpec(_Strict):
     protected: tuple[str, ...] = ()
     read_only: tuple[str, ...] = ()
     network: bool = False
+    workspace_path: str | None = None  # where commands see the workspace (e.g. /workspace); default: its host path
     snapshot_steps: int | None = Field(None, ge=1)
     snapshot_minutes: float | None = Field(None, gt=0)
     resources: Resources = Resources()
@@ -264,6 +271,16 @@ class TaskSpec(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("workspace_path")
+    @classmethod
+    def _top_level(cls, path: str | None) -> str | None:
+        if path is not None and (Path(path).parent != Path("/") or Path(path).name in SYSTEM_ROOT_NAMES):
+            raise ValueError(
+                "must be a directory just below / that a system does not use, such as /workspace "
+                f"(not one of /{', /'.join(sorted(SYSTEM_ROOT_NAMES))})"
+            )
+        return path
 
     @field_validator("outputs", "protected", "read_only")
     @classmethod
@@ -301,6 +318,7 @@ class Task:
     spec: TaskSpec
     root: Path
     dataset_root: Path | None = None
+    dataset_python: Path | None = None  # the interpreter that runs the dataset's evaluation; None: the harness's
 
     @property
     def id(self) -> str:
@@ -357,10 +375,11 @@ class Task:
             raise RuntimeError(f"task {self.id}: its dataset is not bound yet (Task.with_dataset)")
         return self.dataset_root / path
 
-    def with_dataset(self, dataset_root: Path) -> Task:
-        """This task reading its dataset's files from dataset_root; TaskError names each one missing."""
+    def with_dataset(self, dataset_root: Path, python: Path | None = None) -> Task:
+        """This task reading its dataset's files from dataset_root (its evaluation run by `python`);
+        TaskError names each file missing."""
         assert self.spec.dataset is not None
-        bound = replace(self, dataset_root=dataset_root)
+        bound = replace(self, dataset_root=dataset_root, dataset_python=python)
         missing = [
             f"{self.toml_path}: {field}: {bound.in_dataset(path)} not found in dataset {self.spec.dataset.name!r}"
             for field, path in self.spec.dataset.files().items()

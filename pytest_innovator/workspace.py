@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .datasets import EnvironmentMounts, default_cache_dir, provision_from_dataset
 from .errors import InnovatorError
+from .grading import GraderAccess
 from .protected import FileState, ProtectedChange, check_protected, checksum_protected
-from .provision import ProvisionReport, provision
+from .provision import NOTHING_PROVISIONED, ProvisionReport, provision
 from .rundir import RunDir
 from .sandbox import Sandbox, python_first
 from .sessions import SessionManager
@@ -75,7 +77,7 @@ class Workspace(Protocol):
     def exec(self, command: str, timeout: float) -> ExecResult: ...
     def copy_out(self, path: str, dest: Path) -> bool: ...
     def expose(self, host_path: Path) -> str: ...
-    def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]: ...
+    def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]: ...
     def disk_usage(self) -> int: ...
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]: ...
     def protected_changes(self, before: dict[str, FileState], patterns: Sequence[str]) -> list[ProtectedChange]: ...
@@ -87,11 +89,12 @@ class LocalWorkspace:
 
     def __init__(self, host_root: Path, sessions: SessionManager, env: dict[str, str], sandbox: Sandbox | None = None):
         self.host_root = host_root
-        self.root = str(host_root)
+        self.root = str(sandbox.inside(host_root) if sandbox else host_root)
         self.sessions = sessions
         self.env = env
         self.sandbox = sandbox
         self.linked: frozenset[Path] = frozenset()  # the task's own files, shared read-only
+        self.environment = EnvironmentMounts([])  # a dataset's environment mounted inside
 
     @property
     def backend(self) -> str:
@@ -119,15 +122,23 @@ class LocalWorkspace:
         *,
         hidden: Sequence[Path] = (),
         devices: Sequence[Path] = (),
+        cache_dir: Path | None = None,
     ) -> tuple[LocalWorkspace, ProvisionReport]:
         """Provision run_dir/workspace; with `hidden` (paths commands must not see) it is sandboxed.
 
-        `devices` are the device nodes (the leased GPUs') the sandbox passes through."""
+        `devices` are the device nodes (the leased GPUs') the sandbox passes through; `cache_dir`
+        holds the unpacked environments of datasets (datasets.py)."""
         host_root = RunDir(run_dir).workspace
+        environment = EnvironmentMounts([])
         # A hard link shares the task's own file, so read-only files are linked only in a sandbox,
         # which mounts each of them read-only; the local backend copies (or reflinks) them.
-        if host_root.exists():  # restored from a snapshot by a resume: nothing is shared with the task
-            report = ProvisionReport(files=0, bytes=0, reflinked=0, linked=0, copied=0, linked_paths=(), seconds=0.0)
+        if task.spec.dataset is not None:
+            environment = provision_from_dataset(
+                task, host_root, RunDir(run_dir).environment_layers, cache_dir or default_cache_dir()
+            )
+            report = NOTHING_PROVISIONED
+        elif host_root.exists():  # restored from a snapshot by a resume: nothing is shared with the task
+            report = NOTHING_PROVISIONED
         else:
             report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=bool(hidden))
         command_env = command_environment(env)
@@ -140,13 +151,15 @@ class LocalWorkspace:
                 readonly=[log_dir],
                 hidden=list(hidden),
                 network=task.spec.network,
-                chdir=host_root,
                 readonly_inside=[host_root / p for p in report.linked_paths],
                 devices=devices,
+                places={host_root: Path(task.spec.workspace_path)} if task.spec.workspace_path else {},
             )
+            sandbox.chdir = sandbox.inside(host_root)
         sessions = SessionManager(host_root, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
         workspace = cls(host_root, sessions, command_env, sandbox)
         workspace.linked = frozenset((host_root / p).resolve() for p in report.linked_paths)
+        workspace.environment = environment
         return workspace, report
 
     def resolve(self, path: str) -> Path:
@@ -250,17 +263,29 @@ class LocalWorkspace:
             self.sandbox.extra_readonly.append(host_path)
         return str(host_path)
 
-    def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]:
-        """Run the grader in the same kind of sandbox as the agent, its scratch directory writable."""
+    def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]:
+        """Run the grader in the same kind of sandbox as the agent, its scratch directory writable,
+        with the leased GPUs."""
         if not self.sandbox:
             return argv
-        grader_box = Sandbox(writable=[scratch], hidden=self.sandbox.hidden, network=False, chdir=scratch / "grader")
+        grader_box = Sandbox(
+            writable=[scratch],
+            readonly=[*access.readable, *([self.host_root] if access.workspace else [])],
+            hidden=self.sandbox.hidden,
+            network=access.network,
+            chdir=scratch / "grader",
+            devices=self.sandbox.devices,
+            places=self.sandbox.places,
+        )
         return grader_box.argv(argv)
 
     def disk_usage(self) -> int:
         """Bytes the agent's files take, not counting the task's shared read-only files."""
         total = 0
-        for directory, _, names in os.walk(self.host_root):
+        device = self.host_root.stat().st_dev
+        for directory, subdirectories, names in os.walk(self.host_root):
+            # not what is mounted inside (a dataset's environment: the cache's, shared)
+            subdirectories[:] = [d for d in subdirectories if os.lstat(os.path.join(directory, d)).st_dev == device]
             for name in names:
                 path = Path(directory, name)
                 st = path.lstat()
@@ -275,4 +300,7 @@ class LocalWorkspace:
         return check_protected(self.host_root, before, patterns)
 
     def close(self) -> None:
-        self.sessions.close_all()
+        try:
+            self.sessions.close_all()
+        finally:
+            self.environment.unmount()

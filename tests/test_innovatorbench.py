@@ -93,7 +93,18 @@ def make_dataset(root: Path, *tasks: int) -> Path:
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     locks = pytester.path / "gpu-locks"
-    return pytester.runpytest_subprocess("innovatorbench", "-rs", "--innovator-gpu-lock-dir", str(locks), *args)
+    cache = pytester.path / "cache"
+    return pytester.runpytest_subprocess(
+        "innovatorbench",
+        "-rs",
+        "--innovator-gpu-lock-dir",
+        str(locks),
+        "--innovator-cache-dir",
+        str(cache),
+        "--innovator-agent",
+        "null",
+        *args,
+    )
 
 
 def collected(result: pytest.RunResult) -> set[str]:
@@ -169,26 +180,21 @@ def test_with_the_dataset_on_a_host_without_gpus_every_item_is_skipped_naming_wh
         assert "dataset" not in reasons[task]
     assert (
         reasons["task_19"]
-        == "an API model its code calls, OpenAI or Azure (this harness cannot provide one to a task yet)"
+        == "an API model its code calls, OpenAI or Azure (an OpenAI-compatible endpoint: --innovator-task-api-url "
+        "URL, its key in $OPENAI_API_KEY)"
     )
 
 
-def test_items_the_host_can_hold_get_past_the_dataset_to_the_stage_not_built_yet(
+def test_items_the_host_can_hold_run_with_their_dataset_and_are_graded_by_its_evaluation(
     pytester: pytest.Pytester, suite: Path
 ) -> None:
     dataset = make_dataset(pytester.path / "dataset")
     result = run(pytester, "--innovator-dataset", f"innovatorbench={dataset}", "--innovator-gpus", "0,1,2,3,4,5,6,7")
-    result.assert_outcomes(skipped=10, errors=10)
+    result.assert_outcomes(skipped=10, failed=10)
     assert set(skip_reasons(result)) == ALL - ON_ONE_HOST_WITH_EIGHT_GPUS
-    errors = setup_errors(result)
-    assert set(errors) == ON_ONE_HOST_WITH_EIGHT_GPUS
-    for task, text in errors.items():
-        assert (
-            f"task {task}: not built yet in this harness: making its workspace from dataset 'innovatorbench' "
-            "(dataset.workspace, dataset.environment); grading by the dataset's own evaluation "
-            f"(dataset.evaluation = 'evaluations/{task}')"
-        ) in text
-        assert "Traceback" not in text and "fixtures.py" not in text
+    for task in ON_ONE_HOST_WITH_EIGHT_GPUS:  # the null agent writes no answer: the evaluation's 0
+        result.stdout.fnmatch_lines([f"*final score 0.00 is below the pass score 1 (task {task}, agent null@1*"])
+        result.stdout.fnmatch_lines([f"  {task}: 0 = 0"])
     # GPUs named by hand: their memory is not known, and the run says it did not check it.
     result.stdout.fnmatch_lines(
         ["*GPU memory not checked: --innovator-gpus names the GPUs by hand (a task needs 80 GiB*"]
@@ -199,7 +205,7 @@ def test_items_the_host_can_hold_get_past_the_dataset_to_the_stage_not_built_yet
     ("gib", "outcome"),
     [
         ("40,40,40,40,40,40,40,40", "skipped"),
-        ("79.6,79.6,79.6,79.6,79.6,79.6,79.6,79.6", "error"),  # an "80 GB" H100, as NVML reports it
+        ("79.6,79.6,79.6,79.6,79.6,79.6,79.6,79.6", "runs"),  # an "80 GB" H100, as NVML reports it
         ("79.6,79.6,79.6,79.6,79.6,79.6,79.6,40", "skipped"),
     ],
 )
@@ -209,7 +215,7 @@ def test_gpu_memory_as_nvml_reports_it(
     monkeypatch.setenv("FAKE_NVML_GIB", gib)
     dataset = make_dataset(pytester.path / "dataset", 5)
     result = run(pytester, "-k", "task_5", "--innovator-dataset", f"innovatorbench={dataset}")
-    result.assert_outcomes(**{"errors" if outcome == "error" else outcome: 1})
+    result.assert_outcomes(**{"failed" if outcome == "runs" else outcome: 1})
     if outcome == "skipped":
         sizes = ", ".join(f"{i}: {float(g):.1f}".removesuffix(".0") + " GiB" for i, g in enumerate(gib.split(",")))
         usable = gib.split(",").count("79.6")
@@ -217,7 +223,7 @@ def test_gpu_memory_as_nvml_reports_it(
             f"8 GPUs with 80 GiB each, this host has {usable} such ({sizes}): name them with --innovator-gpus"
         )
     else:
-        assert "not built yet in this harness" in setup_errors(result)["task_5"]
+        result.stdout.fnmatch_lines(["*final score 0.00 is below the pass score 1 (task task_5, agent null@1*"])
         assert "GPU memory not checked" not in result.stdout.str()
 
 

@@ -3,7 +3,8 @@ workspace, sessions, agent, research_env. A user's own test can ask for them wit
 ``@pytest.mark.innovator_task("mini/scaffold_construction")``.
 
 `innovator_task` comes first: an item whose task needs what this host or this harness cannot give
-(GPUs and their memory, a second host, web tools, an API model, its dataset) is skipped there with
+(GPUs and their memory, a second host, web tools, an API model, its dataset, its workspace at a
+fixed path on a backend that cannot place it) is skipped there with
 everything it lacks, before anything is made for it; a dataset that lacks the task's files is an
 error naming them.
 """
@@ -66,7 +67,8 @@ def innovator_task(request: pytest.FixtureRequest) -> Task:
     if task.spec.dataset is None:
         return task
     try:
-        return task.with_dataset(settings.datasets[task.spec.dataset.name])
+        name = task.spec.dataset.name
+        return task.with_dataset(settings.datasets[name], settings.evaluation_pythons.get(name))
     except TaskError as exc:
         missing = str(exc)
     pytest.fail(missing, pytrace=False)  # outside the except: the message alone, not two chained errors
@@ -114,8 +116,16 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
         unmet.append(_gpu_shortfall(task, settings, usable))
     if spec.requires.web_tools:
         unmet.append("web search and browsing tools for the agent (this harness does not provide them yet)")
-    if spec.requires.api_model:
-        unmet.append("an API model its code calls, OpenAI or Azure (this harness cannot provide one to a task yet)")
+    if spec.requires.api_model and not settings.task_api_url:
+        unmet.append(
+            f"an API model its code calls, OpenAI or Azure (an OpenAI-compatible endpoint: "
+            f"{OPTION_BY_NAME['task_api_url'].flag} URL, its key in ${settings.task_api_key_env})"
+        )
+    if spec.workspace_path and settings.backend in ("local", "remote"):
+        unmet.append(
+            f"its workspace at {spec.workspace_path}, which the {settings.backend} backend cannot give "
+            f"(use {OPTION_BY_NAME['backend'].flag} sandbox or docker)"
+        )
     return unmet
 
 
@@ -170,17 +180,11 @@ def hidden_paths(task: Task, settings: Settings) -> list[Path]:
     return sorted({task.root, *siblings, *dataset, settings.results})
 
 
-def unbuilt_stages(task: Task) -> list[str]:
-    """What the task needs of this harness that is not built yet."""
-    dataset = task.spec.dataset
-    if dataset is None:
-        return []
-    stages = []
-    if dataset.workspace or dataset.environment:
-        stages.append(f"making its workspace from dataset {dataset.name!r} (dataset.workspace, dataset.environment)")
-    if task.spec.grader.command is None:
-        stages.append(f"grading by the dataset's own evaluation (dataset.evaluation = {dataset.evaluation!r})")
-    return stages
+def task_api_environment(task: Task, settings: Settings) -> dict[str, str]:
+    """The API model a task's code calls, as the openai client reads it from the environment."""
+    if not task.spec.requires.api_model or not settings.task_api_url:
+        return {}
+    return {"OPENAI_BASE_URL": settings.task_api_url, "OPENAI_API_KEY": os.environ.get(settings.task_api_key_env, "")}
 
 
 @pytest.fixture
@@ -188,9 +192,6 @@ def workspace(
     request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path, gpu_lease: Any
 ) -> Iterator[Any]:
     settings: Settings = request.config.stash[settings_key]
-    unbuilt = unbuilt_stages(innovator_task)
-    if unbuilt:
-        pytest.fail(f"task {innovator_task.id}: not built yet in this harness: " + "; ".join(unbuilt), pytrace=False)
     if resume_target_key in request.config.stash:
         from ..snapshots.resume import prepare_run_dir, resume_point
 
@@ -201,7 +202,11 @@ def workspace(
         task=innovator_task,
         run_dir=innovator_run_dir,
         gpu_lease=gpu_lease,
-        env={"CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(), "INNOVATOR_TASK": innovator_task.id},
+        env={
+            "CUDA_VISIBLE_DEVICES": gpu_lease.cuda_visible_devices(),
+            "INNOVATOR_TASK": innovator_task.id,
+            **task_api_environment(innovator_task, settings),
+        },
         hidden=hidden_paths(innovator_task, settings),
         settings=settings.backend_settings(),
     )

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from ..backends import BACKENDS, DEFAULT_DOCKER_IMAGE, BackendSettings, default_backend
+from ..datasets import default_cache_dir
 from ..errors import InnovatorError
 from ..gpus import detect_gpus, gpu_memory
 
@@ -127,6 +128,13 @@ def _directory(value: str) -> Path:
     return path.resolve()
 
 
+def _file(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError("must be an existing file")
+    return path.absolute()
+
+
 def option(
     help: str,
     default: str | None = "",
@@ -168,6 +176,26 @@ class Settings:
         None,
         _directory,
         per_name=True,
+    )
+    evaluation_pythons: dict[str, Path] = option(
+        "the Python that runs a dataset's own evaluation, as NAME=PATH; repeatable (InnovatorBench's "
+        "evaluations need their own environment; default: the harness's Python)",
+        None,
+        _file,
+        per_name=True,
+    )
+    cache_dir: Path = option(
+        "where datasets' environment archives are unpacked, once for every item and run "
+        "(default: $XDG_CACHE_HOME/pytest-innovator, else ~/.cache/pytest-innovator)",
+        None,
+        Path,
+    )
+    task_api_url: str = option(
+        "OpenAI-compatible endpoint a task's own code calls (tasks that require an API model); its commands "
+        "and its evaluation get it as OPENAI_BASE_URL, the key named by --innovator-task-api-key-env as OPENAI_API_KEY"
+    )
+    task_api_key_env: str = option(
+        "name of the environment variable holding the key of --innovator-task-api-url", "OPENAI_API_KEY"
     )
     backend: str = option(
         "workspace backend: sandbox (bubblewrap; the default where bwrap works), local, "
@@ -283,7 +311,10 @@ class Settings:
 
     def backend_settings(self) -> BackendSettings:
         return BackendSettings(
-            docker_image=self.docker_image, remote_url=self.remote_url, remote_token_file=self.remote_token_file
+            docker_image=self.docker_image,
+            remote_url=self.remote_url,
+            remote_token_file=self.remote_token_file,
+            cache_dir=self.cache_dir,
         )
 
 
@@ -376,6 +407,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         values["gpu_memory"] = gpu_memory(values["gpus"])
     if values["gpu_lock_dir"] is None:
         values["gpu_lock_dir"] = Path(tempfile.gettempdir()) / f"pytest-innovator-{os.getuid()}" / "gpu-locks"
+    if values["cache_dir"] is None:
+        values["cache_dir"] = default_cache_dir()
     values["backend_named"] = values["backend"] is not None
     if values["backend"] is None:
         values["backend"] = default_backend()

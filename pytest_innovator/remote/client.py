@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from ..errors import InnovatorError
+from ..grading import GraderAccess
 from ..protected import FileState, ProtectedChange, from_json, to_json
 from ..provision import ProvisionReport
 from ..sandbox import Sandbox
@@ -351,10 +352,18 @@ class RemoteWorkspace:
         """Upload a host directory outside the workspace; its path on the server."""
         return self._call("POST", "/expose", content=lambda: tar_stream(host_path, symlinks=True))["path"]
 
-    def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]:
+    def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]:
+        if access.workspace:  # the plugin skips such tasks on this backend
+            raise RemoteError("a remote workspace cannot be shown to a grader on this host")
         if not self.grader_hidden:
             return argv
-        sandbox = Sandbox(writable=[scratch], hidden=self.grader_hidden, network=False, chdir=scratch / "grader")
+        sandbox = Sandbox(
+            writable=[scratch],
+            readonly=list(access.readable),
+            hidden=self.grader_hidden,
+            network=access.network,
+            chdir=scratch / "grader",
+        )
         return sandbox.argv(argv)
 
     def disk_usage(self) -> int:

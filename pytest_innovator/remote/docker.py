@@ -47,7 +47,7 @@ import httpx
 from ..backends import DEFAULT_DOCKER_IMAGE
 from ..errors import InnovatorError
 from ..grader_kit import ALONE_IN_CONTAINER
-from ..grading import grader_environment
+from ..grading import GraderAccess, grader_environment
 from ..protected import FileState, ProtectedChange
 from ..provision import ProvisionReport, provision
 from ..sandbox import SYSTEM_DIRS, python_paths
@@ -302,7 +302,7 @@ class DockerWorkspace(RemoteWorkspace):
     def protected_changes(self, before: dict[str, FileState], patterns: Sequence[str]) -> list[ProtectedChange]:
         return self.files.protected_changes(before, patterns)
 
-    def wrap_grader(self, argv: list[str], scratch: Path) -> list[str]:
+    def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]:
         """`docker run` of the grader in a fresh container of the same image: only its scratch
         directory (its copy of grader/ and the submission) and the harness's Python are mounted.
 

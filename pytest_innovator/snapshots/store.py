@@ -665,8 +665,10 @@ def _racy_window_for(ctime_ns: int) -> int:
 def _scan(root: Path, unreadable: list[str]) -> Iterator[tuple[str, os.stat_result]]:
     """The root (as ".") and every entry below it, a directory before its contents, sorted by
     name. Entries that vanish while being scanned are skipped; directories that cannot be listed
-    are yielded without contents and added to ``unreadable``."""
-    yield ".", os.lstat(root)
+    are yielded without contents and added to ``unreadable``. A file system mounted inside root
+    (an environment overlay, see datasets.py) is not the workspace's own: it is left out."""
+    root_info = os.lstat(root)
+    yield ".", root_info
     root_prefix = f"{root}/"  # plain strings: os.path.join costs as much as the lstat here
     pending = [""]  # directories still to list, the next one last
     while pending:
@@ -686,6 +688,8 @@ def _scan(root: Path, unreadable: list[str]) -> Iterator[tuple[str, os.stat_resu
             try:
                 info = os.lstat(root_prefix + child)
             except FileNotFoundError:
+                continue
+            if info.st_dev != root_info.st_dev:
                 continue
             yield child, info
             if stat.S_ISDIR(info.st_mode):
