@@ -281,3 +281,20 @@ def test_a_changed_archive_is_unpacked_again(tmp_path: Path) -> None:
     os.utime(archive, ns=(0, archive.stat().st_mtime_ns + 10**9))
     second = unpacked_environment(archive, tmp_path / "cache")
     assert second != first and (second / "conda" / "ENV").read_text() == "vllm_retriever"
+
+
+def test_the_leaderboard_shows_innovatorbenchs_per_domain_final_and_best_and_the_task_weighted_mean(
+    pytester: pytest.Pytester, dataset: Path
+) -> None:
+    # One evaluation at 100 and a final one at 45 (the answer lowered after it): Best 100, Final 45.
+    lower = "rm /workspace/data/outputs/extra.txt && " + answer(40)
+    steps = [*shell(answer(60, 30)), EVALUATE, *shell(lower)[1:], FINISH]
+    run_replay(pytester, steps, "-k", "task_18 or task_19", *NO_API).assert_outcomes(passed=2)
+    board_path = pytester.path / "board.json"
+    command = [sys.executable, "-m", "pytest_innovator.cli", "leaderboard", str(pytester.path / ".innovator")]
+    subprocess.run([*command, "--json", str(board_path)], check=True, capture_output=True)
+    (row,) = json.loads(board_path.read_text())["agents"]
+    domain = row["domains"]["scaffold_construction"]
+    assert (domain["final"]["mean"], domain["best"]["mean"]) == (45.0, 100.0)
+    assert (row["overall"]["final"]["mean"], row["overall"]["best"]["mean"]) == (45.0, 100.0)
+    assert row["overall"]["tasks"] == 2

@@ -393,7 +393,8 @@ def to_markdown(board: dict[str, Any]) -> str:
         (
             f"{len(board['items'])} items from {len(board['runs'])} runs, {len(board['tasks'])} tasks; "
             f"updated {board['updated_at']} ({board['schema']} v{board['version']}). "
-            "Scores are 0–100 (baseline 0, reference solution 80), after the hint penalty; "
+            "Scores are 0–100 (for the suite's own tasks baseline 0 and reference solution 80; InnovatorBench's "
+            "as its evaluations give them), after the hint penalty; "
             "mean ± standard error over runs; k = runs per task."
         ),
         "",
