@@ -242,6 +242,24 @@ def test_a_restored_workspace_can_be_written_without_touching_the_store(tmp_path
     assert all(stat.S_IMODE(i.st_mode) == 0o444 for i in object_files(store).values())
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system inside the workspace needs root")
+def test_a_file_system_mounted_inside_the_workspace_is_left_out(tmp_path: Path) -> None:
+    """A dataset's environment is an overlay mounted inside the workspace (datasets.py): it is the
+    cache's, tens of GB in a real dataset, and a resume mounts it again."""
+    workspace = tmp_path / "workspace"
+    write_files(workspace, 2, 100)
+    mounted = workspace / "conda"
+    mounted.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mounted)], check=True)
+    try:
+        (mounted / "big").write_bytes(b"x" * 10_000)
+        info = SnapshotStore(tmp_path / "snapshots", durable=False).take(workspace, {}, step=0)
+        paths = {entry["path"] for entry in SnapshotStore(tmp_path / "snapshots").manifest(info.name)}
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert paths == {".", "d0", "d0/f000.bin", "d1", "d1/f001.bin"}  # no conda/, nor conda/big
+
+
 # ---------------------------------------------------------------------------------------------
 # Atomicity
 

@@ -38,6 +38,9 @@ def test_bad_direction_names_file_field_and_value() -> None:
         ('outputs = ["answer.txt"]', 'outputs = ["../escape.txt"]', "outputs: Value error, paths are relative"),
         ('command = "python3 grade.py"', "", "grader.command: required field is missing"),
         ('id = "number"', 'id = "number"\nid = "again"', "not valid TOML"),
+        ('id = "number"', 'id = "number"\nworkspace_path = "/usr"', "workspace_path: must be a directory just below /"),
+        ('id = "number"', 'id = "number"\nworkspace_path = "/a/b"', "workspace_path: must be a directory just below /"),
+        ('id = "number"', 'id = "number"\nworkspace_path = "workspace"', "workspace_path: must be a directory just"),
     ],
 )
 def test_bad_fields_are_named(number_task_dir: Path, replace: str, by: str, expected: str) -> None:
