@@ -136,6 +136,7 @@ def _create_docker(request: WorkspaceRequest) -> tuple[Workspace, ProvisionRepor
             request.gpu_lease,
             image=request.settings.docker_image,
             hidden=request.hidden,
+            cache_dir=request.settings.cache_dir,
         )
     except DockerBackendError as exc:
         raise BackendUnavailable(str(exc)) from None

@@ -3,8 +3,9 @@
 The container is made from an image (the task does not name one: the caller passes the
 `--innovator-docker-image` setting) with:
 
-* the item's workspace bind-mounted at the same path (the files of the task's `read_only` list,
-  shared with the task by hard link, bind-mounted read-only over it), the session logs directory,
+* the item's workspace bind-mounted at the task's `workspace_path`, or else at its host path (the
+  files of the task's `read_only` list, shared with the task by hard link, bind-mounted read-only
+  over it; a dataset's environment, mounted inside it on the host, with it), the session logs directory,
   and a small socket directory; nothing else of the host but the harness's Python installation,
   read-only. The task's grader, solution and hint, the run's ledger and results, and the other
   items' workspaces are not in the container at all;
@@ -23,7 +24,8 @@ The harness does not trust what runs in the container: file reads and writes, th
 outputs for the grader and the protected-file checks work on the bind-mounted workspace from the
 host side (with the local backend's confinement), so a process that replaces the session server
 cannot forge them. Sessions and one-shot commands go through the server. The grader runs in a
-second container of the same image, with only its scratch directory mounted.
+second container of the same image, with only its scratch directory mounted (and, for a dataset's
+own evaluation, the workspace and the evaluation's folder read-only, the network if the task has it).
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 
 from ..backends import DEFAULT_DOCKER_IMAGE
+from ..datasets import EnvironmentMounts, default_cache_dir, provision_from_dataset
 from ..errors import InnovatorError
 from ..grader_kit import ALONE_IN_CONTAINER
 from ..grading import GraderAccess, grader_environment
 from ..protected import FileState, ProtectedChange
-from ..provision import ProvisionReport, provision
+from ..provision import NOTHING_PROVISIONED, ProvisionReport, provision
+from ..rundir import RunDir
 from ..sandbox import SYSTEM_DIRS, python_paths
 from ..task import Task
 from ..workspace import DirEntry, LocalWorkspace
@@ -144,6 +148,11 @@ def _mount(source: Path | str, target: Path | str, *, read_only: bool) -> Any:
     return Mount(str(target), str(source), type="bind", read_only=read_only)
 
 
+def workspace_inside(task: Task, host_root: Path) -> Path:
+    """Where containers see the workspace: the task's workspace_path, or else its host path."""
+    return Path(task.spec.workspace_path or host_root)
+
+
 def container_options(
     task: Task,
     host_root: Path,
@@ -164,14 +173,15 @@ def container_options(
     python = container_python_mounts()
     python_mounts = [target for _, target in python]
     mounts = [_mount(source, target, read_only=True) for source, target in python]
+    inside = workspace_inside(task, host_root)
     # Hidden task parts that lie inside a mounted directory (a checkout installed in develop mode).
     for path in hidden:
         if any(m == path or m in path.parents for m in python_mounts):
             empty = Mount(str(path), None, type="tmpfs") if path.is_dir() else _mount("/dev/null", path, read_only=True)
             mounts.append(empty)
     mounts += [
-        _mount(host_root, host_root, read_only=False),
-        *(_mount(host_root / p, host_root / p, read_only=True) for p in linked_paths),
+        _mount(host_root, inside, read_only=False),
+        *(_mount(host_root / p, inside / p, read_only=True) for p in linked_paths),
         _mount(log_dir, log_dir, read_only=False),
         _mount(socket_dir, SOCKET_DIR_INSIDE, read_only=False),
     ]
@@ -185,7 +195,7 @@ def container_options(
         "pytest_innovator.cli",
         "serve",
         "--workspace",
-        str(host_root),
+        str(inside),
         "--log-dir",
         str(log_dir),
         "--uds",
@@ -202,7 +212,7 @@ def container_options(
         "image": image,
         "command": command,
         "user": f"{os.getuid()}:{os.getgid()}",
-        "working_dir": str(host_root),
+        "working_dir": str(inside),
         "environment": environment,
         "mounts": mounts,
         "tmpfs": {"/tmp": "rw,exec,mode=1777"},
@@ -240,6 +250,7 @@ class DockerWorkspace(RemoteWorkspace):
         lease: GpuLease | None,
         hidden: Sequence[Path],
         pids_limit: int,
+        environment: EnvironmentMounts | None = None,
     ):
         self.client = client
         self.container = container
@@ -251,10 +262,12 @@ class DockerWorkspace(RemoteWorkspace):
         self.lease = lease
         self.hidden = list(hidden)
         self.pids_limit = pids_limit
+        self.environment = environment or EnvironmentMounts([])
         transport = httpx.HTTPTransport(uds=str(socket_dir / "server.sock"))
         super().__init__("http://container", token, transport=transport, alive_check=self._check_alive)
         # Host-side file operations, confined to the workspace as the local backend confines them.
         self.files = LocalWorkspace(host_root, cast(Any, self.sessions), {})
+        self.files.root = self.root  # the server's: where the container shows the workspace
         self.files.linked = linked
 
     @property
@@ -304,7 +317,8 @@ class DockerWorkspace(RemoteWorkspace):
 
     def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]:
         """`docker run` of the grader in a fresh container of the same image: only its scratch
-        directory (its copy of grader/ and the submission) and the harness's Python are mounted.
+        directory (its copy of grader/ and the submission), the harness's Python and what `access`
+        gives (read-only) are mounted; the host's network only when `access` has it.
 
         The grader keeps Docker's default capabilities (the agent's container has none): run as
         root, grader_kit.run_untrusted drops the agent's code to `nobody` in here, which cannot
@@ -325,7 +339,7 @@ class DockerWorkspace(RemoteWorkspace):
             "-i",
             "--init",
             "--network",
-            "none",
+            "host" if access.network else "none",
             "--user",
             f"{os.getuid()}:{os.getgid()}",
             "--label",
@@ -360,6 +374,14 @@ class DockerWorkspace(RemoteWorkspace):
         for path in self.hidden:
             if any(m == path or m in path.parents for m in python_mounts):
                 command += ["--tmpfs", str(path)] if path.is_dir() else ["--volume", f"/dev/null:{path}:ro"]
+        for path in access.readable:  # a dataset's evaluation folder, inside a hidden dataset
+            command += ["--volume", f"{path}:{path}:ro"]
+        if access.workspace:
+            inside = workspace_inside(self.task, self.host_root)
+            command += ["--volume", f"{self.host_root}:{inside}:ro"]
+            # A bind's read-only flag does not reach the mounts inside it (the environment's overlays).
+            for point in self.environment.points:
+                command += ["--volume", f"{point}:{inside / point.relative_to(self.host_root)}:ro"]
         if self.lease is not None and self.lease.devices:
             command += ["--gpus", f'"device={",".join(self.lease.devices)}"']
         environment = {
@@ -384,6 +406,7 @@ class DockerWorkspace(RemoteWorkspace):
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                     container.remove(force=True)  # a grader's may be going already (--rm)
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self.environment.unmount()
 
 
 def create_docker_workspace(
@@ -397,10 +420,12 @@ def create_docker_workspace(
     pids_limit: int = DEFAULT_PIDS_LIMIT,
     client: docker.DockerClient | None = None,
     start_timeout: float = SERVER_START_TIMEOUT_S,
+    cache_dir: Path | None = None,
 ) -> tuple[DockerWorkspace, ProvisionReport]:
     """Provision run_dir/workspace and start the item's container; the counterpart of
     LocalWorkspace.create. `hidden` lists host paths the container must not see even where a
-    mounted directory holds them (the plugin's hidden_paths)."""
+    mounted directory holds them (the plugin's hidden_paths); `cache_dir` holds the unpacked
+    environments of datasets (datasets.py)."""
     import docker
 
     client = client or docker_client()
@@ -411,8 +436,14 @@ def create_docker_workspace(
             f"docker image {image!r} not found: build the test image with "
             "scripts/docker-test-image.sh, or name another with --innovator-docker-image"
         ) from None
-    host_root = run_dir / "workspace"
-    report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=True)
+    host_root = RunDir(run_dir).workspace
+    environment = EnvironmentMounts([])
+    if task.spec.dataset is not None:
+        layers = RunDir(run_dir).environment_layers
+        environment = provision_from_dataset(task, host_root, layers, cache_dir or default_cache_dir())
+        report = NOTHING_PROVISIONED
+    else:
+        report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=True)
     log_dir = run_dir / "sessions"
     log_dir.mkdir(parents=True, exist_ok=True)
     # A unix socket's path holds at most 107 bytes, so the socket lives in a short directory.
@@ -439,6 +470,7 @@ def create_docker_workspace(
         container = client.containers.run(name=label, detach=True, **options)
     except docker.errors.DockerException as exc:
         shutil.rmtree(socket_dir, ignore_errors=True)
+        environment.unmount()
         raise DockerBackendError(f"cannot start a container of {image!r} for task {task.id}: {exc}") from None
     try:
         _wait_for_server(container, socket_dir / "server.sock", token, start_timeout)
@@ -456,10 +488,12 @@ def create_docker_workspace(
             lease=lease,
             hidden=hidden,
             pids_limit=pids_limit,
+            environment=environment,
         )
     except BaseException:
         container.remove(force=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
+        environment.unmount()
         raise
     return workspace, report
 
