@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from pytest_innovator.sandbox import bwrap_path
 
 from .scripted_llm import ScriptedLLMServer
 from .test_innovatorbench import make_dataset, no_innovator_variables, run, suite  # noqa: F401 (fixtures)
+from .test_resume import processes_with, snapshot_after_step, wait_for
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="the sandbox backend needs bubblewrap")
 
@@ -298,3 +301,64 @@ def test_the_leaderboard_shows_innovatorbenchs_per_domain_final_and_best_and_the
     assert (domain["final"]["mean"], domain["best"]["mean"]) == (45.0, 100.0)
     assert (row["overall"]["final"]["mean"], row["overall"]["best"]["mean"]) == (45.0, 100.0)
     assert row["overall"]["tasks"] == 2
+
+
+def test_kill_the_harness_then_resume_with_the_environment_mounted_again(
+    pytester: pytest.Pytester, dataset: Path
+) -> None:
+    marker = f"7.{uuid.uuid4().int % 10**6:06d}"
+    steps = [
+        *shell(answer(60) + " && echo mine > /workspace/conda/mine"),
+        EVALUATE,
+        {"tool": "run_command", "arguments": {"session": "s", "command": f"sleep {marker}", "wait": 0}},
+        {"tool": "wait", "arguments": {"seconds": 60, "session": "s"}},
+        *shell("ls /workspace/conda"),
+        FINISH,
+    ]
+    replay = pytester.path / "replay.jsonl"
+    replay.write_text("".join(json.dumps(step) + "\n" for step in steps))
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "innovatorbench",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "task_18",
+        "--innovator-dataset",
+        f"innovatorbench={dataset}",
+        "--innovator-cache-dir",
+        str(pytester.path / "cache"),
+        "--innovator-agent",
+        "replay",
+        "--innovator-replay",
+        str(replay),
+        "--innovator-snapshot-steps",
+        "1",
+        *NO_API,
+    ]
+    first = subprocess.Popen([*command, "--innovator-results", "crashed"], cwd=pytester.path)
+    wait_for(lambda: any((pytester.path / "crashed" / "runs").glob("*/task_18")))
+    item = next((pytester.path / "crashed" / "runs").glob("*/task_18"))
+    wait_for(lambda: snapshot_after_step(item, 4))
+    assert processes_with(marker), "the long command should be running at the kill"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    if os.path.ismount(item / "workspace" / "conda"):  # a killed harness cannot unmount (docs/innovatorbench.md)
+        subprocess.run(["umount", "--lazy", str(item / "workspace" / "conda")], check=True)
+
+    resumed = subprocess.run(
+        [*command, "--innovator-results", "resumed", "--innovator-resume", str(item.parent)],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    (record,) = map(json.loads, (pytester.path / "resumed" / "results.jsonl").read_text().splitlines())
+    ledger = json.loads((Path(record["run_dir"]) / "ledger.json").read_text())
+    assert [(e["kind"], e["score"]) for e in ledger["evaluations"]] == [("agent", 80.0), ("final", 80.0)]
+    assert record["evals_used"] == 1
+    listing = observations(record)[-2]
+    assert "ENV" in listing and "bin" in listing  # the environment is there again, over a fresh layer
