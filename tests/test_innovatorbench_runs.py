@@ -204,6 +204,11 @@ def test_the_evaluation_runs_apart_and_cannot_write_the_workspace(pytester: pyte
         "        print('wrote the workspace')\n"
         "    except OSError as exc:\n"
         "        print(f'cannot write the workspace: {exc.strerror}', flush=True)\n"
+        "    try:\n"
+        "        open(os.path.join(self.config.workspace, 'conda', 'pwned'), 'w').write('x')\n"
+        "        print('wrote the environment')\n"
+        "    except OSError as exc:\n"
+        "        print(f'cannot write the environment: {exc.strerror}', flush=True)\n"
         "    return _validate(self)\n\n\n"
         "TaskBenchmark.validate = validate\n"
     )
@@ -212,9 +217,11 @@ def test_the_evaluation_runs_apart_and_cannot_write_the_workspace(pytester: pyte
     record = records(pytester)["task_18"]
     run_dir = Path(record["run_dir"])
     assert not (run_dir / "workspace" / "data" / "outputs" / "pwned").exists()
+    assert not (run_dir / "environment" / "upper" / "conda" / "pwned").exists()
     logs = [(run_dir / "grader" / name).read_text() for name in ("eval-1.log", "eval-2.log")]
     for log in logs:
         assert "cannot write the workspace: Read-only file system" in log  # printed by the evaluation's process
+        assert "cannot write the environment: Read-only file system" in log  # an overlay mounted inside it
     assert record["score_final"] == 80.0
 
 
