@@ -18,6 +18,13 @@ How a session works:
   Before the sentinel the shell prints its notices of background jobs that changed state
   (``jobs -n``: "[1]+  Killed ..."), so they belong to the command during which that happened,
   not, by a race, to the next one.
+* A kill's jobs may not have been reaped by the shell yet when its prompt runs, and their
+  notices would then land in the next command's output. So a kill creates the file
+  ``reaped-<command id>`` in the control directory while it lasts: a prompt for that command
+  first waits for every job (``wait -n`` prints each one's notice; the kill ends them all).
+  After the kill, an idle shell is sent an empty line, whose prompt does the same for jobs
+  killed while no command ran or after the command ended: their notices are in the log between
+  two commands.
 * A command is written to ``<log_dir>/<name>.ctl/cmd-<id>.sh`` and the shell is sent the short
   line ``__pti_start <id>; . <file>``. Commands of any length and shape (heredocs, several
   lines) thus run in the shell itself, so ``cd``, variables and functions persist, and the
@@ -91,9 +98,20 @@ PS1='' PS2='' PS0=''
 unset HISTFILE MAILCHECK PROMPT_COMMAND
 set +o history
 __pti_start() { __pti_cmd=$1; builtin printf '\033]7770;%s;%s;s\007' "$__pti_nonce" "$1"; }
-__pti_done() { local s=$?; builtin jobs -n; builtin printf '\033]7770;%s;%s;%s\007' "$__pti_nonce" "$__pti_cmd" "$s"; }
+__pti_reaped=@REAPED@
+__pti_done() {
+  local s=$?
+  if [[ -e $__pti_reaped$__pti_cmd ]]; then
+    if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 403)); then
+      while builtin wait -n; (($? != 127)); do :; done
+    fi
+    builtin wait
+  fi
+  builtin jobs -n
+  builtin printf '\033]7770;%s;%s;%s\007' "$__pti_nonce" "$__pti_cmd" "$s"
+}
 PROMPT_COMMAND=__pti_done
-readonly PROMPT_COMMAND __pti_nonce
+readonly PROMPT_COMMAND __pti_nonce __pti_reaped
 readonly -f __pti_start __pti_done
 """
 START_WAIT_SECONDS = 5.0
@@ -251,6 +269,7 @@ class Session:
         self._shell_exit_code: int | None = None
         self._next_command_id = 1
         self._current: _Command | None = None
+        self._prompts = 0  # completion sentinels seen
         self._write_lock = threading.Lock()
         self._kill_lock = threading.Lock()
 
@@ -258,7 +277,8 @@ class Session:
         self._scanner = SentinelScanner(nonce)
         self.control_dir.mkdir(mode=0o700)
         init_path = self.control_dir / "init.sh"
-        init_path.write_text(SHELL_INIT.replace("@NONCE@", nonce))
+        reaped = shlex.quote(str(self.control_dir / "reaped-"))
+        init_path.write_text(SHELL_INIT.replace("@NONCE@", nonce).replace("@REAPED@", reaped))
         self._buffer = OutputBuffer(log_path, buffer_capacity)
 
         master_fd, slave_fd = os.openpty()
@@ -439,8 +459,11 @@ class Session:
     def kill(self) -> None:
         """SIGKILL every process the session started; the shell stays.
 
-        A running command ends with exit code 137 and the rest of its command list is skipped.
-        Returns once the processes are gone and the command has finished.
+        A running command ends with exit code 137 and the rest of its command list is skipped;
+        the shell's notices of the jobs that were killed ("[1]+  Killed ...") are part of its
+        output. After a kill while no command runs, they are in the log between two commands.
+        Returns once the processes are gone, the shell has reaped them and the command has
+        finished.
         """
         with self._kill_lock:
             with self._condition:
@@ -451,17 +474,44 @@ class Session:
                 self._wait_for_foreground_job()
             with self._condition:  # held while writing: close() closes the fd under it
                 self._require_usable()
+                # The shell's next prompt waits for its jobs to be reaped (all of them are being
+                # killed), so that their notices come before that prompt's sentinel.
+                reaped_flag = self.control_dir / f"reaped-{self._current.command_id if self._current else 0}"
+                reaped_flag.touch()
                 try:
                     os.write(self._control_fd, b"K" if self.busy else b"k")
                 except OSError as exc:
+                    reaped_flag.unlink()
                     raise SessionError(f"session {self.name!r} has ended ({exc})") from exc
-            readable, _, _ = select.select([self._reply_fd], [], [], KILL_TIMEOUT_SECONDS)
-            if not readable or not os.read(self._reply_fd, 1):
-                raise SessionError(
-                    f"session {self.name!r} did not confirm the kill within "
-                    f"{KILL_TIMEOUT_SECONDS:.0f} s: close the session"
-                )
-        self.wait(5.0)
+            try:
+                readable, _, _ = select.select([self._reply_fd], [], [], KILL_TIMEOUT_SECONDS)
+                if not readable or not os.read(self._reply_fd, 1):
+                    raise SessionError(
+                        f"session {self.name!r} did not confirm the kill within "
+                        f"{KILL_TIMEOUT_SECONDS:.0f} s: close the session"
+                    )
+                self.wait(5.0)
+                self._await_prompt()
+            finally:
+                with contextlib.suppress(OSError):
+                    reaped_flag.unlink()
+
+    def _await_prompt(self) -> None:
+        """If the shell is idle, make it print a prompt (an empty line) and wait for its sentinel.
+
+        A kill's jobs may die while the shell waits for input, or while it already prints the
+        prompt of a command that ended by itself; their notices would then be printed in the
+        next command's output.
+        """
+        with self._condition:  # held while writing, so no command line can come before this one
+            if self.busy or not self._alive or self._closing:
+                return
+            prompts = self._prompts
+            try:
+                self._write_terminal(b"\x15\n")
+            except SessionError:
+                return
+            self._condition.wait_for(lambda: self._prompts > prompts or not self._alive, KILL_TIMEOUT_SECONDS)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -662,9 +712,12 @@ class Session:
                     pass  # interrupt and kill then skip waiting for a foreground job
                 self._condition.notify_all()
                 return
+            if sentinel.exit_code is not None:
+                self._prompts += 1
             current = self._current
             # A prompt for another id comes from a line typed with send_input: not a command.
             if current is None or current.done or current.command_id != sentinel.command_id:
+                self._condition.notify_all()
                 return
             if sentinel.exit_code is None:
                 current.started = True
