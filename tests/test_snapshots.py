@@ -492,6 +492,9 @@ def test_a_file_rewritten_during_snapshots_is_restored_as_one_whole_version(tmp_
         writer.wait()
         assert writer.stdout is not None
         writer.stdout.close()
+    # Whether a version is taken in the writer's pauses depends on the machine's load; once the
+    # writer stops, the next snapshot must take its last version.
+    infos.append(store.take(workspace, {}, step=41))
 
     versions = []
     for previous, info in itertools.pairwise(infos):
@@ -503,9 +506,7 @@ def test_a_file_rewritten_during_snapshots_is_restored_as_one_whole_version(tmp_
             assert contents == previous_contents.read_bytes()
         versions.append(version)
     assert versions == sorted(versions)
-    if snapshots.fine_grained_timestamps(tmp_path):
-        # Exact change detection needs no racy window: new versions are taken in the pauses.
-        assert versions[-1] > 0
+    assert versions[-1] > 0
 
 
 def test_a_file_that_never_stops_changing_keeps_its_previous_version(
