@@ -60,6 +60,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[run_id_key] = workerinput["innovator_run_id"] if workerinput else new_run_id()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "innovator-xdist")
+        from .scheduling import WORKER_FLAG, ControllerHooks, WorkerLoop, uses_gpu_scheduler
+
+        if workerinput is None and uses_gpu_scheduler(config, settings):
+            config.pluginmanager.register(ControllerHooks(config), "innovator-gpu-scheduler")
+        elif workerinput is not None and workerinput.get(WORKER_FLAG):
+            config.pluginmanager.register(WorkerLoop(config), "innovator-worker-loop")
     if workerinput is None:
         reporter = report_module.ResultsReporter(config, settings, config.stash[run_id_key])
         config.pluginmanager.register(reporter, "innovator-reporter")

@@ -161,7 +161,12 @@ def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
     # innovator_task skipped the item unless enough of these are there
     leaser = GpuLeaser(settings.gpu_lock_dir, usable_gpus(innovator_task, settings))
     lease = leaser.acquire(innovator_task.spec.resources.gpus, owner=f"{request.node.nodeid} (pid {os.getpid()})")
-    record = {"devices": list(lease.devices), "acquired_at": lease.acquired_at, "owner": lease.owner}
+    record = {
+        "host": settings.host,
+        "devices": list(lease.devices),
+        "acquired_at": lease.acquired_at,
+        "owner": lease.owner,
+    }
     record_path = RunDir(innovator_run_dir).gpu_lease
     write_json_atomic(record_path, record)
     try:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,24 @@ class Settings:
     gpus: tuple[str, ...] = option(
         "GPU ids this host may lease, e.g. 0,1,2,3 (default: detected with NVML)", None, _gpus
     )
-    gpu_lock_dir: Path = option("host-wide directory of GPU lease locks", None, Path)
+    gpu_lock_dir: Path = option(
+        "directory of GPU lease locks shared by the workers of this host (default: one per --innovator-host "
+        "in the temporary directory)",
+        None,
+        Path,
+    )
+    host: str = option(
+        "name of this host: xdist workers with the same name share its GPUs and their leases "
+        "(default: the machine's host name)",
+        None,
+    )
+    scheduler: str = option(
+        "how items go to xdist workers (-n): gpu (one at a time, each to a worker whose host has its GPUs free "
+        "now; docs/scale.md), xdist (pytest-xdist's --dist), auto (gpu when every path given holds only task.toml "
+        "suites)",
+        "auto",
+        _choice("auto", "gpu", "xdist"),
+    )
     datasets: dict[str, Path] = option(
         "where a dataset that tasks take files from is, as NAME=PATH; repeatable (e.g. innovatorbench=PATH: "
         "InnovatorBench's released dataset with its evaluations/ folder inside; docs/task-format.md)",
@@ -337,12 +355,21 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(option.ini_key, option.help, default=None)
 
 
-def _raw_value(config: pytest.Config, option: Option) -> tuple[str | None, str]:
+def default_gpu_lock_dir(host: str) -> Path:
+    """Per host name, so that simulated hosts on one machine do not share their GPUs' locks."""
+    return Path(tempfile.gettempdir()) / f"pytest-innovator-{os.getuid()}" / "gpu-locks" / host
+
+
+def _raw_value(
+    config: pytest.Config, option: Option, environ: Mapping[str, str] = os.environ
+) -> tuple[str | None, str]:
+    """The option's raw text and where it came from; `environ` is that of the process it is for
+    (an xdist worker's may differ from this one's)."""
     value = config.getoption(f"innovator_{option.name}")
     if value is not None:
         return str(value), f"command line {option.flag}"
-    if option.env_var in os.environ:
-        return os.environ[option.env_var], f"environment variable {option.env_var}"
+    if option.env_var in environ:
+        return environ[option.env_var], f"environment variable {option.env_var}"
     ini = config.getini(option.ini_key)
     if ini not in (None, "", []):
         return str(ini), f"ini key {option.ini_key}"
@@ -389,6 +416,14 @@ def _convert(option: Option, raw: str, source: str, shown: str) -> Any:
         raise SettingsError(f"invalid {option.flag} {shown!r} (from {source}): {reason}") from None
 
 
+def worker_setting(config: pytest.Config, name: str, environ: Mapping[str, str]) -> Any:
+    """Option `name` as an xdist worker whose environment is `environ` resolves it (the same
+    command line and ini file); None where the worker computes it (the host's GPUs, its name)."""
+    option = OPTION_BY_NAME[name]
+    raw, source = _raw_value(config, option, environ)
+    return None if raw is None else _convert(option, raw, source, raw)
+
+
 def resolve_settings(config: pytest.Config) -> Settings:
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -405,8 +440,10 @@ def resolve_settings(config: pytest.Config) -> Settings:
     if values["gpus"] is None:
         values["gpus"] = tuple(detect_gpus(None))
         values["gpu_memory"] = gpu_memory(values["gpus"])
+    if values["host"] is None:
+        values["host"] = socket.gethostname()
     if values["gpu_lock_dir"] is None:
-        values["gpu_lock_dir"] = Path(tempfile.gettempdir()) / f"pytest-innovator-{os.getuid()}" / "gpu-locks"
+        values["gpu_lock_dir"] = default_gpu_lock_dir(values["host"])
     if values["cache_dir"] is None:
         values["cache_dir"] = default_cache_dir()
     values["backend_named"] = values["backend"] is not None
