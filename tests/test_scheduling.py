@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_plugin import add_task
+from .test_item_endings import AGENTS
+from .test_plugin import add_task, results_log
 
 pytest_plugins = ["pytester"]
 
@@ -104,3 +105,28 @@ def test_an_item_that_fits_no_host_is_skipped_and_one_that_fits_a_busy_host_wait
     )
     result.assert_outcomes(passed=4, skipped=1)
     assert {record["host"] for record in leases(pytester).values()} == {"big"}
+
+
+def test_a_worker_that_dies_fails_its_item_and_the_waiting_items_still_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(pytester.path))
+    for name in ("crash", "later_1", "later_2", "later_3"):
+        add_task(pytester.path / "suite", name, gpus=2)
+    pytester.makepyfile(agents=AGENTS)
+    result = pytester.runpytest_subprocess(
+        "suite",
+        "--dist",
+        "load",
+        "--tx",
+        "2*popen//env:INNOVATOR_HOST=a//env:INNOVATOR_GPUS=0,1,2,3",
+        "-p",
+        "no:randomly",
+        "--innovator-agent",
+        "agents:CrashesWorker",
+        timeout=300,
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    records = {r["innovator_task"]: r for r in results_log(pytester)}
+    assert records["crash"]["end_reason"] == "worker_crashed"
+    assert {records[f"later_{n}"]["outcome"] for n in (1, 2, 3)} == {"passed"}

@@ -98,6 +98,7 @@ class GpuScheduling:
         self.node_of: dict[str, Any] = {}  # worker id -> its WorkerController
         self.collections: dict[str, list[str]] = {}
         self.collection: list[str] | None = None
+        self.index_of: dict[str, int] = {}
         self.running: dict[str, str] = {}  # item -> worker id, for the items the planner placed
         self.unplaceable: dict[str, str] = {}  # item -> worker id, items no host can hold (skipped there)
         self.done: set[str] = set()
@@ -129,6 +130,8 @@ class GpuScheduling:
 
     def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
         self.collections[node.gateway.id] = list(collection)
+        if self.shut_down:  # a worker xdist restarted after everything was placed
+            node.shutdown()
 
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
         assert self.collection is not None
@@ -168,6 +171,7 @@ class GpuScheduling:
                 self._shut_down()
                 return
             self.collection = next(iter(self.collections.values()))
+            self.index_of = {item: index for index, item in enumerate(self.collection)}
             tasks: dict[Path, Any] = {}
             self.planner.add_items(item_need(self.config, item, tasks) for item in self.collection)
         plan = self.planner.place()
@@ -182,8 +186,7 @@ class GpuScheduling:
             self._shut_down()  # each worker finishes what it was sent first
 
     def _send(self, item: str, worker: str) -> None:
-        assert self.collection is not None
-        self.node_of[worker].send_runtest_some([self.collection.index(item)])
+        self.node_of[worker].send_runtest_some([self.index_of[item]])
 
     def _shut_down(self) -> None:
         self.shut_down = True
