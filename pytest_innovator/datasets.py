@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .archive import ArchiveError, extract_tar
 from .errors import InnovatorError
 from .provision import provision
-from .remote.archive import ArchiveError, extract_tar
 from .task import Task
 
 UNPACKED_MARK = ".unpacked"  # written last: a cache directory without it is incomplete

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pytest_innovator.remote.archive import HAS_DATA_FILTER, ArchiveError, extract_tar
+from pytest_innovator.archive import HAS_DATA_FILTER, ArchiveError, extract_tar
 from pytest_innovator.remote.client import (
     RemoteWorkspace,
     ServerUnreachable,

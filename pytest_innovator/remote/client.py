@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from ..archive import extract_tar, tar_stream
 from ..errors import InnovatorError
 from ..grading import GraderAccess
 from ..protected import FileState, ProtectedChange, from_json, to_json
@@ -32,7 +33,6 @@ from ..sandbox import Sandbox
 from ..sessions import CommandResult, SessionError, SessionStatus
 from ..task import Task
 from ..workspace import DirEntry, ExecResult, WorkspaceError
-from .archive import extract_tar, tar_stream
 
 LONG_POLL_S = 60.0
 RESPONSE_MARGIN_S = 30.0

@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from ...archive import ArchiveError, extract_tar, file_chunks, tar_stream
 from ...workspace import DirEntry
-from ..archive import ArchiveError, extract_tar, file_chunks, tar_stream
 from ..errors import ApiError
 from ..models import BYTES_BODY, BYTES_RESPONSE, TAR_BODY, ExposedPath, Extracted, Written
 from .dependencies import WORKSPACE_PATH, Ws

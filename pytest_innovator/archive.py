@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-from ..errors import InnovatorError
+from .errors import InnovatorError
 
 BLOCK = tarfile.BLOCKSIZE
 CHUNK_BYTES = 1 << 20
