@@ -327,3 +327,39 @@ def remove_partial(dest: Path, created_dest: bool) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def scan_workspace(root: Path, unreadable: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """The root (as ".") and every entry below it, a directory before its contents, sorted by
+    name. Entries that vanish while being scanned are skipped; directories that cannot be listed
+    are yielded without contents and added to ``unreadable``. A file system mounted inside root
+    (an environment overlay, see datasets.py) is not the workspace's own: it is left out.
+    Used by snapshots and the disk check."""
+    root_info = os.lstat(root)
+    yield ".", root_info
+    root_prefix = f"{root}/"  # plain strings: os.path.join costs as much as the lstat here
+    pending = [""]  # directories still to list, the next one last
+    while pending:
+        relative = pending.pop()
+        prefix = f"{relative}/" if relative else ""
+        try:
+            with os.scandir(root_prefix + relative) as listing:
+                names = sorted(entry.name for entry in listing)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            unreadable.append(relative or ".")
+            continue
+        subdirectories = []
+        for name in names:
+            child = prefix + name
+            try:
+                info = os.lstat(root_prefix + child)
+            except FileNotFoundError:
+                continue
+            if info.st_dev != root_info.st_dev:
+                continue
+            yield child, info
+            if stat.S_ISDIR(info.st_mode):
+                subdirectories.append(child)
+        pending.extend(reversed(subdirectories))

@@ -30,7 +30,7 @@ from .datasets import EnvironmentMounts, default_cache_dir, provision_from_datas
 from .errors import InnovatorError
 from .grading import GraderAccess
 from .protected import FileState, ProtectedChange, check_protected, checksum_protected
-from .provision import NOTHING_PROVISIONED, ProvisionReport, provision
+from .provision import NOTHING_PROVISIONED, ProvisionReport, provision, scan_workspace
 from .rundir import RunDir
 from .sandbox import Sandbox, python_first
 from .sessions import SessionManager
@@ -280,17 +280,12 @@ class LocalWorkspace:
         return grader_box.argv(argv)
 
     def disk_usage(self) -> int:
-        """Bytes the agent's files take, not counting the task's shared read-only files."""
+        """Bytes the agent's files take, not counting the task's shared read-only files nor what
+        is mounted inside (a dataset's environment: the cache's, shared)."""
         total = 0
-        device = self.host_root.stat().st_dev
-        for directory, subdirectories, names in os.walk(self.host_root):
-            # not what is mounted inside (a dataset's environment: the cache's, shared)
-            subdirectories[:] = [d for d in subdirectories if os.lstat(os.path.join(directory, d)).st_dev == device]
-            for name in names:
-                path = Path(directory, name)
-                st = path.lstat()
-                if stat.S_ISREG(st.st_mode) and path not in self.linked:
-                    total += st.st_blocks * 512
+        for relative, info in scan_workspace(self.host_root, unreadable=[]):
+            if stat.S_ISREG(info.st_mode) and self.host_root / relative not in self.linked:
+                total += info.st_blocks * 512
         return total
 
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]:

@@ -98,6 +98,7 @@ from ..provision import (
     copy_data,
     reflink_supported,
     remove_partial,
+    scan_workspace,
 )
 from ..rundir import RunDir
 
@@ -466,7 +467,7 @@ class _Capture:
         """The snapshot's entries by path, a directory before its contents."""
         entries: dict[str, dict[str, Any] | None] = {}
         pending: list[str] = []
-        for relative, info in _scan(self.workspace, self.changing):
+        for relative, info in scan_workspace(self.workspace, self.changing):
             if stat.S_ISREG(info.st_mode):
                 reused = self._unchanged(relative, info)
                 entries[relative] = reused
@@ -660,41 +661,6 @@ def _racy_window_for(ctime_ns: int) -> int:
     if ctime_ns % 1_000_000_000 == 0:  # likely a filesystem with whole-second timestamps
         return WHOLE_SECOND_RACY_WINDOW_NS
     return RACY_WINDOW_NS
-
-
-def _scan(root: Path, unreadable: list[str]) -> Iterator[tuple[str, os.stat_result]]:
-    """The root (as ".") and every entry below it, a directory before its contents, sorted by
-    name. Entries that vanish while being scanned are skipped; directories that cannot be listed
-    are yielded without contents and added to ``unreadable``. A file system mounted inside root
-    (an environment overlay, see datasets.py) is not the workspace's own: it is left out."""
-    root_info = os.lstat(root)
-    yield ".", root_info
-    root_prefix = f"{root}/"  # plain strings: os.path.join costs as much as the lstat here
-    pending = [""]  # directories still to list, the next one last
-    while pending:
-        relative = pending.pop()
-        prefix = f"{relative}/" if relative else ""
-        try:
-            with os.scandir(root_prefix + relative) as listing:
-                names = sorted(entry.name for entry in listing)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except PermissionError:
-            unreadable.append(relative or ".")
-            continue
-        subdirectories = []
-        for name in names:
-            child = prefix + name
-            try:
-                info = os.lstat(root_prefix + child)
-            except FileNotFoundError:
-                continue
-            if info.st_dev != root_info.st_dev:
-                continue
-            yield child, info
-            if stat.S_ISDIR(info.st_mode):
-                subdirectories.append(child)
-        pending.extend(reversed(subdirectories))
 
 
 def _entry_without_contents(root: Path, relative: str, info: os.stat_result) -> dict[str, Any] | None:
