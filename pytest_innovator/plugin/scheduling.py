@@ -102,6 +102,7 @@ class GpuScheduling:
         self.running: dict[str, str] = {}  # item -> worker id, for the items the planner placed
         self.unplaceable: dict[str, str] = {}  # item -> worker id, items no host can hold (skipped there)
         self.done: set[str] = set()
+        self.tasks: dict[Path, Any] = {}  # task.toml -> its Task (None when it does not load)
         self.shut_down = False
 
     @property
@@ -144,7 +145,7 @@ class GpuScheduling:
 
     def mark_test_pending(self, item: str) -> None:
         self.done.discard(item)
-        self.planner.add_items([item_need(self.config, item, {})])
+        self.planner.add_items([item_need(self.config, item, self.tasks)])
         self.schedule()
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
@@ -172,8 +173,7 @@ class GpuScheduling:
                 return
             self.collection = next(iter(self.collections.values()))
             self.index_of = {item: index for index, item in enumerate(self.collection)}
-            tasks: dict[Path, Any] = {}
-            self.planner.add_items(item_need(self.config, item, tasks) for item in self.collection)
+            self.planner.add_items(item_need(self.config, item, self.tasks) for item in self.collection)
         plan = self.planner.place()
         for placement in plan.placements:
             self._send(placement.item.key, placement.worker)
