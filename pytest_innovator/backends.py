@@ -33,6 +33,7 @@ class BackendSettings:
     remote_url: str = ""
     remote_token_file: str = ""
     cache_dir: Path | None = None  # datasets' unpacked environments (None: datasets.default_cache_dir())
+    pool: Path | None = None  # a hosts.toml: the remote backend's servers are the pool's (hosts/pool.py)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class WorkspaceRequest:
     task: Task
     run_dir: Path
     env: dict[str, str]
-    gpu_lease: GpuLease
+    gpu_lease: GpuLease  # or, with a pool of hosts, a hosts.pool.PoolLease (the same attributes and more)
     hidden: Sequence[Path]  # what commands (and graders) must not see: the task's hidden parts, results
     settings: BackendSettings
 
@@ -97,11 +98,14 @@ def _remote_token(settings: BackendSettings) -> str:
 
 
 def _check_remote(settings: BackendSettings) -> None:
-    token = _remote_token(settings)
     try:
         from .remote.client import Connection, RemoteError, ServerUnreachable
     except ImportError as exc:
         raise BackendUnavailable(f"the remote backend needs the server extra ({exc}): {pip_hint('server')}") from None
+    if settings.pool is not None:
+        _check_pool(settings.pool)
+        return
+    token = _remote_token(settings)
     connection = Connection(settings.remote_url, token, retries=0)
     try:
         connection.request("GET", "/v1/health")
@@ -112,6 +116,18 @@ def _check_remote(settings: BackendSettings) -> None:
         ) from None
     finally:
         connection.close()
+
+
+def _check_pool(path: Path) -> None:
+    from .hosts.pool import PoolError, ask_hosts, load_pool
+
+    try:
+        answers, problems = ask_hosts(load_pool(path))
+    except PoolError as exc:
+        raise BackendUnavailable(str(exc)) from None
+    if not answers:
+        silent = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        raise BackendUnavailable(f"no host of {path} answers ({silent}): start their session servers")
 
 
 def _create_host(request: WorkspaceRequest, *, sandboxed: bool) -> tuple[Workspace, ProvisionReport]:
@@ -143,15 +159,25 @@ def _create_docker(request: WorkspaceRequest) -> tuple[Workspace, ProvisionRepor
 
 
 def _create_remote(request: WorkspaceRequest) -> tuple[Workspace, ProvisionReport]:
+    from .hosts.pool import PoolLease
     from .remote.client import connect_remote_workspace
 
+    lease, task, run_dir, env, hidden = request.gpu_lease, request.task, request.run_dir, request.env, request.hidden
+    if isinstance(lease, PoolLease):  # on the pool host whose GPUs the item leased
+        return connect_remote_workspace(
+            task,
+            run_dir,
+            env,
+            base_url=lease.host.url,
+            token=lease.host.token(),
+            grader_hidden=hidden,
+            lease_id=lease.lease_id,
+            alive_check=lease.alive_check,
+            host_name=lease.host.name,
+        )
+    token = _remote_token(request.settings)
     return connect_remote_workspace(
-        request.task,
-        request.run_dir,
-        request.env,
-        base_url=request.settings.remote_url,
-        token=_remote_token(request.settings),
-        grader_hidden=request.hidden,
+        task, run_dir, env, base_url=request.settings.remote_url, token=token, grader_hidden=hidden
     )
 
 

@@ -213,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run commands in bubblewrap (no network for the --workspace's commands): auto (where "
         "bwrap works), on, off (e.g. inside a container, which is the sandbox there)",
     )
+    serve.add_argument(
+        "--gpus",
+        metavar="IDS",
+        help="the GPUs it leases to harnesses (GET/POST /v1/leases), e.g. 0,1,2,3; '' for none "
+        "(default: those NVML finds)",
+    )
     serve.add_argument("--ssl-certfile", metavar="F", help="serve HTTPS with this certificate (with --ssl-keyfile)")
     serve.add_argument("--ssl-keyfile", metavar="F")
     snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")

@@ -21,6 +21,7 @@ END_REASONS = (
     "interrupted",  # the harness was stopped (Ctrl-C)
     "timeout",  # pytest-timeout cut the item off (a hung agent or model call)
     "harness_error",  # the harness itself failed inside the item's body
+    "host_lost",  # the host the item ran on (a pool's session server) stopped answering
     "worker_crashed",  # the xdist worker running the item died (recorded by the controller)
 )
 

@@ -112,7 +112,7 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
     if resources.hosts > 1:
         unmet.append(f"{resources.hosts} hosts (an item runs on one host: this harness has no multi-host support yet)")
     usable = usable_gpus(task, settings)
-    if resources.gpus > len(usable):
+    if resources.gpus > len(usable) and settings.hosts is None:  # a pool's hosts are asked at lease time
         unmet.append(_gpu_shortfall(task, settings, usable))
     if spec.requires.web_tools:
         unmet.append("web search and browsing tools for the agent (this harness does not provide them yet)")
@@ -155,26 +155,45 @@ def innovator_run_dir(request: pytest.FixtureRequest, innovator_task: Task) -> P
 
 @pytest.fixture
 def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_run_dir: Path) -> Iterator[Any]:
-    from ..gpus import GpuLeaser
-
     settings: Settings = request.config.stash[settings_key]
-    # innovator_task skipped the item unless enough of these are there
-    leaser = GpuLeaser(settings.gpu_lock_dir, usable_gpus(innovator_task, settings))
-    lease = leaser.acquire(innovator_task.spec.resources.gpus, owner=f"{request.node.nodeid} (pid {os.getpid()})")
-    record = {
-        "host": settings.host,
-        "devices": list(lease.devices),
-        "acquired_at": lease.acquired_at,
-        "owner": lease.owner,
-    }
+    owner = f"{request.node.nodeid} (pid {os.getpid()})"
+    count = innovator_task.spec.resources.gpus
+    if settings.hosts is not None:
+        lease, release, where = _pool_lease(innovator_task, settings.hosts, count, owner)
+    else:
+        from ..gpus import GpuLeaser
+
+        # innovator_task skipped the item unless enough of these are there
+        leaser = GpuLeaser(settings.gpu_lock_dir, usable_gpus(innovator_task, settings))
+        lease = leaser.acquire(count, owner=owner)
+        release, where = (lambda: leaser.release(lease)), {"host": settings.host}
+    record = {**where, "devices": list(lease.devices), "acquired_at": lease.acquired_at, "owner": lease.owner}
     record_path = RunDir(innovator_run_dir).gpu_lease
     write_json_atomic(record_path, record)
     try:
         yield lease
     finally:
-        leaser.release(lease)
+        release()
         record["released_at"] = time.time()
         write_json_atomic(record_path, record)
+
+
+def _pool_lease(task: Task, hosts_file: Path, count: int, owner: str) -> tuple[Any, Any, dict[str, Any]]:
+    """GPUs on a host of the pool: the lease, how to release it, and where it is (for the record)."""
+    from ..hosts.pool import PoolCannotHold, PoolError, lease_from_pool, load_pool
+
+    try:
+        lease = lease_from_pool(load_pool(hosts_file), count, holder=owner)
+    except PoolCannotHold as exc:
+        pytest.skip(f"task {task.id} needs {exc}")
+    except PoolError as exc:
+        pytest.fail(f"task {task.id}: no host of the pool {hosts_file} can be leased: {exc}", pytrace=False)
+    host = lease.host
+    return (
+        lease,
+        lease.release,
+        {"host": host.name, "url": host.url, "labels": list(host.labels), "lease": lease.lease_id},
+    )
 
 
 def hidden_paths(task: Task, settings: Settings) -> list[Path]:

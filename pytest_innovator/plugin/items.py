@@ -110,6 +110,8 @@ def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
         reason, headline = "interrupted", "interrupted"
     elif isinstance(exc, pytest.fail.Exception) and "pytest-timeout" in str(exc):
         reason, headline = "timeout", f"timed out after {item_timeout_of(node):g}s (pytest-timeout)"
+    elif host_lost(exc):
+        reason, headline = "host_lost", f"host lost: {exc}"
     else:
         reason = "harness_error"
         headline = "harness error: " + "".join(traceback.format_exception_only(exc)).strip()
@@ -119,8 +121,10 @@ def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
         record_result(node, None, end_reason=reason, run_dir=str(env.run_dir))
         text = (
             f"{headline}\nthe final evaluation could not run either: {type(second).__name__}: {second}"
-            f"\nrun directory: {env.run_dir}\n\n" + "".join(traceback.format_exception(second))
+            f"\nrun directory: {env.run_dir}"
         )
+        if not host_lost(second):
+            text += "\n\n" + "".join(traceback.format_exception(second))
         return report.ItemFailure(text)
     record_result(node, result)
     if isinstance(exc, KeyboardInterrupt):
@@ -129,6 +133,11 @@ def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
     if reason == "harness_error":
         text += "\n\n" + "".join(traceback.format_exception(exc))
     return report.ItemFailure(text)
+
+
+def host_lost(exc: BaseException) -> bool:
+    """The session server the item's workspace is on stopped answering (remote.client.ServerUnreachable)."""
+    return isinstance(exc, InnovatorError) and isinstance(exc, ConnectionError)
 
 
 def item_timeout_of(node: pytest.Item) -> float:

@@ -188,6 +188,12 @@ class Settings:
         "auto",
         _choice("auto", "gpu", "xdist"),
     )
+    hosts: Path | None = option(
+        "a pool of GPU hosts running the session server (hosts.toml: each host's url and token_file; "
+        "docs/scale.md): each item leases GPUs on one of them and runs its workspace there (the remote backend)",
+        None,
+        _file,
+    )
     datasets: dict[str, Path] = option(
         "where a dataset that tasks take files from is, as NAME=PATH; repeatable (e.g. innovatorbench=PATH: "
         "InnovatorBench's released dataset with its evaluations/ folder inside; docs/task-format.md)",
@@ -333,6 +339,7 @@ class Settings:
             remote_url=self.remote_url,
             remote_token_file=self.remote_token_file,
             cache_dir=self.cache_dir,
+            pool=self.hosts,
         )
 
 
@@ -446,7 +453,14 @@ def resolve_settings(config: pytest.Config) -> Settings:
         values["gpu_lock_dir"] = default_gpu_lock_dir(values["host"])
     if values["cache_dir"] is None:
         values["cache_dir"] = default_cache_dir()
-    values["backend_named"] = values["backend"] is not None
+    if values["hosts"] is not None and values["backend"] not in (None, "remote"):
+        raise SettingsError(
+            f"--innovator-hosts runs every item on the pool's session servers (the remote backend): "
+            f"drop --innovator-backend {values['backend']}"
+        )
+    values["backend_named"] = values["backend"] is not None or values["hosts"] is not None
+    if values["hosts"] is not None:
+        values["backend"] = "remote"
     if values["backend"] is None:
         values["backend"] = default_backend()
     if not values["results"].is_absolute():

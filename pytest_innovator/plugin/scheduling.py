@@ -63,6 +63,17 @@ def worker_host(config: pytest.Config, inventory: dict[str, Any]) -> tuple[str, 
     return name, gpus, min(known) if gpus and len(known) == len(gpus) else None
 
 
+def pool_as_host(hosts_file: Path) -> tuple[str, tuple[str, ...], int | None]:
+    """With a pool of hosts (--innovator-hosts), the workers only hold items while they wait for
+    and use a pool host's GPUs: to the planner they share one host with every GPU of the pool, so
+    items go one at a time to idle workers and no more are sent than the pool's GPUs can hold."""
+    from ..hosts.pool import ask_hosts, load_pool
+
+    answers, _ = ask_hosts(load_pool(hosts_file))
+    gpus = [f"{host.name}:{device}" for host, answer in answers.items() for device in answer["gpus"]]
+    return "pool", tuple(gpus), None
+
+
 def item_need(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> ItemNeed:
     """What an item needs, from its task.toml (items of other kinds need no GPU)."""
     path = Path(config.rootpath, nodeid.split("::")[0])
@@ -214,11 +225,16 @@ class ControllerHooks:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.hosts: dict[str, tuple[str, tuple[str, ...], int | None]] = {}
+        self.pool: tuple[str, tuple[str, ...], int | None] | None = None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[WORKER_FLAG] = True
-        self.hosts[node.gateway.id] = worker_host(self.config, ask_worker(node.gateway))
+        settings: Settings = self.config.stash[settings_key]
+        if settings.hosts is not None:
+            self.hosts[node.gateway.id] = self.pool = self.pool or pool_as_host(settings.hosts)
+        else:
+            self.hosts[node.gateway.id] = worker_host(self.config, ask_worker(node.gateway))
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> GpuScheduling:

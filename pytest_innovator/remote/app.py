@@ -17,6 +17,7 @@ from .registry import Registry
 from .routes import ROUTERS
 
 WORKER_THREADS = 256  # long waits run in worker threads and must not hold up other requests
+LEASE_CHECK_S = 2.0  # how often leases are checked for expiry when nobody asks about them
 
 
 def create_app(registry: Registry, token: str) -> ASGIApp:
@@ -25,7 +26,9 @@ def create_app(registry: Registry, token: str) -> ASGIApp:
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        expiry = asyncio.create_task(_expire_leases(registry))
         yield
+        expiry.cancel()
         await asyncio.to_thread(registry.close_all)
 
     app = FastAPI(
@@ -47,6 +50,13 @@ def create_app(registry: Registry, token: str) -> ASGIApp:
     for router in ROUTERS:
         app.include_router(router)
     return RequestIdCache(TokenAuth(app, token))
+
+
+async def _expire_leases(registry: Registry) -> None:
+    """A holder that died stops renewing: its GPUs are freed and its commands ended within seconds."""
+    while True:
+        await asyncio.sleep(LEASE_CHECK_S)
+        await asyncio.to_thread(registry.leases.expire_now)
 
 
 def openapi_schema(app: FastAPI) -> dict[str, Any]:

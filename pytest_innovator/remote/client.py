@@ -53,6 +53,15 @@ class RemoteError(InnovatorError, RuntimeError):
     """The server answered in a way no caller mistake explains (a server bug, a wrong token)."""
 
 
+class LeaseRefused(RemoteError):
+    """A GPU lease the server did not grant: ``busy`` (409: not enough free now) or ``lease``
+    (400: the host has fewer GPUs; 404: no such lease, released or expired)."""
+
+    def __init__(self, status: int, kind: str, detail: str):
+        super().__init__(detail)
+        self.status, self.kind = status, kind
+
+
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
@@ -66,6 +75,8 @@ def _raise_for(response: httpx.Response) -> None:
         raise SessionError(str(detail))
     if kind == "workspace":
         raise WorkspaceError(str(detail))
+    if kind in ("busy", "lease"):
+        raise LeaseRefused(response.status_code, kind, str(detail))
     if kind == "request" or response.status_code == 422:
         raise ValueError(_validation_message(detail) if response.status_code == 422 else str(detail))
     if response.status_code == 401:
@@ -98,8 +109,10 @@ class Connection:
         transport: httpx.BaseTransport | None = None,
         retries: int = RETRIES,
         alive_check: Callable[[], None] | None = None,
+        host_name: str = "",
     ):
         self.base_url = base_url
+        self.host_name = host_name  # a pool host's name, for the messages
         self.retries = retries
         self.alive_check = alive_check  # raises ServerUnreachable at once when the server is known gone
         if transport is None:
@@ -149,8 +162,9 @@ class Connection:
                     response.close()
             except RETRYABLE as exc:
                 last_error = exc
+        lost = f"host {self.host_name} stopped answering: " if self.host_name else ""
         raise ServerUnreachable(
-            f"the session server at {self.base_url} did not answer {method} {path} after "
+            f"{lost}the session server at {self.base_url} did not answer {method} {path} after "
             f"{self.retries + 1} attempts ({type(last_error).__name__}: {last_error}); "
             "is it running?"
         )
@@ -293,8 +307,11 @@ class RemoteWorkspace:
         remove_on_close: bool = False,
         retries: int = RETRIES,
         alive_check: Callable[[], None] | None = None,
+        host_name: str = "",
     ):
-        self.connection = Connection(base_url, token, transport=transport, retries=retries, alive_check=alive_check)
+        self.connection = Connection(
+            base_url, token, transport=transport, retries=retries, alive_check=alive_check, host_name=host_name
+        )
         self.workspace_id = workspace_id
         self.path = f"/v1/workspaces/{workspace_id}"
         self.grader_hidden = list(grader_hidden)
@@ -391,6 +408,10 @@ class RemoteWorkspace:
                 )
             if self.remove_on_close:
                 self.connection.request("DELETE", self.path)
+        except ServerUnreachable as exc:
+            # The item already failed (or its result is recorded); what stayed on the host is said here.
+            if self.log_dir is not None:
+                (self.log_dir / "unreachable.txt").write_text(f"the session logs stayed on the host: {exc}\n")
         finally:
             self.connection.close()
 
@@ -425,16 +446,19 @@ def connect_remote_workspace(
     grader_hidden: Sequence[Path] = (),
     keep_remote: bool = False,
     transport: httpx.BaseTransport | None = None,
+    lease_id: str | None = None,
+    alive_check: Callable[[], None] | None = None,
+    host_name: str = "",
 ) -> tuple[RemoteWorkspace, ProvisionReport]:
     """Create the item's workspace on a session server (started with --root) from the task's starter
     files; the counterpart of LocalWorkspace.create. Session logs come back to run_dir/sessions at
-    close; the remote copy is removed then unless keep_remote."""
+    close; the remote copy is removed then unless keep_remote. Under a GPU lease of that server
+    (lease_id), its commands see the lease's GPUs."""
     started = time.perf_counter()
-    connection = Connection(base_url, token, transport=transport)
+    connection = Connection(base_url, token, transport=transport, host_name=host_name)
+    body = {"env": dict(env or {}), "network": task.spec.network, "label": task.id, "lease": lease_id}
     try:
-        info = connection.request(
-            "POST", "/v1/workspaces", json={"env": dict(env or {}), "network": task.spec.network, "label": task.id}
-        )
+        info = connection.request("POST", "/v1/workspaces", json=body)
     finally:
         connection.close()
     log_dir = run_dir / "sessions"
@@ -447,6 +471,8 @@ def connect_remote_workspace(
         grader_hidden=grader_hidden,
         log_dir=log_dir,
         remove_on_close=not keep_remote,
+        alive_check=alive_check,
+        host_name=host_name,
     )
     try:
         files, size = workspace.upload(task.workspace_dir)

@@ -32,6 +32,9 @@ class CreateWorkspace(Body):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the workspace's commands.")
     network: bool = Field(False, description="Let commands use the network (when the server sandboxes them).")
     label: str = Field("", max_length=200, description="What the workspace is for (e.g. the task id).")
+    lease: str | None = Field(
+        None, description="A GPU lease of this server: the workspace's commands see its GPUs, and end when it expires."
+    )
 
 
 class WorkspaceInfo(BaseModel):
@@ -47,6 +50,32 @@ class Health(BaseModel):
     api_version: int
     workspaces: int
     can_create: bool
+
+
+class AskLease(Body):
+    gpus: int = Field(ge=0, le=1024, description="How many GPUs.")
+    holder: str = Field(
+        "", max_length=500, description="Who holds it (e.g. the item and its harness), for the records."
+    )
+    ttl_s: float = Field(
+        60.0, ge=5.0, le=3600.0, description="The lease expires unless renewed within this many seconds."
+    )
+
+
+class LeaseInfo(BaseModel):
+    id: str
+    devices: list[str]
+    holder: str
+    ttl_s: float
+    granted_at: float
+    expires_at: float
+
+
+class HostLeases(BaseModel):
+    gpus: list[str]
+    gpu_memory: dict[str, int]
+    free: list[str]
+    leases: list[LeaseInfo]
 
 
 class Written(BaseModel):

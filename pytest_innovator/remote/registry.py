@@ -1,5 +1,5 @@
 """The workspaces a session server serves: the one given on its command line (id ``main``) and
-those created through the API under its ``--root``."""
+those created through the API under its ``--root``, each made under a GPU lease or none."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..gpus import gpu_device_nodes
 from ..sandbox import Sandbox
 from ..sessions import SessionManager
 from ..workspace import LocalWorkspace, command_environment
 from .errors import ApiError
+from .leases import LeaseTable
 
 MAIN_WORKSPACE = "main"
 
@@ -26,16 +28,19 @@ class Served:
     state_dir: Path  # exposed copies go here; for a provisioned workspace, everything of it
     provisioned: bool
     label: str = ""
+    lease_id: str | None = None  # the GPU lease it was made under: it is closed when that expires
     exposed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Registry:
-    def __init__(self, root: Path | None, sandboxed: bool):
+    def __init__(self, root: Path | None, sandboxed: bool, gpus: tuple[str, ...] = ()):
         self.root = root
         self.sandboxed = sandboxed
         self.served: dict[str, Served] = {}
         self.lock = threading.Lock()
+        log = root / "leases.jsonl" if root else None
+        self.leases = LeaseTable(gpus, log, on_expire=lambda lease: self.close_leased(lease.id))
 
     def add_existing(self, directory: Path, log_dir: Path, state_dir: Path, read_only: list[str]) -> Served:
         """Serve an existing directory (the `--workspace` of a container or a host) as `main`."""
@@ -48,7 +53,10 @@ class Registry:
         self.served[served.id] = served
         return served
 
-    def provision(self, env: dict[str, str], network: bool, label: str) -> Served:
+    def provision(
+        self, env: dict[str, str], network: bool, label: str, devices: tuple[str, ...] = (), lease_id: str | None = None
+    ) -> Served:
+        """A new workspace; with devices (a lease's), its commands see those GPUs and no others."""
         if self.root is None:
             raise ApiError(
                 409,
@@ -61,8 +69,8 @@ class Registry:
         directory, log_dir = state_dir / "workspace", state_dir / "sessions"
         directory.mkdir(parents=True)
         log_dir.mkdir()
-        command_env = command_environment(env)
-        sandbox = self._sandbox(directory, log_dir, network) if self.sandboxed else None
+        command_env = command_environment({**env, "CUDA_VISIBLE_DEVICES": ",".join(devices)} if lease_id else env)
+        sandbox = self._sandbox(directory, log_dir, network, gpu_device_nodes(devices)) if self.sandboxed else None
         sessions = SessionManager(directory, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
         served = Served(
             workspace_id,
@@ -70,14 +78,22 @@ class Registry:
             state_dir,
             provisioned=True,
             label=label,
+            lease_id=lease_id,
         )
         with self.lock:
             self.served[workspace_id] = served
         return served
 
-    def _sandbox(self, directory: Path, log_dir: Path, network: bool) -> Sandbox:
+    def _sandbox(self, directory: Path, log_dir: Path, network: bool, devices: list[Path] | None = None) -> Sandbox:
         hidden = [self.root] if self.root else []  # the other workspaces of this server
-        return Sandbox(writable=[directory], readonly=[log_dir], hidden=hidden, network=network, chdir=directory)
+        return Sandbox(
+            writable=[directory],
+            readonly=[log_dir],
+            hidden=hidden,
+            network=network,
+            chdir=directory,
+            devices=devices or [],
+        )
 
     def get(self, workspace_id: str) -> Served:
         with self.lock:
@@ -103,6 +119,13 @@ class Registry:
             self.served.pop(workspace_id, None)
         served.workspace.close()
         shutil.rmtree(served.state_dir, ignore_errors=True)
+
+    def close_leased(self, lease_id: str) -> None:
+        """End the commands of the workspaces made under a lease that expired (their files stay)."""
+        with self.lock:
+            served = [item for item in self.served.values() if item.lease_id == lease_id]
+        for item in served:
+            item.workspace.close()
 
     def close_all(self) -> None:
         with self.lock:

@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..gpus import detect_gpus
 from ..sandbox import bwrap_path
 from .app import create_app
 from .registry import Registry
@@ -80,7 +81,12 @@ def serve_command(args: argparse.Namespace) -> int:
     root = args.root.resolve() if args.root else None
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
-    registry = Registry(root, sandboxed)
+    try:
+        gpus = tuple(detect_gpus(args.gpus))
+    except ValueError as exc:
+        print(f"error: --gpus: {exc}", file=sys.stderr)
+        return 2
+    registry = Registry(root, sandboxed, gpus)
     if args.workspace is not None:
         state_dir = Path(tempfile.mkdtemp(prefix="pytest-innovator-state-"))
         log_dir = (args.log_dir or state_dir / "sessions").resolve()
@@ -111,6 +117,7 @@ def serve_command(args: argparse.Namespace) -> int:
             )
     listener.listen(128)
     print(f"serving {address} (token in {token_file})", flush=True)
+    print(f"GPUs it leases: {','.join(gpus) or 'none'}", file=sys.stderr, flush=True)
     config = uvicorn.Config(
         create_app(registry, token),
         log_level="warning",

@@ -1,5 +1,5 @@
 """The session server's routes, one module per resource."""
 
-from . import files, protected, sessions, workspaces
+from . import files, leases, protected, sessions, workspaces
 
-ROUTERS = (workspaces.router, files.router, protected.router, sessions.router)
+ROUTERS = (workspaces.router, leases.router, files.router, protected.router, sessions.router)

@@ -20,7 +20,8 @@ def health(registry: RegistryDep) -> Health:
 
 @router.post("/v1/workspaces", response_model=WorkspaceInfo, status_code=201)
 def create_workspace(body: CreateWorkspace, registry: RegistryDep) -> WorkspaceInfo:
-    return _info(registry.provision(body.env, body.network, body.label))
+    devices = registry.leases.get(body.lease).devices if body.lease else ()
+    return _info(registry.provision(body.env, body.network, body.label, devices, body.lease))
 
 
 @router.get("/v1/workspaces", response_model=list[WorkspaceInfo])

@@ -1,0 +1,230 @@
+"""A pool of GPU hosts (`--innovator-hosts hosts.toml`) from the command line: real session servers on
+127.0.0.1, each leasing the GPUs it is started with, and items that lease them and run there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pytest_innovator.hosts.pool import PoolError, load_pool
+
+from .session_server import ServerProcess, start_server, stop_server
+from .test_plugin import add_task, results_log
+
+pytest_plugins = ["pytester"]
+
+
+def write_hosts(path: Path, servers: dict[str, ServerProcess]) -> Path:
+    entries = [
+        f'[[hosts]]\nname = "{name}"\nurl = "{server.url}"\ntoken_file = "{server.root.parent / "token"}"\n'
+        for name, server in servers.items()
+    ]
+    path.write_text("\n".join(entries))
+    return path
+
+
+@pytest.fixture
+def start_pool(pytester: pytest.Pytester) -> Iterator[Callable[[dict[str, int]], dict[str, ServerProcess]]]:
+    """Starts a session server per host with that many GPUs, and hosts.toml naming them."""
+    for variable in [v for v in os.environ if v.startswith("INNOVATOR_")]:
+        os.environ.pop(variable)  # restored by pytester's environment snapshot
+    servers: dict[str, ServerProcess] = {}
+
+    def start(sizes: dict[str, int]) -> dict[str, ServerProcess]:
+        for name, gpus in sizes.items():
+            servers[name] = start_server(pytester.path / "servers" / name, "--gpus", ",".join(map(str, range(gpus))))
+        write_hosts(pytester.path / "hosts.toml", servers)
+        return servers
+
+    try:
+        yield start
+    finally:
+        for server in servers.values():
+            if server.process.poll() is None:
+                stop_server(server)
+
+
+@pytest.fixture
+def pool(start_pool: Callable[[dict[str, int]], dict[str, ServerProcess]]) -> dict[str, ServerProcess]:
+    return start_pool({"a": 4, "b": 2, "c": 1})
+
+
+def replay(pytester: pytest.Pytester, name: str, command: str) -> Path:
+    """A replay agent that runs `command` in a session, then finishes."""
+    path = pytester.path / f"{name}.jsonl"
+    calls = [
+        {"tool": "create_session", "arguments": {"name": "s"}},
+        {"tool": "run_command", "arguments": {"session": "s", "command": command, "wait": 120}},
+        {"tool": "finish", "arguments": {"summary": "done"}},
+    ]
+    path.write_text("".join(json.dumps(call) + "\n" for call in calls))
+    return path
+
+
+def sleeper(pytester: pytest.Pytester, name: str, seconds: float) -> Path:
+    return replay(pytester, name, f"sleep {seconds}; echo 0.9 > answer.txt")
+
+
+def leases(pytester: pytest.Pytester) -> dict[str, dict]:
+    (run,) = (pytester.path / ".innovator" / "runs").iterdir()
+    return {
+        item.name: json.loads((item / "gpu_lease.json").read_text())
+        for item in run.iterdir()
+        if (item / "gpu_lease.json").exists()
+    }
+
+
+def server_events(server: ServerProcess) -> list[dict]:
+    path = server.root / "leases.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+ITEMS = {"one_1": 1, "one_2": 1, "two_1": 2, "two_2": 2, "four": 4, "none": 0}
+
+
+def test_items_lease_gpus_on_pool_hosts_that_hold_them_and_never_share_one(
+    pytester: pytest.Pytester, pool: dict[str, ServerProcess]
+) -> None:
+    for name, gpus in {**ITEMS, "eight": 8}.items():
+        add_task(pytester.path / "suite", name, gpus=gpus)
+    agent = sleeper(pytester, "sleepy", 2)
+    result = pytester.runpytest_subprocess(
+        "suite", "-rs", "-n", "3", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay",
+        "--innovator-replay", str(agent),
+    )  # fmt: skip
+    result.assert_outcomes(passed=len(ITEMS), skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*task eight needs 8 GPUs on one host; the pool's hosts have a: 4, b: 2, c: 1"])
+    records = {name: record for name, record in leases(pytester).items() if name in ITEMS}
+    sizes = {"a": 4, "b": 2, "c": 1}
+    for item, record in records.items():
+        assert len(record["devices"]) == ITEMS[item], (item, record)
+        assert set(record["devices"]) <= {str(i) for i in range(sizes[record["host"]])}, (item, record)
+        assert record["url"] == pool[record["host"]].url
+    assert records["four"]["host"] == "a"
+    held = [(r["host"], d, r["acquired_at"], r["released_at"]) for r in records.values() for d in r["devices"]]
+    for i, (host, device, start, end) in enumerate(held):
+        for other_host, other_device, other_start, other_end in held[i + 1 :]:
+            if (host, device) == (other_host, other_device):
+                assert end <= other_start or other_end <= start, (host, device)
+    # The servers' own records: every lease granted was released by its holder, none expired.
+    events = [event for server in pool.values() for event in server_events(server)]
+    granted = {e["id"] for e in events if e["event"] == "granted"}
+    assert granted and granted == {e["id"] for e in events if e["event"] == "released"}
+    assert {record["lease"] for record in records.values()} == granted
+
+
+def test_a_command_sees_only_its_leased_gpus(pytester: pytest.Pytester, pool: dict[str, ServerProcess]) -> None:
+    add_task(pytester.path / "suite", "two", gpus=2)
+    path = replay(pytester, "env", "echo CUDA=$CUDA_VISIBLE_DEVICES; echo 0.9 > answer.txt")
+    result = pytester.runpytest_subprocess(
+        "suite", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay", "--innovator-replay", str(path)
+    )
+    result.assert_outcomes(passed=1)
+    (record,) = leases(pytester).values()
+    trajectory = (pytester.path / ".innovator" / "runs").glob("*/two/trajectory.jsonl")
+    assert f"CUDA={','.join(record['devices'])}" in next(trajectory).read_text()
+
+
+def test_a_host_killed_mid_run_fails_only_its_item_and_the_rest_run(
+    pytester: pytest.Pytester, start_pool: Callable[[dict[str, int]], dict[str, ServerProcess]]
+) -> None:
+    """`doomed` needs 4 GPUs (only host a has them); host a's server is killed once it holds them."""
+    pool = start_pool({"a": 4, "b": 2})
+    add_task(pytester.path / "suite", "doomed", gpus=4)
+    for name in ("small_1", "small_2", "small_3"):
+        add_task(pytester.path / "suite", name, gpus=2)
+    agents = pytester.path / "agents"
+    agents.mkdir()
+    sleeper(pytester, "long", 120).rename(agents / "doomed.jsonl")
+    for name in ("small_1", "small_2", "small_3"):
+        sleeper(pytester, "short", 2).rename(agents / f"{name}.jsonl")
+
+    def kill_a_once_doomed_holds_it() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if any(e["event"] == "granted" and "doomed" in e["holder"] for e in server_events(pool["a"])):
+                time.sleep(3)  # its workspace and command start
+                pool["a"].process.send_signal(signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_once_doomed_holds_it)
+    killer.start()
+    result = pytester.runpytest_subprocess(
+        "suite", "-n", "2", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay",
+        "--innovator-replay", str(agents),
+    )  # fmt: skip
+    killer.join()
+    assert pool["a"].process.poll() is not None
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*doomed*host a stopped answering*"])
+    outcomes = {line["innovator_task"]: line for line in results_log(pytester)}
+    assert {name: line["end_reason"] for name, line in outcomes.items()} == {
+        "doomed": "host_lost",
+        "small_1": "finished",
+        "small_2": "finished",
+        "small_3": "finished",
+    }
+    (run,) = (pytester.path / ".innovator" / "runs").iterdir()
+    assert "host a stopped answering" in (run / "doomed" / "sessions" / "unreachable.txt").read_text()
+
+
+def test_a_lease_its_holder_stops_renewing_expires_and_frees_its_gpus(
+    pytester: pytest.Pytester, pool: dict[str, ServerProcess]
+) -> None:
+    server = pool["b"]
+    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    lease = client.post("/v1/leases", json={"gpus": 2, "holder": "gone", "ttl_s": 5}).json()
+    busy = client.post("/v1/leases", json={"gpus": 1, "holder": "next", "ttl_s": 5})
+    assert busy.status_code == 409 and busy.json()["error"] == "busy"
+    too_many = client.post("/v1/leases", json={"gpus": 3, "holder": "next", "ttl_s": 5})
+    assert too_many.status_code == 400 and "this host has 2" in too_many.json()["detail"]
+    workspace = client.post("/v1/workspaces", json={"lease": lease["id"], "label": "t"}).json()
+    started = client.post(f"/v1/workspaces/{workspace['id']}/sessions", json={"name": "s"})
+    assert started.status_code < 300, started.text
+    client.post(f"/v1/workspaces/{workspace['id']}/sessions/s/run", json={"command": "sleep 600"})
+    deadline = time.monotonic() + 30
+    while client.get("/v1/leases").json()["free"] != ["0", "1"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.get("/v1/leases").json()["free"] == ["0", "1"]
+    assert [e["event"] for e in server_events(server)] == ["granted", "expired"]
+    assert client.post(f"/v1/leases/{lease['id']}/renew").status_code == 404
+    # What ran under the expired lease was ended.
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/workspaces/{workspace['id']}/sessions/s").json().get("busy") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not client.get(f"/v1/workspaces/{workspace['id']}/sessions/s").json().get("busy")
+
+
+def test_a_bad_hosts_file_is_an_error_that_says_what_to_change(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.toml"
+    path.write_text('[[hosts]]\nurl = "gpu-a:8765"\ntoken_file = "t"\n')
+    with pytest.raises(PoolError, match="host 1: url must be the session server's http"):
+        load_pool(path)
+    path.write_text('[[hosts]]\nurl = "http://a:1"\ntoken_file = "t"\ngpu = 4\n')
+    with pytest.raises(PoolError, match=r"unknown key\(s\) \['gpu'\]"):
+        load_pool(path)
+    twice = '[[hosts]]\nurl = "http://a:1"\ntoken_file = "t"\n'
+    path.write_text(twice + twice)
+    with pytest.raises(PoolError, match="two hosts are named alike"):
+        load_pool(path)
+    (tmp_path / "t").write_text("x" * 20)
+    path.write_text('[[hosts]]\nurl = "http://a:1"\ntoken_file = "t"\n')
+    assert load_pool(path)[0].token_file == tmp_path / "t"
+
+
+def test_a_pool_nobody_answers_stops_the_run_before_it_starts(pytester: pytest.Pytester) -> None:
+    add_task(pytester.path / "suite", "one", gpus=1)
+    (pytester.path / "token").write_text("x" * 20)
+    (pytester.path / "hosts.toml").write_text('[[hosts]]\nurl = "http://127.0.0.1:9"\ntoken_file = "token"\n')
+    result = pytester.runpytest_subprocess("suite", "--innovator-hosts", "hosts.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no host of*hosts.toml answers*start their session servers*"])
