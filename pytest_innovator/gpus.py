@@ -13,7 +13,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +31,52 @@ _FIRST_BACKOFF_SECONDS = 0.05
 _MAX_BACKOFF_SECONDS = 1.0
 
 
-def detect_gpus(option: str | None) -> list[str]:
+def detect_gpus(option: str | None, environ: Mapping[str, str] = os.environ) -> list[str]:
     """Return the device ids this host may lease.
 
     `option` is the `--innovator-gpus` value; when given it wins over detection ("" means no
-    GPUs). Otherwise NVML is asked through nvidia-ml-py; without it, or on any NVML failure,
-    the host has no GPUs. Raises ValueError for a malformed option.
+    GPUs). Inside a Slurm job (`SLURM_JOB_ID` in `environ`) the GPUs are those Slurm allocated:
+    NVML lists every GPU of the node, other jobs' too. Otherwise NVML is asked through
+    nvidia-ml-py; without it, or on any NVML failure, the host has no GPUs. Raises ValueError for
+    a malformed option.
     """
     if option is not None:
         return _parse_gpu_option(option)
+    if "SLURM_JOB_ID" in environ:
+        return _slurm_allocation_gpus(environ)
     return _nvml_device_indices()
 
 
+def _slurm_allocation_gpus(environ: Mapping[str, str]) -> list[str]:
+    """The GPUs of a Slurm job or step: Slurm's gres plugin sets CUDA_VISIBLE_DEVICES to them and
+    removes it when none were allocated. A cluster whose Slurm does not manage GPUs (no gres) sets
+    nothing, so its jobs have none here: name them with INNOVATOR_GPUS."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "")
+    device_ids, problem = _split_device_ids(visible)
+    if problem:
+        raise ValueError(
+            f"in Slurm job {environ['SLURM_JOB_ID']}, CUDA_VISIBLE_DEVICES={visible!r} does not name "
+            f"the allocated GPUs: {problem}; name them with INNOVATOR_GPUS"
+        )
+    return device_ids
+
+
 def _parse_gpu_option(option: str) -> list[str]:
-    if not option.strip():
-        return []
-    device_ids = [part.strip() for part in option.split(",")]
-    problem = _device_ids_problem(device_ids)
+    device_ids, problem = _split_device_ids(option)
     if problem:
         raise ValueError(f"invalid --innovator-gpus value {option!r}: {problem}; {_GPU_OPTION_HELP}")
-    return [_normalised_device_id(device_id) for device_id in device_ids]
+    return device_ids
+
+
+def _split_device_ids(text: str) -> tuple[list[str], str | None]:
+    """The device ids of a comma-separated list ("" names none) and what is wrong with it, or None."""
+    if not text.strip():
+        return [], None
+    device_ids = [part.strip() for part in text.split(",")]
+    problem = _device_ids_problem(device_ids)
+    if problem:
+        return [], problem
+    return [_normalised_device_id(device_id) for device_id in device_ids], None
 
 
 def _device_ids_problem(device_ids: Sequence[str]) -> str | None:

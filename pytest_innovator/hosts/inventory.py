@@ -3,9 +3,12 @@
 The controller runs `probe` in each worker's interpreter (execnet's `remote_exec`, on the
 worker's own gateway: a local process, an ssh host or a Slurm allocation alike) and reads back
 the worker's environment (`INNOVATOR_HOST`, `INNOVATOR_GPUS`: `--tx popen//env:INNOVATOR_GPUS=0,1`
-simulates a host), its host name and the GPUs NVML sees there with their memory. The plugin then
-resolves the worker's host name and GPUs as the worker itself will (command line over its
-environment over the ini file over detection), so both agree on what the host holds.
+simulates a host), its host name and the GPUs detected there with their memory: those NVML sees,
+or inside a Slurm job those Slurm allocated (gpus.detect_gpus). The plugin then resolves the
+worker's host name and GPUs as the worker itself will (command line over its environment over the
+ini file over detection), so both agree on what the host holds. A worker started by
+`pytest-innovator slurm-tx` has its allocation as its host name in its environment
+(hosts/slurm.py).
 """
 
 from __future__ import annotations
