@@ -139,6 +139,20 @@ def snapshot(item_dir: str) -> int:
     return 0
 
 
+def slurm_tx(gpus: list[int], srun_args: str, directory: Path | None, python: str) -> int:
+    import shlex
+
+    from .hosts.slurm import SlurmError, tx_arguments
+
+    try:
+        arguments = tx_arguments(gpus, directory, python, shlex.split(srun_args))
+    except SlurmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(" ".join(arguments))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-innovator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -223,11 +237,34 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ssl-keyfile", metavar="F")
     snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")
     snap.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
+    slurm = commands.add_parser(
+        "slurm-tx",
+        help="pytest's --tx arguments for xdist workers started through srun, each with the GPUs it asks for: "
+        "pytest SUITE $(pytest-innovator slurm-tx --gpus 2 --gpus 4)",
+    )
+    slurm.add_argument(
+        "--gpus", type=int, action="append", required=True, metavar="N", help="one worker holding N GPUs (repeatable)"
+    )
+    slurm.add_argument(
+        "--srun-args", default="", metavar="ARGS", help="more srun options, e.g. '--partition=gpu --time=48:00:00'"
+    )
+    slurm.add_argument(
+        "--dir",
+        dest="directory",
+        type=Path,
+        metavar="DIR",
+        help="where the wrapper scripts go (default: a temporary directory)",
+    )
+    slurm.add_argument(
+        "--python", default=sys.executable, help="the workers' python, at this path on the nodes (default: this one)"
+    )
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.paths)
     if args.command == "snapshot":
         return snapshot(args.item_dir)
+    if args.command == "slurm-tx":
+        return slurm_tx(args.gpus, args.srun_args, args.directory, args.python)
     if args.command == "leaderboard":
         return leaderboard(args.inputs, args.json_out, args.markdown_out, args.update, args.force)
     if args.command == "plots":
