@@ -163,22 +163,39 @@ def _create_remote(request: WorkspaceRequest) -> tuple[Workspace, ProvisionRepor
     from .remote.client import connect_remote_workspace
 
     lease, task, run_dir, env, hidden = request.gpu_lease, request.task, request.run_dir, request.env, request.hidden
-    if isinstance(lease, PoolLease):  # on the pool host whose GPUs the item leased
+    if not isinstance(lease, PoolLease):
+        token = _remote_token(request.settings)
         return connect_remote_workspace(
-            task,
-            run_dir,
-            env,
-            base_url=lease.host.url,
-            token=lease.host.token(),
-            grader_hidden=hidden,
-            lease_id=lease.lease_id,
-            alive_check=lease.alive_check,
-            host_name=lease.host.name,
+            task, run_dir, env, base_url=request.settings.remote_url, token=token, grader_hidden=hidden
         )
-    token = _remote_token(request.settings)
-    return connect_remote_workspace(
-        task, run_dir, env, base_url=request.settings.remote_url, token=token, grader_hidden=hidden
-    )
+    # On the pool host whose GPUs the item leased; an item that spans hosts gets one on each.
+    made = []
+    try:
+        for number, held in enumerate(lease.hosts):
+            workspace, report = connect_remote_workspace(
+                task,
+                run_dir if number == 0 else run_dir / "hosts" / held.host.name,
+                {**env, "CUDA_VISIBLE_DEVICES": held.cuda_visible_devices()},
+                base_url=held.host.url,
+                token=held.host.token(),
+                grader_hidden=hidden,
+                lease_id=held.lease_id,
+                alive_check=held.alive_check,
+                host_name=held.host.name,
+            )
+            made.append((held, workspace, report))
+    except BaseException:
+        for _, workspace, _ in made:
+            workspace.close()
+        raise
+    first = made[0][1]
+    if len(made) > 1:
+        from .hosts.spanning import SpanningSessions
+
+        first.companions = [workspace for _, workspace, _ in made[1:]]
+        first.sessions = SpanningSessions(lease.host.name, {h.host.name: w.sessions for h, w, _ in made})
+    first.held_hosts = {held.host.name: held.devices for held, _, _ in made}
+    return first, made[0][2]
 
 
 BACKENDS: dict[str, Backend] = {

@@ -27,7 +27,7 @@ from .rundir import RunDir, write_json_atomic
 from .scores import normalize
 from .sessions import SessionError
 from .task import Task
-from .tools import TOOLS, Observation, Tool
+from .tools import SPANNING_TOOLS, TOOLS, Observation, Tool
 from .trajectory import TrajectoryWriter
 from .workspace import Workspace, WorkspaceError
 
@@ -187,8 +187,13 @@ class ResearchEnv:
     def evals_remaining(self) -> int:
         return self.ledger.evals_remaining
 
+    @property
+    def tools(self) -> dict[str, Tool]:
+        """The action space: with sessions on each host for an item that holds several."""
+        return SPANNING_TOOLS if len(getattr(self.workspace, "held_hosts", ())) > 1 else TOOLS
+
     def available_tools(self) -> list[Tool]:
-        return [t for t in TOOLS.values() if t.name != "view_hint" or self._hint_offered()]
+        return [t for t in self.tools.values() if t.name != "view_hint" or self._hint_offered()]
 
     def tool_schemas(self) -> list[dict[str, Any]]:
         return [t.openai_schema() for t in self.available_tools()]
@@ -231,7 +236,7 @@ class ResearchEnv:
         return observation
 
     def _dispatch(self, name: str, arguments: dict[str, Any] | str | None) -> Observation:
-        tool = TOOLS.get(name)
+        tool = self.tools.get(name)
         if tool is None or (name == "view_hint" and not self._hint_offered()):
             names = ", ".join(t.name for t in self.available_tools())
             return Observation(name, False, f"unknown tool {name!r}; available tools: {names}")

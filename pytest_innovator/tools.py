@@ -83,6 +83,12 @@ class CreateSession(ToolArgs):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="Optional session name.")
 
 
+class CreateSessionOnHost(CreateSession):
+    host: str | None = Field(
+        None, description="Which of your hosts (list_hosts) it runs on; default: the first. Its name is HOST/NAME."
+    )
+
+
 class RunCommand(ToolArgs):
     session: str = Field(description="Session to run in (create_session first).")
     command: str = Field(min_length=1, description="Shell command (bash). Multi-line is fine.")
@@ -250,6 +256,20 @@ def create_session(env: ResearchEnv, a: CreateSession) -> Observation:
     )
 
 
+def create_session_on_host(env: ResearchEnv, a: CreateSessionOnHost) -> Observation:
+    session = env.workspace.sessions.create(a.name, host=a.host)
+    return _ok("create_session", f"created session {session.name!r}\n[{env.workspace.protects}]", session=session.name)
+
+
+def list_hosts(env: ResearchEnv, a: NoArgs) -> Observation:
+    held = env.workspace.held_hosts
+    rows = [
+        f"{host}{' (first: your files and the graded workspace)' if i == 0 else ''}: GPUs {','.join(gpus) or 'none'}"
+        for i, (host, gpus) in enumerate(held.items())
+    ]
+    return _ok("list_hosts", "\n".join(rows), hosts=list(held))
+
+
 def run_command(env: ResearchEnv, a: RunCommand) -> Observation:
     session = env.workspace.sessions.get(a.session)
     result = session.run(a.command, wait=min(a.wait, env.remaining_time_s), max_output=MAX_OUTPUT_BYTES)
@@ -372,3 +392,15 @@ _ALL_TOOLS = [
 ]
 
 TOOLS: dict[str, Tool] = {tool.name: tool for tool in _ALL_TOOLS}
+
+# An item that holds several hosts (hosts/spanning.py): sessions on any of them, and what each holds.
+SPANNING_TOOLS: dict[str, Tool] = {
+    **TOOLS,
+    "create_session": Tool(
+        "create_session",
+        "Open a new asynchronous shell session (bash) on one of your hosts.",
+        CreateSessionOnHost,
+        create_session_on_host,
+    ),
+    "list_hosts": Tool("list_hosts", "List your hosts and the GPUs each holds.", NoArgs, list_hosts),
+}

@@ -173,7 +173,7 @@ def test_with_the_dataset_on_a_host_without_gpus_every_item_is_skipped_naming_wh
     for task in EIGHT_GPUS:
         assert gpus in reasons[task], task
     assert "1 GPU with 24 GiB each, this host has 0 (none detected)" in reasons["task_20"]
-    assert reasons["task_6"].startswith("2 hosts (an item runs on one host: this harness has no multi-host support")
+    assert reasons["task_6"].startswith("2 hosts (an item spans hosts only on a pool of session servers")
     for task in ALL:
         assert ("web search and browsing tools for the agent" in reasons[task]) == (task in WEB), task
         assert ("an API model its code calls, OpenAI or Azure" in reasons[task]) == (task in API_MODEL), task

@@ -228,3 +228,45 @@ def test_a_pool_nobody_answers_stops_the_run_before_it_starts(pytester: pytest.P
     result = pytester.runpytest_subprocess("suite", "--innovator-hosts", "hosts.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*no host of*hosts.toml answers*start their session servers*"])
+
+
+def test_an_item_that_spans_two_hosts_holds_both_and_runs_sessions_on_each(
+    pytester: pytest.Pytester, start_pool: Callable[[dict[str, int]], dict[str, ServerProcess]]
+) -> None:
+    """Hosts a and b have 2 GPUs, c has 1: a 2-GPU, 2-host item holds a and b."""
+    pool = start_pool({"a": 2, "b": 2, "c": 1})
+    task = add_task(pytester.path / "suite", "pair", gpus=2)
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("gpus = 2\n", "gpus = 2\nhosts = 2\n"))
+    calls = [
+        {"tool": "list_hosts", "arguments": {}},
+        {"tool": "create_session", "arguments": {"name": "train", "host": "b"}},
+        {"tool": "run_command", "arguments": {"session": "b/train", "command": "echo ON-B $CUDA_VISIBLE_DEVICES"}},
+        {"tool": "create_session", "arguments": {"name": "s", "host": "nowhere"}},
+        {"tool": "create_session", "arguments": {"name": "s"}},
+        {"tool": "run_command", "arguments": {"session": "s", "command": "echo 0.9 > answer.txt"}},
+        {"tool": "list_sessions", "arguments": {}},
+        {"tool": "finish", "arguments": {"summary": "done"}},
+    ]
+    path = pytester.path / "pair.jsonl"
+    path.write_text("".join(json.dumps(call) + "\n" for call in calls))
+    result = pytester.runpytest_subprocess(
+        "suite", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay", "--innovator-replay", str(path)
+    )
+    result.assert_outcomes(passed=1)
+    record = leases(pytester)["pair"]
+    assert record["host"] == "a" and len(record["devices"]) == 2
+    assert [(h["host"], len(h["devices"])) for h in record["more_hosts"]] == [("b", 2)]
+    (run,) = (pytester.path / ".innovator" / "runs").iterdir()
+    steps = [json.loads(line) for line in (run / "pair" / "trajectory.jsonl").read_text().splitlines()]
+    outputs = [step["observation"] for step in steps if step["type"] == "step"]
+    assert "a (first: your files and the graded workspace): GPUs 0,1" in outputs[0]
+    assert "b: GPUs 0,1" in outputs[0]
+    assert "created session 'b/train'" in outputs[1]
+    assert "ON-B 0,1" in outputs[2]
+    assert "this item holds no host 'nowhere'" in outputs[3]
+    assert "b/train" in outputs[6] and "s: idle" in outputs[6]
+    # The second host's session log came back beside the first's; both hosts' leases were released.
+    assert "ON-B" in "".join(p.read_text() for p in (run / "pair" / "hosts" / "b" / "sessions").glob("*.log"))
+    for name in ("a", "b"):
+        assert [e["event"] for e in server_events(pool[name])] == ["granted", "released"]

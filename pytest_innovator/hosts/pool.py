@@ -127,6 +127,7 @@ class PoolLease:
     owner: str
     acquired_at: float
     lost: str | None = None  # why the lease no longer holds (the host stopped answering, it expired)
+    companions: list[PoolLease] = field(default_factory=list)  # the other hosts of an item that spans hosts
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def cuda_visible_devices(self) -> str:
@@ -136,6 +137,11 @@ class PoolLease:
         """Raises ServerUnreachable at once when the heartbeat found the host gone."""
         if self.lost:
             raise ServerUnreachable(self.lost)
+
+    @property
+    def hosts(self) -> list[PoolLease]:
+        """This lease and its companions: every host the item holds, the first one first."""
+        return [self, *self.companions]
 
     def start_heartbeat(self, ttl_s: float) -> None:
         threading.Thread(target=self._renew, args=(ttl_s / 3,), daemon=True, name="lease-heartbeat").start()
@@ -156,6 +162,8 @@ class PoolLease:
             connection.close()
 
     def release(self) -> None:
+        for companion in self.companions:
+            companion.release()
         self._stop.set()
         if self.lost:
             return
@@ -171,30 +179,44 @@ class PoolLease:
             connection.close()
 
 
-def lease_from_pool(hosts: list[PoolHost], count: int, holder: str, ttl_s: float = LEASE_TTL_S) -> PoolLease:
-    """Lease `count` GPUs on the best-fitting host, waiting while the hosts that could hold them
-    are busy. PoolCannotHold when every host answered and none has `count` GPUs; PoolError when
-    none of those that might have answered."""
+def lease_from_pool(
+    hosts: list[PoolHost], count: int, holder: str, ttl_s: float = LEASE_TTL_S, spread: int = 1
+) -> PoolLease:
+    """Lease `count` GPUs on each of `spread` hosts, the best-fitting ones, waiting while the hosts
+    that could hold them are busy; the first host's lease holds the others' as its companions.
+    Never holds some hosts while waiting for more (two items waiting for each other's hosts would
+    wait for ever). PoolCannotHold when every host answered and fewer than `spread` have `count`
+    GPUs; PoolError when the hosts that might have them did not answer."""
     poll = FIRST_POLL_S
+    what = f"{count} GPUs on one host" if spread == 1 else f"{count} GPUs on each of {spread} hosts"
     while True:
         answers, problems = ask_hosts(hosts)
         large_enough = {host: answer for host, answer in answers.items() if len(answer["gpus"]) >= count}
-        if not large_enough:
+        if len(large_enough) < spread:
             sizes = ", ".join(f"{host.name}: {len(answer['gpus'])}" for host, answer in answers.items())
             if not problems:
-                raise PoolCannotHold(f"{count} GPUs on one host; the pool's hosts have {sizes}")
+                raise PoolCannotHold(f"{what}; the pool's hosts have {sizes}")
             silent = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
             raise PoolError(
-                f"{count} GPUs on one host; the hosts that answered have {sizes or 'nothing'}, "
-                f"the others did not answer ({silent})"
+                f"{what}; the hosts that answered have {sizes or 'nothing'}, the others did not answer ({silent})"
             )
-        for host in sorted(large_enough, key=lambda h: len(large_enough[h]["free"])):
-            if len(large_enough[host]["free"]) < count:
-                continue
-            lease = _ask_lease(host, count, holder, ttl_s)
-            if lease is not None:
+        free_now = [host for host in large_enough if len(large_enough[host]["free"]) >= count]
+        chosen = sorted(free_now, key=lambda h: len(large_enough[h]["free"]))[:spread]
+        leases = []
+        if len(chosen) == spread:
+            for host in chosen:
+                lease = _ask_lease(host, count, holder, ttl_s)
+                if lease is None:  # another holder was quicker: give back what this one got
+                    for held in leases:
+                        held.release()
+                    break
+                leases.append(lease)
+        if leases and len(leases) == spread:
+            first, *others = leases
+            first.companions = others
+            for lease in leases:
                 lease.start_heartbeat(ttl_s)
-                return lease
+            return first
         time.sleep(poll)
         poll = min(poll * 1.5, MAX_POLL_S)
 

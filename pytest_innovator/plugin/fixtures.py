@@ -109,8 +109,11 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
             f"{option.env_var.replace('<NAME>', name.upper())} or ini key {option.ini_key}{source})"
         )
     resources = spec.resources
-    if resources.hosts > 1:
-        unmet.append(f"{resources.hosts} hosts (an item runs on one host: this harness has no multi-host support yet)")
+    if resources.hosts > 1 and settings.hosts is None:
+        unmet.append(
+            f"{resources.hosts} hosts (an item spans hosts only on a pool of session servers: "
+            f"{OPTION_BY_NAME['hosts'].flag} hosts.toml, docs/scale.md)"
+        )
     usable = usable_gpus(task, settings)
     if resources.gpus > len(usable) and settings.hosts is None:  # a pool's hosts are asked at lease time
         unmet.append(_gpu_shortfall(task, settings, usable))
@@ -179,21 +182,24 @@ def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
 
 
 def _pool_lease(task: Task, hosts_file: Path, count: int, owner: str) -> tuple[Any, Any, dict[str, Any]]:
-    """GPUs on a host of the pool: the lease, how to release it, and where it is (for the record)."""
+    """GPUs on a host of the pool (on each of its hosts, for a task that spans several): the lease,
+    how to release it, and where it is (for the record)."""
     from ..hosts.pool import PoolCannotHold, PoolError, lease_from_pool, load_pool
 
     try:
-        lease = lease_from_pool(load_pool(hosts_file), count, holder=owner)
+        lease = lease_from_pool(load_pool(hosts_file), count, holder=owner, spread=task.spec.resources.hosts)
     except PoolCannotHold as exc:
         pytest.skip(f"task {task.id} needs {exc}")
     except PoolError as exc:
         pytest.fail(f"task {task.id}: no host of the pool {hosts_file} can be leased: {exc}", pytrace=False)
-    host = lease.host
-    return (
-        lease,
-        lease.release,
-        {"host": host.name, "url": host.url, "labels": list(host.labels), "lease": lease.lease_id},
-    )
+    where: dict[str, Any] = {"host": lease.host.name, "url": lease.host.url, "labels": list(lease.host.labels)}
+    where["lease"] = lease.lease_id
+    if lease.companions:
+        where["more_hosts"] = [
+            {"host": other.host.name, "url": other.host.url, "lease": other.lease_id, "devices": list(other.devices)}
+            for other in lease.companions
+        ]
+    return lease, lease.release, where
 
 
 def hidden_paths(task: Task, settings: Settings) -> list[Path]:

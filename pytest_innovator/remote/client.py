@@ -318,6 +318,8 @@ class RemoteWorkspace:
         self.log_dir = log_dir  # where close() saves the session logs; None: they stay on the server
         self.remove_on_close = remove_on_close
         self._closed = False
+        self.companions: list[RemoteWorkspace] = []  # an item's workspaces on its other hosts (hosts/spanning.py)
+        self.held_hosts: dict[str, tuple[str, ...]] = {}  # pool host -> the GPUs leased there, for list_hosts
         info = self.connection.request("GET", self.path)
         self.root: str = info["root"]
         self.server_protects: str = info["protects"]
@@ -400,7 +402,7 @@ class RemoteWorkspace:
             return
         self._closed = True
         try:
-            self.sessions.close_all()
+            RemoteSessionManager(self.connection, self.path).close_all()  # this host's (self.sessions may span hosts)
             if self.log_dir is not None:
                 log_dir = self.log_dir
                 self.connection.request(
@@ -413,6 +415,8 @@ class RemoteWorkspace:
             if self.log_dir is not None:
                 (self.log_dir / "unreachable.txt").write_text(f"the session logs stayed on the host: {exc}\n")
         finally:
+            for companion in self.companions:
+                companion.close()
             self.connection.close()
 
 
