@@ -101,21 +101,21 @@ def test_in_a_slurm_allocation_the_worker_and_the_controller_find_the_allocated_
 ) -> None:
     for variable in [v for v in os.environ if v.startswith(("INNOVATOR_", "SLURM"))]:
         monkeypatch.delenv(variable)
-    allocation = {"SLURM_JOB_ID": "41", "SLURM_STEP_ID": "0", "CUDA_VISIBLE_DEVICES": "4,5"}
+    allocation = {"SLURM_JOB_ID": "41", "SLURM_STEP_ID": "0", "CUDA_VISIBLE_DEVICES": "4,5", "SLURMD_NODENAME": "node7"}
     assert detect_gpus(None, allocation) == ["4", "5"]
     assert detect_gpus(None, {"SLURM_JOB_ID": "41"}) == []  # Slurm removes it when none are allocated
     assert detect_gpus("0", allocation) == ["0"]  # named GPUs win
     with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES='NoDevFiles'.*INNOVATOR_GPUS"):
         detect_gpus(None, {"SLURM_JOB_ID": "41", "CUDA_VISIBLE_DEVICES": "NoDevFiles"})
 
-    # The worker's own settings and the controller's view from the probe's report agree.
+    # The worker's own settings and the controller's view from the probe's report agree, on the
+    # GPUs and on the host: the allocation's name, with nothing naming it.
     env = "".join(f"//env:{name}={value}" for name, value in allocation.items())
     config = pytester.parseconfig()
     for name, value in allocation.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("INNOVATOR_HOST", "node7/41.0")
     settings = resolve_settings(config)
-    gateway = execnet.makegateway(f"popen{env}//env:INNOVATOR_HOST=node7/41.0")
+    gateway = execnet.makegateway(f"popen{env}")
     try:
         assert (
             worker_host(config, ask_worker(gateway))[:2] == (settings.host, settings.gpus) == ("node7/41.0", ("4", "5"))

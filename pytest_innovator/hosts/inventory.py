@@ -13,17 +13,29 @@ ini file over detection), so both agree on what the host holds. A worker started
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 PROBE_TIMEOUT_S = 60.0
 
 
+def host_name(environ: Mapping[str, str] = os.environ) -> str:
+    """The name a host goes by when none is given: the machine's, or inside a Slurm allocation
+    `<node>/<job>.<step>` (two allocations on one node hold different GPUs: two hosts)."""
+    node = environ.get("SLURMD_NODENAME") or socket.gethostname()
+    if "SLURM_JOB_ID" in environ:
+        return f"{node}/{environ['SLURM_JOB_ID']}.{environ.get('SLURM_STEP_ID', 'batch')}"
+    return node
+
+
 def probe(channel):  # type: ignore[no-untyped-def]  # sent by source: no annotations, imports inside
     """Runs in the worker's interpreter."""
     import os
-    import socket
 
     from pytest_innovator.gpus import detect_gpus, gpu_memory
+    from pytest_innovator.hosts.inventory import host_name
 
     detected = detect_gpus(None)
     environ = {}  # a loop: execnet takes a comprehension's names for globals
@@ -33,7 +45,7 @@ def probe(channel):  # type: ignore[no-untyped-def]  # sent by source: no annota
     channel.send(
         {
             "environ": environ,
-            "hostname": socket.gethostname(),
+            "hostname": host_name(os.environ),
             "gpus": detected,
             "gpu_memory": gpu_memory(detected),
         }

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -33,6 +32,7 @@ from ..backends import BACKENDS, DEFAULT_DOCKER_IMAGE, BackendSettings, default_
 from ..datasets import default_cache_dir
 from ..errors import InnovatorError
 from ..gpus import detect_gpus, gpu_memory
+from ..hosts.inventory import host_name
 
 
 class SettingsError(InnovatorError, pytest.UsageError):
@@ -448,7 +448,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         values["gpus"] = tuple(detect_gpus(None))
         values["gpu_memory"] = gpu_memory(values["gpus"])
     if values["host"] is None:
-        values["host"] = socket.gethostname()
+        values["host"] = host_name()
     if values["gpu_lock_dir"] is None:
         values["gpu_lock_dir"] = default_gpu_lock_dir(values["host"])
     if values["cache_dir"] is None:
