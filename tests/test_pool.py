@@ -93,23 +93,38 @@ ITEMS = {"one_1": 1, "one_2": 1, "two_1": 2, "two_2": 2, "four": 4, "none": 0}
 def test_items_lease_gpus_on_pool_hosts_that_hold_them_and_never_share_one(
     pytester: pytest.Pytester, pool: dict[str, ServerProcess]
 ) -> None:
-    for name, gpus in {**ITEMS, "eight": 8}.items():
+    """Under -n 3 on hosts a (4 GPUs), b (2) and c (1): items of 0 to 4 GPUs, a 1-GPU item on two
+    hosts, one no host holds and one whose fixed workspace path a pool host cannot give."""
+    for name, gpus in {**ITEMS, "eight": 8, "fixed": 0}.items():
         add_task(pytester.path / "suite", name, gpus=gpus)
+    pair = add_task(pytester.path / "suite", "pair", gpus=1) / "task.toml"
+    pair.write_text(pair.read_text().replace("gpus = 1\n", "gpus = 1\nhosts = 2\n"))
+    fixed = pytester.path / "suite" / "fixed" / "task.toml"
+    fixed.write_text(fixed.read_text().replace('id = "fixed"', 'id = "fixed"\nworkspace_path = "/workspace"'))
     agent = sleeper(pytester, "sleepy", 2)
     result = pytester.runpytest_subprocess(
         "suite", "-rs", "-n", "3", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay",
         "--innovator-replay", str(agent),
     )  # fmt: skip
-    result.assert_outcomes(passed=len(ITEMS), skipped=1)
-    result.stdout.fnmatch_lines(["SKIPPED*task eight needs 8 GPUs on one host; the pool's hosts have a: 4, b: 2, c: 1"])
-    records = {name: record for name, record in leases(pytester).items() if name in ITEMS}
+    result.assert_outcomes(passed=len(ITEMS) + 1, skipped=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "SKIPPED*task eight needs 8 GPUs on one host; the pool's hosts have a: 4, b: 2, c: 1",
+            "SKIPPED*task fixed needs its workspace at /workspace, which a pool host cannot give yet*",
+        ]
+    )
+    records = leases(pytester)
+    assert set(records) == {*ITEMS, "pair"}
     sizes = {"a": 4, "b": 2, "c": 1}
+    held = []
     for item, record in records.items():
-        assert len(record["devices"]) == ITEMS[item], (item, record)
-        assert set(record["devices"]) <= {str(i) for i in range(sizes[record["host"]])}, (item, record)
-        assert record["url"] == pool[record["host"]].url
+        for where in [record, *record.get("more_hosts", [])]:
+            assert len(where["devices"]) == {**ITEMS, "pair": 1}[item], (item, record)
+            assert set(where["devices"]) <= {str(i) for i in range(sizes[where["host"]])}, (item, record)
+            assert where["url"] == pool[where["host"]].url
+            held += [(where["host"], d, record["acquired_at"], record["released_at"]) for d in where["devices"]]
     assert records["four"]["host"] == "a"
-    held = [(r["host"], d, r["acquired_at"], r["released_at"]) for r in records.values() for d in r["devices"]]
+    assert len({records["pair"]["host"], *(h["host"] for h in records["pair"]["more_hosts"])}) == 2
     for i, (host, device, start, end) in enumerate(held):
         for other_host, other_device, other_start, other_end in held[i + 1 :]:
             if (host, device) == (other_host, other_device):
@@ -118,7 +133,10 @@ def test_items_lease_gpus_on_pool_hosts_that_hold_them_and_never_share_one(
     events = [event for server in pool.values() for event in server_events(server)]
     granted = {e["id"] for e in events if e["event"] == "granted"}
     assert granted and granted == {e["id"] for e in events if e["event"] == "released"}
-    assert {record["lease"] for record in records.values()} == granted
+    recorded = {r["lease"] for r in records.values()} | {
+        h["lease"] for r in records.values() for h in r.get("more_hosts", [])
+    }
+    assert recorded == granted
 
 
 def test_a_command_sees_only_its_leased_gpus(pytester: pytest.Pytester, pool: dict[str, ServerProcess]) -> None:
