@@ -182,6 +182,7 @@ def _create_remote(request: WorkspaceRequest) -> tuple[Workspace, ProvisionRepor
                 lease_id=held.lease_id,
                 alive_check=held.alive_check,
                 host_name=held.host.name,
+                from_task=True,
             )
             made.append((held, workspace, report))
     except BaseException:

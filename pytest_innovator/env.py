@@ -470,14 +470,17 @@ class ResearchEnv:
                 self.workspace.copy_out(output, submission / output)
 
         with self.clock.paused():
-            outcome = run_grader(
-                self.task,
-                fill,
-                log_path,
-                seed=self.grade_seed,
-                wrap=self.workspace.wrap_grader,
-                workspace_path=self.workspace.root,
-            )
+            if getattr(self.workspace, "grades_on_host", False):  # a pool host grades where the item ran
+                outcome = self.workspace.grade(self.grade_seed, index, log_path)
+            else:
+                outcome = run_grader(
+                    self.task,
+                    fill,
+                    log_path,
+                    seed=self.grade_seed,
+                    wrap=self.workspace.wrap_grader,
+                    workspace_path=self.workspace.root,
+                )
         score = (
             normalize(outcome.metric, self.task.spec.scoring)
             if outcome.metric is not None

@@ -20,7 +20,9 @@ class ServerProcess:
     log_path: Path
 
 
-def start_server(directory: Path, *arguments: str, create: bool = True) -> ServerProcess:
+def start_server(
+    directory: Path, *arguments: str, create: bool = True, env: dict[str, str] | None = None
+) -> ServerProcess:
     """Start a server (with --root directory/root if create) on a free port of 127.0.0.1; its URL is
     read from its first line of output."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,9 @@ def start_server(directory: Path, *arguments: str, create: bool = True) -> Serve
         *arguments,
     ]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, env=env
+        )
     assert process.stdout is not None
     first_line = process.stdout.readline()
     if not first_line.startswith("serving http://"):

@@ -17,6 +17,8 @@ import pytest
 from pytest_innovator.hosts.pool import PoolError, load_pool
 
 from .session_server import ServerProcess, start_server, stop_server
+from .test_innovatorbench import make_dataset, suite  # noqa: F401 (suite: a fixture)
+from .test_innovatorbench_runs import FINISH, NO_API, answer, observations
 from .test_plugin import add_task, results_log
 
 pytest_plugins = ["pytester"]
@@ -40,7 +42,10 @@ def start_pool(pytester: pytest.Pytester) -> Iterator[Callable[[dict[str, int]],
 
     def start(sizes: dict[str, int]) -> dict[str, ServerProcess]:
         for name, gpus in sizes.items():
-            servers[name] = start_server(pytester.path / "servers" / name, "--gpus", ",".join(map(str, range(gpus))))
+            directory = pytester.path / "servers" / name
+            (directory / "tmp").mkdir(parents=True)  # its graders' scratch directories: where they ran
+            env = {**os.environ, "TMPDIR": str(directory / "tmp")}
+            servers[name] = start_server(directory, "--gpus", ",".join(map(str, range(gpus))), env=env)
         write_hosts(pytester.path / "hosts.toml", servers)
         return servers
 
@@ -94,7 +99,7 @@ def test_items_lease_gpus_on_pool_hosts_that_hold_them_and_never_share_one(
     pytester: pytest.Pytester, pool: dict[str, ServerProcess]
 ) -> None:
     """Under -n 3 on hosts a (4 GPUs), b (2) and c (1): items of 0 to 4 GPUs, a 1-GPU item on two
-    hosts, one no host holds and one whose fixed workspace path a pool host cannot give."""
+    hosts, one no host holds, and one whose workspace sits at a fixed path (made there by the host)."""
     for name, gpus in {**ITEMS, "eight": 8, "fixed": 0}.items():
         add_task(pytester.path / "suite", name, gpus=gpus)
     pair = add_task(pytester.path / "suite", "pair", gpus=1) / "task.toml"
@@ -106,20 +111,17 @@ def test_items_lease_gpus_on_pool_hosts_that_hold_them_and_never_share_one(
         "suite", "-rs", "-n", "3", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay",
         "--innovator-replay", str(agent),
     )  # fmt: skip
-    result.assert_outcomes(passed=len(ITEMS) + 1, skipped=2)
-    result.stdout.fnmatch_lines_random(
-        [
-            "SKIPPED*task eight needs 8 GPUs on one host; the pool's hosts have a: 4, b: 2, c: 1",
-            "SKIPPED*task fixed needs its workspace at /workspace, which a pool host cannot give yet*",
-        ]
-    )
+    result.assert_outcomes(passed=len(ITEMS) + 2, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*task eight needs 8 GPUs on one host; the pool's hosts have a: 4, b: 2, c: 1"])
+    (run,) = (pytester.path / ".innovator" / "runs").iterdir()
+    assert "created session 's' in /workspace" in (run / "fixed" / "trajectory.jsonl").read_text()
     records = leases(pytester)
-    assert set(records) == {*ITEMS, "pair"}
+    assert set(records) == {*ITEMS, "pair", "fixed"}
     sizes = {"a": 4, "b": 2, "c": 1}
     held = []
     for item, record in records.items():
         for where in [record, *record.get("more_hosts", [])]:
-            assert len(where["devices"]) == {**ITEMS, "pair": 1}[item], (item, record)
+            assert len(where["devices"]) == {**ITEMS, "pair": 1, "fixed": 0}[item], (item, record)
             assert set(where["devices"]) <= {str(i) for i in range(sizes[where["host"]])}, (item, record)
             assert where["url"] == pool[where["host"]].url
             held += [(where["host"], d, record["acquired_at"], record["released_at"]) for d in where["devices"]]
@@ -139,16 +141,22 @@ def test_items_lease_gpus_on_pool_hosts_that_hold_them_and_never_share_one(
     assert recorded == granted
 
 
-def test_a_command_sees_only_its_leased_gpus(pytester: pytest.Pytester, pool: dict[str, ServerProcess]) -> None:
-    add_task(pytester.path / "suite", "two", gpus=2)
+def test_a_command_sees_only_its_leased_gpus_and_the_grader_runs_on_that_host(
+    pytester: pytest.Pytester, pool: dict[str, ServerProcess]
+) -> None:
+    toml = add_task(pytester.path / "suite", "two", gpus=2) / "task.toml"
+    toml.write_text(toml.read_text().replace('command = "python3 grade.py"', 'command = "pwd >&2; python3 grade.py"'))
     path = replay(pytester, "env", "echo CUDA=$CUDA_VISIBLE_DEVICES; echo 0.9 > answer.txt")
     result = pytester.runpytest_subprocess(
         "suite", "--innovator-hosts", "hosts.toml", "--innovator-agent", "replay", "--innovator-replay", str(path)
     )
     result.assert_outcomes(passed=1)
     (record,) = leases(pytester).values()
-    trajectory = (pytester.path / ".innovator" / "runs").glob("*/two/trajectory.jsonl")
-    assert f"CUDA={','.join(record['devices'])}" in next(trajectory).read_text()
+    (run,) = (pytester.path / ".innovator" / "runs").iterdir()
+    assert f"CUDA={','.join(record['devices'])}" in (run / "two" / "trajectory.jsonl").read_text()
+    # The grader's scratch directory was in that host's server's temporary directory.
+    (log,) = (run / "two" / "grader").glob("eval-*.log")
+    assert str(pytester.path / "servers" / record["host"] / "tmp" / "innovator-grade-two-") in log.read_text()
 
 
 def test_a_host_killed_mid_run_fails_only_its_item_and_the_rest_run(
@@ -288,3 +296,34 @@ def test_an_item_that_spans_two_hosts_holds_both_and_runs_sessions_on_each(
     assert "ON-B" in "".join(p.read_text() for p in (run / "pair" / "hosts" / "b" / "sessions").glob("*.log"))
     for name in ("a", "b"):
         assert [e["event"] for e in server_events(pool[name])] == ["granted", "released"]
+
+
+def test_innovatorbench_tasks_run_on_a_pool_host_at_slash_workspace_and_are_graded_there(
+    pytester: pytest.Pytester,
+    suite: Path,  # noqa: F811 (the fixture)
+    start_pool: Callable[[dict[str, int]], dict[str, ServerProcess]],
+) -> None:
+    """Tasks 18 and 19 (CPU only) with a synthetic dataset in the released layout: the pool host
+    makes the workspace from the dataset (at /workspace, the environment overlaid) and runs the
+    dataset's own evaluation; the score is what that evaluation computes (capped at 100)."""
+    dataset = make_dataset(pytester.path / "dataset", 18, 19)
+    start_pool({"a": 1, "b": 1})
+    steps = [
+        {"tool": "create_session", "arguments": {"name": "s"}},
+        {"tool": "run_command", "arguments": {"session": "s", "command": f"pwd; {answer(60, 30)}", "wait": 60}},
+        FINISH,
+    ]
+    path = pytester.path / "steps.jsonl"
+    path.write_text("".join(json.dumps(step) + "\n" for step in steps))
+    result = pytester.runpytest_subprocess(
+        "innovatorbench", "-rs", "-k", "task_18 or task_19", "--innovator-hosts", "hosts.toml",
+        "--innovator-dataset", f"innovatorbench={dataset}", "--innovator-agent", "replay",
+        "--innovator-replay", str(path), *NO_API,
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    outcomes = {line["innovator_task"]: line for line in results_log(pytester)}
+    for task in ("task_18", "task_19"):
+        assert outcomes[task]["final_status"] == "scored"
+        assert outcomes[task]["score_final"] == 100.0
+        assert "\n/workspace\n" in observations(outcomes[task])[1]  # the agent's pwd
+    assert outcomes["task_18"]["final_message"] == "task_18: 10 + 70 + 30 = 110, capped at 100"

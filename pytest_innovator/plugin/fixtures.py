@@ -124,12 +124,8 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
             f"an API model its code calls, OpenAI or Azure (an OpenAI-compatible endpoint: "
             f"{OPTION_BY_NAME['task_api_url'].flag} URL, its key in ${settings.task_api_key_env})"
         )
-    if spec.workspace_path and settings.hosts is not None:
-        unmet.append(
-            f"its workspace at {spec.workspace_path}, which a pool host cannot give yet "
-            f"(run it without {OPTION_BY_NAME['hosts'].flag}, on the sandbox or docker backend)"
-        )
-    elif spec.workspace_path and settings.backend in ("local", "remote"):
+    served_as_is = settings.backend == "local" or (settings.backend == "remote" and settings.hosts is None)
+    if spec.workspace_path and served_as_is:  # a pool host makes the workspace as the sandbox backend does
         unmet.append(
             f"its workspace at {spec.workspace_path}, which the {settings.backend} backend cannot give "
             f"(use {OPTION_BY_NAME['backend'].flag} sandbox or docker)"

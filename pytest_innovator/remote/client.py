@@ -15,6 +15,8 @@ RESPONSE_MARGIN_S. A server that cannot be reached after the retries raises Serv
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import time
 import uuid
@@ -26,7 +28,7 @@ import httpx
 
 from ..archive import extract_tar, tar_stream
 from ..errors import InnovatorError
-from ..grading import GraderAccess
+from ..grading import GradeOutcome, GraderAccess
 from ..protected import FileState, ProtectedChange, from_json, to_json
 from ..provision import ProvisionReport
 from ..sandbox import Sandbox
@@ -318,6 +320,7 @@ class RemoteWorkspace:
         self.log_dir = log_dir  # where close() saves the session logs; None: they stay on the server
         self.remove_on_close = remove_on_close
         self._closed = False
+        self.grader_timeout: float | None = None  # set when the server made it from the task: it grades it
         self.companions: list[RemoteWorkspace] = []  # an item's workspaces on its other hosts (hosts/spanning.py)
         self.held_hosts: dict[str, tuple[str, ...]] = {}  # pool host -> the GPUs leased there, for list_hosts
         info = self.connection.request("GET", self.path)
@@ -370,6 +373,20 @@ class RemoteWorkspace:
     def expose(self, host_path: Path) -> str:
         """Upload a host directory outside the workspace; its path on the server."""
         return self._call("POST", "/expose", content=lambda: tar_stream(host_path, symlinks=True))["path"]
+
+    @property
+    def grades_on_host(self) -> bool:
+        return self.grader_timeout is not None
+
+    def grade(self, seed: int, index: int, log_path: Path) -> GradeOutcome:
+        """The task's grader run by the server on its host (a workspace made from the task)."""
+        assert self.grader_timeout is not None
+        data = self._call(
+            "POST", "/grade", json={"seed": seed, "index": index}, wait_s=self.grader_timeout + RESPONSE_MARGIN_S
+        )
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(data.pop("log"), encoding="utf-8")
+        return GradeOutcome(**data)
 
     def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]:
         if access.workspace:  # the plugin skips such tasks on this backend
@@ -440,6 +457,32 @@ class _ResponseReader:
         return data
 
 
+def task_digest(task: Task) -> str:
+    """Names a task directory's content: its files' paths, sizes, modes and times."""
+    digest = hashlib.sha256(task.id.encode())
+    for directory, subdirectories, names in os.walk(task.root):
+        subdirectories.sort()
+        for name in sorted(names):
+            path = Path(directory, name)
+            info = path.lstat()
+            line = f"{path.relative_to(task.root)}\0{info.st_size}\0{info.st_mode}\0{info.st_mtime_ns}\n"
+            digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def send_task(connection: Connection, task: Task) -> str:
+    """Upload the task's directory unless the server has it already; its digest."""
+    digest = task_digest(task)
+    if not connection.request("GET", f"/v1/tasks/{digest}")["known"]:
+        connection.request(
+            "PUT",
+            f"/v1/tasks/{digest}",
+            content=lambda: tar_stream(task.root, symlinks=True),
+            wait_s=SESSION_START_S,
+        )
+    return digest
+
+
 def connect_remote_workspace(
     task: Task,
     run_dir: Path,
@@ -453,15 +496,24 @@ def connect_remote_workspace(
     lease_id: str | None = None,
     alive_check: Callable[[], None] | None = None,
     host_name: str = "",
+    from_task: bool = False,
 ) -> tuple[RemoteWorkspace, ProvisionReport]:
     """Create the item's workspace on a session server (started with --root) from the task's starter
     files; the counterpart of LocalWorkspace.create. Session logs come back to run_dir/sessions at
     close; the remote copy is removed then unless keep_remote. Under a GPU lease of that server
-    (lease_id), its commands see the lease's GPUs."""
+    (lease_id), its commands see the lease's GPUs. With from_task, the task's directory is sent
+    to the server, which makes the workspace from it (a dataset's too, found at the same path on
+    that host) and grades it there (remote/routes/tasks.py)."""
     started = time.perf_counter()
     connection = Connection(base_url, token, transport=transport, host_name=host_name)
-    body = {"env": dict(env or {}), "network": task.spec.network, "label": task.id, "lease": lease_id}
+    body: dict[str, Any] = {"env": dict(env or {}), "network": task.spec.network, "label": task.id, "lease": lease_id}
     try:
+        if from_task:
+            body.update(
+                task=send_task(connection, task),
+                dataset=str(task.dataset_root) if task.dataset_root else None,
+                dataset_python=str(task.dataset_python) if task.dataset_python else None,
+            )
         info = connection.request("POST", "/v1/workspaces", json=body)
     finally:
         connection.close()
@@ -478,6 +530,11 @@ def connect_remote_workspace(
         alive_check=alive_check,
         host_name=host_name,
     )
+    if from_task:
+        workspace.grader_timeout = task.spec.grader.timeout
+        seconds = time.perf_counter() - started
+        nothing = ProvisionReport(files=0, bytes=0, reflinked=0, linked=0, copied=0, linked_paths=(), seconds=seconds)
+        return workspace, nothing  # provisioned on the server, which does not say how
     try:
         files, size = workspace.upload(task.workspace_dir)
     except BaseException:

@@ -35,6 +35,11 @@ class CreateWorkspace(Body):
     lease: str | None = Field(
         None, description="A GPU lease of this server: the workspace's commands see its GPUs, and end when it expires."
     )
+    task: str | None = Field(
+        None, description="The digest of a task uploaded with PUT /v1/tasks/{digest}: the workspace is made from it."
+    )
+    dataset: str | None = Field(None, description="Where the task's dataset is on this host (tasks with [dataset]).")
+    dataset_python: str | None = Field(None, description="The interpreter that runs the dataset's evaluation here.")
 
 
 class WorkspaceInfo(BaseModel):
@@ -50,6 +55,24 @@ class Health(BaseModel):
     api_version: int
     workspaces: int
     can_create: bool
+
+
+class Known(BaseModel):
+    known: bool
+
+
+class GradeBody(Body):
+    seed: int = 0
+    index: int = Field(ge=0, description="The evaluation's number, for its log's name.")
+
+
+class GradeInfo(BaseModel):
+    status: Literal["scored", "invalid", "grader_failed"]
+    metric: float | None
+    message: str
+    seconds: float
+    metrics: dict[str, float]
+    log: str
 
 
 class AskLease(Body):

@@ -9,9 +9,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..datasets import DatasetError
 from ..gpus import gpu_device_nodes
+from ..grading import GradeOutcome, run_grader
+from ..rundir import RunDir
 from ..sandbox import Sandbox
 from ..sessions import SessionManager
+from ..task import Task, TaskError, load_task
 from ..workspace import LocalWorkspace, command_environment
 from .errors import ApiError
 from .leases import LeaseTable
@@ -29,8 +33,22 @@ class Served:
     provisioned: bool
     label: str = ""
     lease_id: str | None = None  # the GPU lease it was made under: it is closed when that expires
+    task: Task | None = None  # the task it was made from (remote/routes/tasks.py): graded here
     exposed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def grade(self, seed: int, index: int) -> tuple[GradeOutcome, str]:
+        """The task's grader on this workspace, as ResearchEnv runs it on the harness's host; and its log."""
+        assert self.task is not None
+        task, workspace = self.task, self.workspace
+
+        def fill(submission: Path) -> None:
+            for output in task.spec.outputs:
+                workspace.copy_out(output, submission / output)
+
+        log_path = RunDir(self.state_dir).grader_log(index)
+        outcome = run_grader(task, fill, log_path, seed=seed, wrap=workspace.wrap_grader, workspace_path=workspace.root)
+        return outcome, log_path.read_text(encoding="utf-8", errors="replace")
 
 
 class Registry:
@@ -53,10 +71,7 @@ class Registry:
         self.served[served.id] = served
         return served
 
-    def provision(
-        self, env: dict[str, str], network: bool, label: str, devices: tuple[str, ...] = (), lease_id: str | None = None
-    ) -> Served:
-        """A new workspace; with devices (a lease's), its commands see those GPUs and no others."""
+    def require_root(self) -> Path:
         if self.root is None:
             raise ApiError(
                 409,
@@ -64,8 +79,56 @@ class Registry:
                 "this server serves one workspace and creates none: start it with "
                 "--root DIR to let clients create workspaces",
             )
+        return self.root
+
+    def provision_task(
+        self,
+        task_dir: Path,
+        dataset: str | None,
+        dataset_python: str | None,
+        env: dict[str, str],
+        devices: tuple[str, ...],
+        lease_id: str | None,
+    ) -> Served:
+        """A workspace made from an uploaded task as the sandbox backend makes it (or the local
+        backend, with --sandbox off), its commands seeing the lease's GPUs."""
+        root = self.require_root()
+        if not task_dir.is_dir():
+            raise ApiError(404, "request", f"no task {task_dir.name} on this server: upload it with PUT /v1/tasks/")
+        try:
+            task = load_task(task_dir)
+            if task.spec.dataset is not None:
+                if dataset is None or not Path(dataset).is_dir():
+                    raise ApiError(
+                        400,
+                        "request",
+                        f"task {task.id} takes its files from dataset {task.spec.dataset.name!r}, which is not at "
+                        f"{dataset} on this host: put it there (the harness gives its own path)",
+                    )
+                task = task.with_dataset(Path(dataset), Path(dataset_python) if dataset_python else None)
+            workspace_id = secrets.token_hex(8)
+            state_dir = root / workspace_id
+            hidden = [root, *([task.dataset_root] if task.dataset_root else [])] if self.sandboxed else []
+            env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(devices)} if lease_id else env
+            workspace, _ = LocalWorkspace.create(
+                task, state_dir, env, hidden=hidden, devices=gpu_device_nodes(devices), cache_dir=root / "cache"
+            )
+        except (TaskError, DatasetError) as exc:
+            raise ApiError(400, "request", str(exc)) from None
+        served = Served(
+            workspace_id, workspace, state_dir, provisioned=True, label=task.id, lease_id=lease_id, task=task
+        )
+        with self.lock:
+            self.served[workspace_id] = served
+        return served
+
+    def provision(
+        self, env: dict[str, str], network: bool, label: str, devices: tuple[str, ...] = (), lease_id: str | None = None
+    ) -> Served:
+        """A new workspace; with devices (a lease's), its commands see those GPUs and no others."""
+        root = self.require_root()
         workspace_id = secrets.token_hex(8)
-        state_dir = self.root / workspace_id
+        state_dir = root / workspace_id
         directory, log_dir = state_dir / "workspace", state_dir / "sessions"
         directory.mkdir(parents=True)
         log_dir.mkdir()

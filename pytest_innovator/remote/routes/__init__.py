@@ -1,5 +1,5 @@
 """The session server's routes, one module per resource."""
 
-from . import files, leases, protected, sessions, workspaces
+from . import files, leases, protected, sessions, tasks, workspaces
 
-ROUTERS = (workspaces.router, leases.router, files.router, protected.router, sessions.router)
+ROUTERS = (workspaces.router, leases.router, tasks.router, files.router, protected.router, sessions.router)

@@ -65,7 +65,7 @@ def logs(item: Ws) -> StreamingResponse:
 async def upload(item: Ws, request: Request, path: str = ".") -> Extracted:
     """Extract a tar archive into a directory of the workspace (how a workspace is provisioned)."""
     dest = item.workspace.resolve(path)
-    return await _extract_body(request, dest)
+    return await extract_request_body(request, dest)
 
 
 @router.post("/expose", response_model=ExposedPath, openapi_extra=TAR_BODY)
@@ -74,7 +74,7 @@ async def expose(item: Ws, request: Request) -> ExposedPath:
     with item.lock:
         item.exposed += 1
         dest = item.state_dir / "exposed" / str(item.exposed)
-    await _extract_body(request, dest)
+    await extract_request_body(request, dest)
     return ExposedPath(path=item.workspace.expose(dest))
 
 
@@ -84,7 +84,7 @@ def disk_usage(item: Ws) -> Written:
     return Written(bytes=item.workspace.disk_usage())
 
 
-async def _extract_body(request: Request, dest: Path) -> Extracted:
+async def extract_request_body(request: Request, dest: Path) -> Extracted:
     with tempfile.SpooledTemporaryFile(UPLOAD_SPOOL_BYTES) as spool:
         async for chunk in request.stream():
             spool.write(chunk)

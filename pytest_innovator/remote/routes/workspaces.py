@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from ..models import API_VERSION, CreateWorkspace, Done, Health, WorkspaceInfo
 from ..registry import Served
 from .dependencies import WORKSPACE_PATH, RegistryDep, Ws
+from .tasks import task_dir
 
 router = APIRouter()
 
@@ -21,6 +22,9 @@ def health(registry: RegistryDep) -> Health:
 @router.post("/v1/workspaces", response_model=WorkspaceInfo, status_code=201)
 def create_workspace(body: CreateWorkspace, registry: RegistryDep) -> WorkspaceInfo:
     devices = registry.leases.get(body.lease).devices if body.lease else ()
+    if body.task is not None:
+        task = task_dir(registry.require_root(), body.task)
+        return _info(registry.provision_task(task, body.dataset, body.dataset_python, body.env, devices, body.lease))
     return _info(registry.provision(body.env, body.network, body.label, devices, body.lease))
 
 
