@@ -14,21 +14,29 @@ arrives, with the session as its `nextitem`: the fixtures of the item, its modul
 torn down after it, the session's (an LLM server that took minutes to load) stay until the worker
 ends. It reads the internals of xdist's WorkerInteractor (`torun`, `handle_command`, `sendevent`,
 `Marker`; pytest-xdist 3.6 to 3.8), and says so when they are missing.
+
+A worker that holds an item long past the item's limit is hung in a way pytest-timeout could not
+end (pytest-xdist issue 57): the controller's `Watchdog` kills its process, and xdist reports the
+item crashed, with the reason, and goes on (docs/scale.md, "Hung workers").
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..hosts.inventory import ask_worker
+from ..hosts.inventory import PROBE_TIMEOUT_S, ask_worker
 from ..hosts.planner import Host, ItemNeed, Planner
 from ..task import TaskError, find_tasks, load_task
 from .fixtures import GPU_MEMORY_SHARE
+from .items import item_timeout
 from .options import Settings, settings_key, worker_setting
 
 WORKER_FLAG = "innovator_gpu_scheduler"
@@ -74,17 +82,22 @@ def pool_as_host(hosts_file: Path) -> tuple[str, tuple[str, ...], int | None]:
     return "pool", tuple(gpus), None
 
 
-def item_need(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> ItemNeed:
-    """What an item needs, from its task.toml (items of other kinds need no GPU)."""
+def item_task(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> Any:
+    """An item's Task, loaded once into `tasks` (None for items of other kinds and broken task files)."""
     path = Path(config.rootpath, nodeid.split("::")[0])
     if path.name != "task.toml":
-        return ItemNeed(nodeid)
+        return None
     if path not in tasks:
         try:
             tasks[path] = load_task(path)
         except TaskError:
             tasks[path] = None  # the worker reports it as a collection error
-    task = tasks[path]
+    return tasks[path]
+
+
+def item_need(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> ItemNeed:
+    """What an item needs, from its task.toml (items of other kinds need no GPU)."""
+    task = item_task(config, nodeid, tasks)
     if task is None:
         return ItemNeed(nodeid)
     resources = task.spec.resources
@@ -94,10 +107,141 @@ def item_need(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> Ite
     return ItemNeed(nodeid, gpus=resources.gpus, hosts=resources.hosts, gpu_memory=memory, duration=duration)
 
 
+def item_limit(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> tuple[float, float] | None:
+    """How long a worker may hold an item before the watchdog ends it: the item's pytest-timeout
+    limit (for a task, `item_timeout`; for other items, pytest-timeout's own `--timeout`) and a
+    margin (for a task, the final evaluation pytest-timeout's failure still runs, up to its grader's
+    timeout, plus `--innovator-timeout-grace`; for other items, that grace). None: not watched."""
+    settings: Settings = config.stash[settings_key]
+    task = item_task(config, nodeid, tasks)
+    if task is not None:
+        return item_timeout(task, settings), task.spec.grader.timeout + settings.timeout_grace
+    try:
+        from pytest_timeout import get_env_settings
+
+        limit = get_env_settings(config).timeout
+    except (ImportError, ValueError):  # pytest-timeout not installed, or not loaded (-p no:timeout)
+        return None
+    return (limit, settings.timeout_grace) if limit else None
+
+
+def worker_process(channel):  # type: ignore[no-untyped-def]  # sent by source to the worker's interpreter
+    import os
+    import socket
+
+    channel.send((os.getpid(), socket.gethostname()))
+
+
+def kill_pid(channel, pid):  # type: ignore[no-untyped-def]  # sent by source to an interpreter on the worker's host
+    import os
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def end_process(spec: Any, pid: int) -> None:
+    """Kill a worker's process: here when it runs on this machine, else from a new interpreter on
+    its host, through a gateway of the same spec (for ssh: the same host, user and python)."""
+    import execnet
+
+    if spec.popen:
+        kill_pid(None, pid)
+        return
+    group = execnet.Group()
+    try:
+        parts = [part for part in str(spec).split("//") if not part.startswith(("id=", "env:", "chdir="))]
+        channel = group.makegateway("//".join(parts)).remote_exec(kill_pid, pid=pid)
+        channel.waitclose(timeout=60)
+    finally:
+        group.terminate(timeout=10)
+
+
+@dataclass
+class Held:
+    """An item a worker was sent and has not finished."""
+
+    worker: str
+    node: Any  # its WorkerController
+    item: str
+    since: float  # time.monotonic() when it was sent
+    limit: float
+    margin: float
+
+
+class Watchdog:
+    """A controller thread that ends a worker holding an item past its limit and margin: it kills the
+    worker's process and nothing else; xdist's IO thread sees the worker's channel close and its
+    crash path (DSession.worker_errordown, then our `remove_node`) fails the item and goes on."""
+
+    def __init__(self, processes: dict[str, tuple[int, str]], poll: float = 1.0):
+        self.processes = processes  # worker id -> (its pid, its host name), as the worker reported them
+        self.poll = poll
+        self.held: dict[str, Held] = {}  # worker id -> the item it holds
+        self.ended: dict[str, str] = {}  # item -> why its worker was ended
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def hold(self, held: Held) -> None:
+        with self.lock:
+            self.held[held.worker] = held
+        if self.thread is None:
+            self.thread = threading.Thread(target=self.run, name="innovator-hung-worker-watchdog", daemon=True)
+            self.thread.start()
+
+    def release(self, worker: str) -> None:
+        with self.lock:
+            self.held.pop(worker, None)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.poll):
+            now = time.monotonic()
+            with self.lock:
+                overdue = [h for h in self.held.values() if now - h.since > h.limit + h.margin]
+                for held in overdue:
+                    del self.held[held.worker]
+            for held in overdue:
+                self.end(held, now - held.since)
+
+    def end(self, held: Held, seconds: float) -> None:
+        reason = (
+            f"worker {held.worker} held item {held.item} for {seconds:.0f} s, past its limit of {held.limit:g} s "
+            f"(and a margin of {held.margin:g} s): ended it"
+        )
+        with self.lock:
+            if held.worker in self.held:  # it finished the item just now and was sent another
+                return
+            self.ended[held.item] = reason  # before the kill: xdist's IO thread may report the death at once
+        gateway = held.node.gateway
+        pid, hostname = self.processes.get(held.worker, (None, None))
+        try:
+            if pid is not None and (not gateway.spec.popen or hostname == socket.gethostname()):
+                end_process(gateway.spec, pid)
+        except Exception as exc:  # the local end below still frees the controller
+            self.ended[held.item] = f"{reason} (its process {pid} on {hostname} may be left: {exc!r})"
+        # The local end of its connection (the worker's python, ssh or srun), killed as execnet's own
+        # Group.terminate does: the channel closes and xdist reports the worker down.
+        io = getattr(gateway, "_io", None)
+        if io is not None and hasattr(io, "kill"):
+            io.kill()
+
+
 class GpuScheduling:
     """xdist's Scheduling protocol over a Planner (see xdist/scheduler/protocol.py)."""
 
-    def __init__(self, config: pytest.Config, log: Any, hosts: dict[str, tuple[str, tuple[str, ...], int | None]]):
+    def __init__(
+        self,
+        config: pytest.Config,
+        log: Any,
+        hosts: dict[str, tuple[str, tuple[str, ...], int | None]],
+        processes: dict[str, tuple[int, str]] | None = None,
+    ):
         from xdist.workermanage import parse_tx_spec_config
 
         self.config = config
@@ -115,6 +259,7 @@ class GpuScheduling:
         self.done: set[str] = set()
         self.tasks: dict[Path, Any] = {}  # task.toml -> its Task (None when it does not load)
         self.shut_down = False
+        self.watchdog = Watchdog(processes if processes is not None else {})
 
     @property
     def nodes(self) -> list[Any]:
@@ -148,6 +293,7 @@ class GpuScheduling:
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
         assert self.collection is not None
         item = self.collection[item_index]
+        self.watchdog.release(node.gateway.id)
         if self.running.pop(item, None) is not None:
             self.planner.finished(item)
         self.unplaceable.pop(item, None)
@@ -165,6 +311,7 @@ class GpuScheduling:
     def remove_node(self, node: Any) -> str | None:
         """A worker went down: the item it was running, if any (xdist reports it as crashed)."""
         worker = node.gateway.id
+        self.watchdog.release(worker)
         self.node_of.pop(worker, None)
         lost = [need.key for need in self.planner.remove_worker(worker)]
         lost += [item for item, on in self.unplaceable.items() if on == worker]
@@ -197,7 +344,11 @@ class GpuScheduling:
             self._shut_down()  # each worker finishes what it was sent first
 
     def _send(self, item: str, worker: str) -> None:
-        self.node_of[worker].send_runtest_some([self.index_of[item]])
+        node = self.node_of[worker]
+        limit = item_limit(self.config, item, self.tasks)
+        if limit is not None:
+            self.watchdog.hold(Held(worker, node, item, time.monotonic(), *limit))
+        node.send_runtest_some([self.index_of[item]])
 
     def _shut_down(self) -> None:
         self.shut_down = True
@@ -226,10 +377,17 @@ class ControllerHooks:
         self.config = config
         self.hosts: dict[str, tuple[str, tuple[str, ...], int | None]] = {}
         self.pool: tuple[str, tuple[str, ...], int | None] | None = None
+        self.processes: dict[str, tuple[int, str]] = {}  # worker id -> its pid and host name
+        self.scheduler: GpuScheduling | None = None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[WORKER_FLAG] = True
+        channel = node.gateway.remote_exec(worker_process)
+        try:
+            self.processes[node.gateway.id] = channel.receive(timeout=PROBE_TIMEOUT_S)
+        finally:
+            channel.close()
         settings: Settings = self.config.stash[settings_key]
         if settings.hosts is not None:
             self.hosts[node.gateway.id] = self.pool = self.pool or pool_as_host(settings.hosts)
@@ -238,7 +396,19 @@ class ControllerHooks:
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> GpuScheduling:
-        return GpuScheduling(config, log, self.hosts)
+        self.scheduler = GpuScheduling(config, log, self.hosts, self.processes)
+        return self.scheduler
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """An item whose worker the watchdog ended: xdist's report says it crashed, ours says why."""
+        reason = sched.watchdog.ended.get(crashitem) if isinstance(sched, GpuScheduling) else None
+        if reason:
+            report.longrepr = f"{reason}\n{report.longrepr}"
+
+    def pytest_sessionfinish(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.watchdog.stop()
 
 
 class WorkerLoop:
