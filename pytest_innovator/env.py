@@ -169,6 +169,25 @@ class ResearchEnv:
                 lost_sessions=self.lost_sessions,
             )
 
+    def keep_spent(self, source: Path, earlier: EvalLedger) -> None:
+        """This episode starts again from the beginning (its earlier attempt left no snapshot):
+        what that attempt spent stays spent, so a crash never buys evaluations or a free hint."""
+        kept = [e for e in earlier.evaluations if e.kind == "agent"]
+        if not kept and not earlier.hint_viewed:
+            return
+        self.ledger.evaluations = kept + self.ledger.evaluations
+        if earlier.hint_viewed:
+            self.ledger.hint_viewed, self.ledger.hint_viewed_step = True, 0
+        self.ledger.save(self.ledger_path)
+        hint = " and the hint you viewed (its penalty stands)" if earlier.hint_viewed else ""
+        self._notice = (
+            f"[this episode started again from the beginning: its earlier attempt left no snapshot; the "
+            f"{len(kept)} evaluation(s) it used stay used{hint}; {self.ledger.evals_remaining} remain]"
+        )
+        self.trajectory.event(
+            "restart", step=0, working_time_s=0.0, source=str(source), evaluations_kept=len(kept), hint=bool(hint)
+        )
+
     # --- what the agent may know ---------------------------------------------------------
 
     @property

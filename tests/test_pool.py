@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .session_server import ServerProcess, start_server, stop_server
 from .test_innovatorbench import make_dataset, suite  # noqa: F401 (suite: a fixture)
 from .test_innovatorbench_runs import FINISH, NO_API, answer, observations
 from .test_plugin import add_task, results_log
+from .test_resume import evaluations, processes_with, pytest_command, replay_file, resume_run, the_run, wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -327,3 +330,35 @@ def test_innovatorbench_tasks_run_on_a_pool_host_at_slash_workspace_and_are_grad
         assert outcomes[task]["score_final"] == 100.0
         assert "\n/workspace\n" in observations(outcomes[task])[1]  # the agent's pwd
     assert outcomes["task_18"]["final_message"] == "task_18: 10 + 70 + 30 = 110, capped at 100"
+
+
+def test_a_pool_item_killed_mid_run_starts_again_on_resume_with_its_evaluations_still_spent(
+    pytester: pytest.Pytester, start_pool: Callable[[dict[str, int]], dict[str, ServerProcess]]
+) -> None:
+    """A pool host's workspace has no snapshots: on resume the item starts from the beginning, and
+    the evaluation its killed attempt used stays used (the budget is never reset)."""
+    start_pool({"a": 1})
+    root = pytester.path
+    add_task(root / "suite", "number")
+    marker = f"7.{uuid.uuid4().int % 10**6:06d}"
+    replay = replay_file(root, marker)  # evaluate, start a long command, ..., evaluate, finish
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    pool_args = ("--innovator-hosts", "hosts.toml")
+    first = subprocess.Popen(
+        pytest_command(root, "crashed", replay, *pool_args), cwd=root, env=env, stdout=subprocess.DEVNULL
+    )
+    wait_for(lambda: bool(processes_with(marker)))  # the first evaluation is done, the command runs
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    crashed = the_run(root, "crashed")
+    assert evaluations(crashed / "number") == [("agent", 0.2)]
+
+    resume_run(root, "resumed", replay, crashed, env, *pool_args)
+    item = the_run(root, "resumed") / "number"
+    # The replay starts over and evaluates twice more: the budget of 3 holds all three.
+    assert evaluations(item) == [("agent", 0.2), ("agent", 0.2), ("agent", 0.55), ("final", 0.55)]
+    records = [json.loads(line) for line in (item / "trajectory.jsonl").read_text().splitlines()]
+    restart = next(r for r in records if r.get("event") == "restart")
+    assert restart["evaluations_kept"] == 1 and restart["source"] == str(crashed / "number")
+    first_step = next(r for r in records if r["type"] == "step")
+    assert "the 1 evaluation(s) it used stay used; 2 remain" in first_step["observation"]

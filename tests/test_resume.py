@@ -94,6 +94,19 @@ def evaluations(item_dir: Path) -> list[tuple[str, float]]:
     return [(e["kind"], e["metric"]) for e in ledger["evaluations"]]
 
 
+def resume_run(root: Path, results: str, replay: Path, target: Path | str, env: dict[str, str], *extra: str) -> None:
+    """Resume (or branch from) `target` into `results`; the run must pass."""
+    resumed = subprocess.run(
+        pytest_command(root, results, replay, *extra, "--innovator-resume", str(target)),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+
+
 def the_run(root: Path, results: str) -> Path:
     [run] = (root / results / "runs").iterdir()
     return run
@@ -121,15 +134,7 @@ def test_kill_the_pytest_process_then_resume(pytester: pytest.Pytester) -> None:
     crashed_run = the_run(root, "crashed")
     wait_for(lambda: not processes_with(marker), timeout=20)  # nothing of the first run is left
 
-    resumed = subprocess.run(
-        pytest_command(root, "resumed", replay, "--innovator-resume", str(crashed_run)),
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    resume_run(root, "resumed", replay, crashed_run, env)
     item = the_run(root, "resumed") / "number"
     result = json.loads((item / "result.json").read_text())
     assert result["score_final"] == json.loads((whole / "result.json").read_text())["score_final"] == pytest.approx(40)
@@ -178,25 +183,7 @@ def test_kill_an_xdist_worker_then_resume(pytester: pytest.Pytester) -> None:
     first_log = [json.loads(line) for line in (root / "crashed" / "results.jsonl").read_text().splitlines()]
     assert [r["innovator_task"] for r in first_log if r["outcome"] == "passed"] == ["quick"]
 
-    resumed = subprocess.run(
-        pytest_command(
-            root,
-            "resumed",
-            quick_replay,
-            "-n",
-            "2",
-            "--innovator-resume",
-            str(crashed_run),
-            "--junitxml",
-            "resumed.xml",
-        ),
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    resume_run(root, "resumed", quick_replay, crashed_run, env, "-n", "2", "--junitxml", "resumed.xml")
     records = {
         r["innovator_task"]: r for r in map(json.loads, (root / "resumed" / "results.jsonl").read_text().splitlines())
     }
@@ -235,15 +222,7 @@ def test_branch_from_an_earlier_snapshot(pytester: pytest.Pytester) -> None:
     other.write_text(
         '{"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}\n{"tool": "finish"}'
     )
-    branched = subprocess.run(
-        pytest_command(root, "branch", other, "--innovator-resume", f"{item}@{target}"),
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert branched.returncode == 0, branched.stdout[-3000:]
+    resume_run(root, "branch", other, f"{item}@{target}", env)
     branch = the_run(root, "branch") / "number"
     assert json.loads((branch / "result.json").read_text())["score_final"] == pytest.approx(80)
     assert evaluations(branch) == [("agent", 0.2), ("final", 0.9)]  # the branch keeps the evaluation before it

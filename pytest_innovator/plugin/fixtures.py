@@ -24,7 +24,7 @@ import pytest
 from ..backends import BACKENDS, BackendUnavailable, WorkspaceRequest
 from ..rundir import RunDir, write_json_atomic
 from ..task import Task, TaskError, load_task
-from .items import record_result, result_key, resume_target_key, resumed_key, task_key
+from .items import record_result, restarted_key, result_key, resume_target_key, resumed_key, task_key
 from .options import OPTION_BY_NAME, Settings, run_id_key, settings_key
 
 
@@ -224,11 +224,13 @@ def workspace(
 ) -> Iterator[Any]:
     settings: Settings = request.config.stash[settings_key]
     if resume_target_key in request.config.stash:
-        from ..snapshots.resume import prepare_run_dir, resume_point
+        from ..snapshots.resume import prepare_run_dir, resume_point, spent_before
 
         point = resume_point(request.config.stash[resume_target_key], innovator_task.id)
         if point is not None:
             request.node.stash[resumed_key] = prepare_run_dir(point, innovator_run_dir)
+        elif spent := spent_before(request.config.stash[resume_target_key], innovator_task.id):
+            request.node.stash[restarted_key] = spent
     workspace_request = WorkspaceRequest(
         task=innovator_task,
         run_dir=innovator_run_dir,
@@ -324,6 +326,8 @@ def research_env(
         snapshots=snapshots,
         resumed=request.node.stash.get(resumed_key, None),
     )
+    if restarted_key in request.node.stash:
+        env.keep_spent(*request.node.stash[restarted_key])
     try:
         yield env
     finally:

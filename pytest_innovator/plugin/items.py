@@ -20,6 +20,7 @@ result_key = pytest.StashKey[Any]()
 resume_target_key = pytest.StashKey[Any]()
 carried_result_key = pytest.StashKey[dict]()
 resumed_key = pytest.StashKey[dict]()
+restarted_key = pytest.StashKey[tuple]()  # (earlier item dir, its ledger): an item started again without a snapshot
 broken_task_files_key = pytest.StashKey[int]()
 
 

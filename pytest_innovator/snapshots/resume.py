@@ -9,6 +9,10 @@ is never reset: evaluations recorded after the snapshot are kept too, and so is 
 the working time used (downtime does not count), the agent's saved state, and the trajectory up
 to the snapshot, followed by a ``resume`` event. What it cannot keep: processes. The agent is told
 which sessions existed and what they were running.
+
+An item with no snapshot (lost before its first one, or on a pool host, whose workspaces are not
+snapshotted) starts again from the beginning, but what its earlier attempt spent stays spent: its
+evaluations count against the budget and a viewed hint keeps its penalty (``spent_before``).
 """
 
 from __future__ import annotations
@@ -85,6 +89,15 @@ def resume_point(target: ResumeTarget, task_id: str) -> ResumePoint | None:
             return None
         name = latest.name
     return ResumePoint(item_dir, name, store.load_state(name), branch=target.snapshot is not None)
+
+
+def spent_before(target: ResumeTarget, task_id: str) -> tuple[Path, EvalLedger] | None:
+    """The earlier attempt's directory and ledger, for an item that starts again from the beginning."""
+    if target.item is not None and target.item != task_id:
+        return None
+    item_dir = target.run_dir / task_id
+    path = RunDir(item_dir).ledger
+    return (item_dir, EvalLedger.load(path)) if path.is_file() else None
 
 
 def merged_ledger(point: ResumePoint) -> EvalLedger:
