@@ -177,8 +177,9 @@ def gpu_lease(request: pytest.FixtureRequest, innovator_task: Task, innovator_ru
     try:
         yield lease
     finally:
-        release()
+        # Stamped before the release: the next holder's acquired_at is then never earlier.
         record["released_at"] = time.time()
+        release()
         write_json_atomic(record_path, record)
 
 
