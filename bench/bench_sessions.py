@@ -6,8 +6,10 @@ writes the numbers as JSON to ``bench/results/``.
 * Round trip: ``session.run("true", wait=10)`` to completion, ``--runs`` times.
 * Throughput: one command writes ``--megabytes`` MB of text lines through the session's
   terminal; the log on disk is checked against the expected bytes by SHA-256, and the
-  harness's peak RSS is read before and after (it must not grow with the output). The baseline
-  moves the same bytes through a plain ``subprocess`` pipe into a file.
+  harness's peak RSS is read before and after (it must not grow with the output). Two
+  baselines move the same bytes in the same run: a bare PTY reader (the same terminal settings,
+  a loop of ``os.read`` and ``os.write`` to a file, none of the harness's code: the terminal's own
+  speed, which the session should reach) and a plain ``subprocess`` pipe into a file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -138,6 +141,41 @@ def bench_pipe_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
     }
 
 
+def bench_pty_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
+    """The producer on a pseudo-terminal set up as a session's (no output processing, no echo),
+    read by a bare loop into a file."""
+    expected = expected_sha256(total_bytes)
+    out_path = work_dir / "pty-baseline.out"
+    master_fd, slave_fd = os.openpty()
+    attributes = termios.tcgetattr(slave_fd)
+    attributes[1] &= ~termios.OPOST
+    attributes[3] &= ~(termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL | termios.ECHOCTL)
+    termios.tcsetattr(slave_fd, termios.TCSANOW, attributes)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        ["bash", "-c", producer_command(total_bytes)], stdin=slave_fd, stdout=slave_fd, start_new_session=True
+    )
+    os.close(slave_fd)
+    out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while chunk := os.read(master_fd, 64 * 1024):
+            os.write(out_fd, chunk)
+    except OSError:  # EIO: the producer exited and closed the terminal
+        pass
+    os.close(out_fd)
+    os.close(master_fd)
+    process.wait()
+    elapsed = time.perf_counter() - started
+    out_hash, out_size = file_sha256(out_path)
+    out_path.unlink()
+    return {
+        "bytes": total_bytes,
+        "seconds": elapsed,
+        "mb_per_s": total_bytes / elapsed / 1e6,
+        "output_identical": out_hash == expected and out_size == total_bytes,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="round trips to time")
@@ -152,9 +190,11 @@ def main() -> int:
         with SessionManager(workdir, scratch_dir / "logs") as manager:
             round_trip = bench_round_trip(manager, args.runs)
             throughput = bench_session_throughput(manager, total_bytes)
+        pty_baseline = bench_pty_baseline(scratch_dir, total_bytes)
         baseline = bench_pipe_baseline(scratch_dir, total_bytes)
 
     ratio = float(throughput["mb_per_s"]) / float(baseline["mb_per_s"])  # type: ignore[arg-type]
+    pty_ratio = float(throughput["mb_per_s"]) / float(pty_baseline["mb_per_s"])  # type: ignore[arg-type]
     rows = [
         ("round trip median", f"{round_trip['median_ms']:.3f} ms"),
         ("round trip p95", f"{round_trip['p95_ms']:.3f} ms"),
@@ -164,8 +204,11 @@ def main() -> int:
         ("log identical (sha256)", str(throughput["log_identical"])),
         ("peak RSS before", f"{throughput['peak_rss_mib_before']:.1f} MiB"),
         ("peak RSS after", f"{throughput['peak_rss_mib_after']:.1f} MiB"),
+        ("bare PTY reader", f"{pty_baseline['mb_per_s']:.1f} MB/s"),
+        ("session / bare PTY", f"{pty_ratio:.2f}"),
         ("pipe baseline", f"{baseline['mb_per_s']:.1f} MB/s"),
         ("session / pipe", f"{ratio:.2f}"),
+        ("load average (1 min) at the end", f"{os.getloadavg()[0]:.2f}"),
     ]
     print(f"sessions benchmark: {args.runs} round trips, {args.megabytes} MB of output")
     width = max(len(label) for label, _ in rows)
@@ -185,13 +228,16 @@ def main() -> int:
         },
         "round_trip": round_trip,
         "session_throughput": throughput,
+        "pty_baseline": pty_baseline,
+        "session_to_pty_ratio": pty_ratio,
         "pipe_baseline": baseline,
         "session_to_pipe_ratio": ratio,
+        "load_average": os.getloadavg(),
     }
     result_path = RESULTS_DIR / f"bench_sessions-{stamp}.json"
     result_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"  results written to {result_path}")
-    ok = throughput["log_identical"] and baseline["output_identical"]
+    ok = throughput["log_identical"] and baseline["output_identical"] and pty_baseline["output_identical"]
     return 0 if ok else 1
 
 
