@@ -23,6 +23,7 @@ END_REASONS = (
     "harness_error",  # the harness itself failed inside the item's body
     "host_lost",  # the host the item ran on (a pool's session server) stopped answering
     "worker_crashed",  # the xdist worker running the item died (recorded by the controller)
+    "worker_hung",  # the GPU scheduler's watchdog ended a worker that held the item past its limit
 )
 
 

@@ -90,7 +90,7 @@ def test_a_hung_worker_is_ended_its_item_fails_with_the_reason_and_the_others_ru
         ]
     )
     records = {r["innovator_task"]: r for r in results_log(pytester)}
-    assert (records["hung"]["outcome"], records["hung"]["end_reason"]) == ("failed", "worker_crashed")
+    assert (records["hung"]["outcome"], records["hung"]["end_reason"]) == ("failed", "worker_hung")
     assert {records[f"healthy_{n}"]["outcome"] for n in (1, 2, 3)} == {"passed"}
     assert "held item" in (pytester.path / "out.xml").read_text()
     assert process_is_gone(int(pid_file.read_text()))

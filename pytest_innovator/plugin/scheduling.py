@@ -399,12 +399,16 @@ class ControllerHooks:
         self.scheduler = GpuScheduling(config, log, self.hosts, self.processes)
         return self.scheduler
 
-    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    @pytest.hookimpl(optionalhook=True, trylast=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
-        """An item whose worker the watchdog ended: xdist's report says it crashed, ours says why."""
+        """An item whose worker the watchdog ended: xdist's report says it crashed, ours says why,
+        and its end_reason (set by report.describe_crashed_item before this runs) is worker_hung."""
         reason = sched.watchdog.ended.get(crashitem) if isinstance(sched, GpuScheduling) else None
         if reason:
             report.longrepr = f"{reason}\n{report.longrepr}"
+            report.user_properties = [
+                (name, "worker_hung" if name == "end_reason" else value) for name, value in report.user_properties
+            ]
 
     def pytest_sessionfinish(self) -> None:
         if self.scheduler is not None:
