@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .grading import run_grader
+from .grading import grade_workspace
 from .ledger import EvalKind, EvalLedger, Evaluation
 from .protected import from_json, to_json
 from .results import EpisodeResult
@@ -484,22 +484,11 @@ class ResearchEnv:
         index = self.ledger.next_index()
         log_path = RunDir(self.run_dir).grader_log(index)
 
-        def fill(submission: Path) -> None:
-            for output in self.task.spec.outputs:
-                self.workspace.copy_out(output, submission / output)
-
         with self.clock.paused():
             if getattr(self.workspace, "grades_on_host", False):  # a pool host grades where the item ran
                 outcome = self.workspace.grade(self.grade_seed, index, log_path)
             else:
-                outcome = run_grader(
-                    self.task,
-                    fill,
-                    log_path,
-                    seed=self.grade_seed,
-                    wrap=self.workspace.wrap_grader,
-                    workspace_path=self.workspace.root,
-                )
+                outcome = grade_workspace(self.task, self.workspace, log_path, self.grade_seed)
         score = (
             normalize(outcome.metric, self.task.spec.scoring)
             if outcome.metric is not None

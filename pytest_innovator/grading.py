@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .grader_kit import PROTOCOL, numerics_environment, result_frame
 from .sandbox import python_first
@@ -193,6 +193,17 @@ def run_grader(
     if result is None:
         return GradeOutcome("grader_failed", None, "grader printed no result frame (see grader_kit.report)", seconds)
     return _outcome_from_result(result, seconds)
+
+
+def grade_workspace(task: Task, workspace: Any, log_path: Path, seed: int = 0) -> GradeOutcome:
+    """Grade a workspace where it is: its declared outputs copied out for the grader, which runs
+    in the workspace's own grader sandbox (ResearchEnv on the harness's host, a pool host's server)."""
+
+    def fill(submission: Path) -> None:
+        for output in task.spec.outputs:
+            workspace.copy_out(output, submission / output)
+
+    return run_grader(task, fill, log_path, seed=seed, wrap=workspace.wrap_grader, workspace_path=workspace.root)
 
 
 def _kill_group(pid: int) -> None:

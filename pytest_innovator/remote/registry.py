@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..datasets import DatasetError
 from ..gpus import gpu_device_nodes
-from ..grading import GradeOutcome, run_grader
+from ..grading import GradeOutcome, grade_workspace
 from ..rundir import RunDir
 from ..sandbox import Sandbox
 from ..sessions import SessionManager
@@ -40,14 +40,8 @@ class Served:
     def grade(self, seed: int, index: int) -> tuple[GradeOutcome, str]:
         """The task's grader on this workspace, as ResearchEnv runs it on the harness's host; and its log."""
         assert self.task is not None
-        task, workspace = self.task, self.workspace
-
-        def fill(submission: Path) -> None:
-            for output in task.spec.outputs:
-                workspace.copy_out(output, submission / output)
-
         log_path = RunDir(self.state_dir).grader_log(index)
-        outcome = run_grader(task, fill, log_path, seed=seed, wrap=workspace.wrap_grader, workspace_path=workspace.root)
+        outcome = grade_workspace(self.task, self.workspace, log_path, seed)
         return outcome, log_path.read_text(encoding="utf-8", errors="replace")
 
 
