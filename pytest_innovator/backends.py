@@ -119,15 +119,14 @@ def _check_remote(settings: BackendSettings) -> None:
 
 
 def _check_pool(path: Path) -> None:
-    from .hosts.pool import PoolError, ask_hosts, load_pool
+    from .hosts.pool import PoolError, ask_hosts, load_pool, silent_hosts
 
     try:
         answers, problems = ask_hosts(load_pool(path))
     except PoolError as exc:
         raise BackendUnavailable(str(exc)) from None
     if not answers:
-        silent = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
-        raise BackendUnavailable(f"no host of {path} answers ({silent}): start their session servers")
+        raise BackendUnavailable(f"no host of {path} answers ({silent_hosts(problems)}): start their session servers")
 
 
 def _create_host(request: WorkspaceRequest, *, sandboxed: bool) -> tuple[Workspace, ProvisionReport]:

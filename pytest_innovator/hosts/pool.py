@@ -116,6 +116,11 @@ def ask_hosts(hosts: list[PoolHost]) -> tuple[dict[PoolHost, dict[str, Any]], di
     return answers, problems
 
 
+def silent_hosts(problems: dict[str, str]) -> str:
+    """The hosts that did not answer, and why, on one line."""
+    return "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+
+
 @dataclass
 class PoolLease:
     """GPUs of one pool host, held for one item; a GpuLease to the fixtures (devices, owner,
@@ -196,9 +201,9 @@ def lease_from_pool(
             sizes = ", ".join(f"{host.name}: {len(answer['gpus'])}" for host, answer in answers.items())
             if not problems:
                 raise PoolCannotHold(f"{what}; the pool's hosts have {sizes}")
-            silent = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
             raise PoolError(
-                f"{what}; the hosts that answered have {sizes or 'nothing'}, the others did not answer ({silent})"
+                f"{what}; the hosts that answered have {sizes or 'nothing'}, "
+                f"the others did not answer ({silent_hosts(problems)})"
             )
         free_now = [host for host in large_enough if len(large_enough[host]["free"]) >= count]
         chosen = sorted(free_now, key=lambda h: len(large_enough[h]["free"]))[:spread]
