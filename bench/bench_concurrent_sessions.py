@@ -12,17 +12,13 @@ harness); then the round trip of one more session, ``session.run("true", wait=10
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shlex
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_sessions import RESULTS_DIR, bench_round_trip, cpu_seconds, peak_rss_mib
+from bench_sessions import bench_round_trip, cpu_seconds, peak_rss_mib, report_and_save
 
 from pytest_innovator.sessions import SessionManager
 
@@ -79,20 +75,8 @@ def main() -> int:
         ("harness CPU meanwhile", f"{harness_cpu:.2f} s ({harness_cpu / elapsed:.0%} of one core)"),
         ("harness peak RSS", f"{rss:.1f} MiB"),
         ("printers still running at the end", str(alive)),
-        ("load average (1 min) at the end", f"{os.getloadavg()[0]:.2f}"),
     ]
-    print(f"concurrent sessions benchmark: {args.runs} round trips")
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"  {label:<{width}}  {value}")
-
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report = {
-        "benchmark": "concurrent_sessions",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "time": stamp,
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+    numbers = {
         "printers": args.printers,
         "interval_s": args.interval,
         "round_trip_alone": quiet,
@@ -101,12 +85,8 @@ def main() -> int:
         "seconds": elapsed,
         "harness_cpu_seconds": harness_cpu,
         "peak_rss_mib": rss,
-        "median_ratio": statistics.median([busy["median_ms"] / quiet["median_ms"]]),
-        "load_average": os.getloadavg(),
     }
-    result_path = RESULTS_DIR / f"bench_concurrent_sessions-{stamp}.json"
-    result_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"  results written to {result_path}")
+    report_and_save(f"concurrent sessions benchmark: {args.runs} round trips", rows, "concurrent_sessions", numbers)
     return 0 if alive else 1
 
 

@@ -26,7 +26,9 @@ import sys
 import tempfile
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pytest_innovator.sessions import SessionManager
 
@@ -118,17 +120,23 @@ def bench_session_throughput(manager: SessionManager, total_bytes: int) -> dict[
     }
 
 
-def bench_pipe_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
+def copy_baseline(
+    work_dir: Path, total_bytes: int, name: str, start: Callable[[], tuple[Any, int]]
+) -> dict[str, object]:
+    """A baseline: `start()` runs the producer and gives its process and the descriptor to read;
+    a bare loop copies what it reads into a file, which is then checked like the session's log."""
     expected = expected_sha256(total_bytes)
-    out_path = work_dir / "pipe-baseline.out"
+    out_path = work_dir / f"{name}.out"
     started = time.perf_counter()
-    process = subprocess.Popen(["bash", "-c", producer_command(total_bytes)], stdout=subprocess.PIPE)
-    assert process.stdout is not None
+    process, read_fd = start()
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    pipe_fd = process.stdout.fileno()
-    while chunk := os.read(pipe_fd, 64 * 1024):
-        os.write(out_fd, chunk)
+    try:
+        while chunk := os.read(read_fd, 64 * 1024):
+            os.write(out_fd, chunk)
+    except OSError:  # EIO: a terminal whose producer exited
+        pass
     os.close(out_fd)
+    os.close(read_fd)
     process.wait()
     elapsed = time.perf_counter() - started
     out_hash, out_size = file_sha256(out_path)
@@ -139,41 +147,56 @@ def bench_pipe_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
         "mb_per_s": total_bytes / elapsed / 1e6,
         "output_identical": out_hash == expected and out_size == total_bytes,
     }
+
+
+def bench_pipe_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
+    def start() -> tuple[Any, int]:
+        process = subprocess.Popen(["bash", "-c", producer_command(total_bytes)], stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        return process, os.dup(process.stdout.fileno())
+
+    return copy_baseline(work_dir, total_bytes, "pipe-baseline", start)
 
 
 def bench_pty_baseline(work_dir: Path, total_bytes: int) -> dict[str, object]:
-    """The producer on a pseudo-terminal set up as a session's (no output processing, no echo),
-    read by a bare loop into a file."""
-    expected = expected_sha256(total_bytes)
-    out_path = work_dir / "pty-baseline.out"
-    master_fd, slave_fd = os.openpty()
-    attributes = termios.tcgetattr(slave_fd)
-    attributes[1] &= ~termios.OPOST
-    attributes[3] &= ~(termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL | termios.ECHOCTL)
-    termios.tcsetattr(slave_fd, termios.TCSANOW, attributes)
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        ["bash", "-c", producer_command(total_bytes)], stdin=slave_fd, stdout=slave_fd, start_new_session=True
-    )
-    os.close(slave_fd)
-    out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        while chunk := os.read(master_fd, 64 * 1024):
-            os.write(out_fd, chunk)
-    except OSError:  # EIO: the producer exited and closed the terminal
-        pass
-    os.close(out_fd)
-    os.close(master_fd)
-    process.wait()
-    elapsed = time.perf_counter() - started
-    out_hash, out_size = file_sha256(out_path)
-    out_path.unlink()
-    return {
-        "bytes": total_bytes,
-        "seconds": elapsed,
-        "mb_per_s": total_bytes / elapsed / 1e6,
-        "output_identical": out_hash == expected and out_size == total_bytes,
+    """The producer on a pseudo-terminal set up as a session's (no output processing, no echo)."""
+
+    def start() -> tuple[Any, int]:
+        master_fd, slave_fd = os.openpty()
+        attributes = termios.tcgetattr(slave_fd)
+        attributes[1] &= ~termios.OPOST
+        attributes[3] &= ~(termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL | termios.ECHOCTL)
+        termios.tcsetattr(slave_fd, termios.TCSANOW, attributes)
+        process = subprocess.Popen(
+            ["bash", "-c", producer_command(total_bytes)], stdin=slave_fd, stdout=slave_fd, start_new_session=True
+        )
+        os.close(slave_fd)
+        return process, master_fd
+
+    return copy_baseline(work_dir, total_bytes, "pty-baseline", start)
+
+
+def report_and_save(title: str, rows: list[tuple[str, str]], name: str, numbers: dict[str, object]) -> Path:
+    """Print the table, then write it with the command, the host and the load average as JSON."""
+    rows = [*rows, ("load average (1 min) at the end", f"{os.getloadavg()[0]:.2f}")]
+    print(title)
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "time": stamp,
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "load_average": os.getloadavg(),
+        **numbers,
     }
+    result_path = RESULTS_DIR / f"bench_{name}-{stamp}.json"
+    result_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"  results written to {result_path}")
+    return result_path
 
 
 def main() -> int:
@@ -208,35 +231,17 @@ def main() -> int:
         ("session / bare PTY", f"{pty_ratio:.2f}"),
         ("pipe baseline", f"{baseline['mb_per_s']:.1f} MB/s"),
         ("session / pipe", f"{ratio:.2f}"),
-        ("load average (1 min) at the end", f"{os.getloadavg()[0]:.2f}"),
     ]
-    print(f"sessions benchmark: {args.runs} round trips, {args.megabytes} MB of output")
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"  {label:<{width}}  {value}")
-
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report = {
-        "benchmark": "sessions",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "time": stamp,
-        "host": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-        },
+    title = f"sessions benchmark: {args.runs} round trips, {args.megabytes} MB of output"
+    numbers = {
         "round_trip": round_trip,
         "session_throughput": throughput,
         "pty_baseline": pty_baseline,
         "session_to_pty_ratio": pty_ratio,
         "pipe_baseline": baseline,
         "session_to_pipe_ratio": ratio,
-        "load_average": os.getloadavg(),
     }
-    result_path = RESULTS_DIR / f"bench_sessions-{stamp}.json"
-    result_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"  results written to {result_path}")
+    report_and_save(title, rows, "sessions", numbers)
     ok = throughput["log_identical"] and baseline["output_identical"] and pty_baseline["output_identical"]
     return 0 if ok else 1
 
