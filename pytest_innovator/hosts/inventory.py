@@ -33,6 +33,7 @@ def host_name(environ: Mapping[str, str] = os.environ) -> str:
 def probe(channel):  # type: ignore[no-untyped-def]  # sent by source: no annotations, imports inside
     """Runs in the worker's interpreter."""
     import os
+    import socket
 
     from pytest_innovator.gpus import detect_gpus, gpu_memory
     from pytest_innovator.hosts.inventory import host_name
@@ -46,6 +47,8 @@ def probe(channel):  # type: ignore[no-untyped-def]  # sent by source: no annota
         {
             "environ": environ,
             "hostname": host_name(os.environ),
+            "machine": socket.gethostname(),  # with "pid": where the worker's process is, to end it
+            "pid": os.getpid(),
             "gpus": detected,
             "gpu_memory": gpu_memory(detected),
         }

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from ..hosts.inventory import PROBE_TIMEOUT_S, ask_worker
+from ..hosts.inventory import ask_worker
 from ..hosts.planner import Host, ItemNeed, Planner
 from ..task import TaskError, find_tasks, load_task
 from .fixtures import GPU_MEMORY_SHARE
@@ -123,13 +123,6 @@ def item_limit(config: pytest.Config, nodeid: str, tasks: dict[Path, Any]) -> tu
     except (ImportError, ValueError):  # pytest-timeout not installed, or not loaded (-p no:timeout)
         return None
     return (limit, settings.timeout_grace) if limit else None
-
-
-def worker_process(channel):  # type: ignore[no-untyped-def]  # sent by source to the worker's interpreter
-    import os
-    import socket
-
-    channel.send((os.getpid(), socket.gethostname()))
 
 
 def kill_pid(channel, pid):  # type: ignore[no-untyped-def]  # sent by source to an interpreter on the worker's host
@@ -383,16 +376,13 @@ class ControllerHooks:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[WORKER_FLAG] = True
-        channel = node.gateway.remote_exec(worker_process)
-        try:
-            self.processes[node.gateway.id] = channel.receive(timeout=PROBE_TIMEOUT_S)
-        finally:
-            channel.close()
+        inventory = ask_worker(node.gateway)
+        self.processes[node.gateway.id] = (inventory["pid"], inventory["machine"])
         settings: Settings = self.config.stash[settings_key]
         if settings.hosts is not None:
             self.hosts[node.gateway.id] = self.pool = self.pool or pool_as_host(settings.hosts)
         else:
-            self.hosts[node.gateway.id] = worker_host(self.config, ask_worker(node.gateway))
+            self.hosts[node.gateway.id] = worker_host(self.config, inventory)
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> GpuScheduling:
