@@ -9,8 +9,16 @@ How a session works:
   kill, the end of the pipe (a closed session or a dead harness) makes it end everything.
 * The terminal has no echo and no output processing (no ``\\n`` -> ``\\r\\n``): the log holds
   exactly the bytes the commands wrote.
-* A reader thread moves the terminal's output into an :class:`OutputBuffer` (the last bytes in
-  memory, all of them in ``<log_dir>/<name>.log``). Offsets count bytes since the session began.
+* One reader thread per process moves the output of every session's terminal into that
+  session's :class:`OutputBuffer` (the last bytes in memory, all of them in
+  ``<log_dir>/<name>.log``). Offsets count bytes since the session began. The thread waits on
+  all terminals at once (epoll) and reads them in rounds of about ``ROUND_BYTES`` in all:
+  terminals it emptied on their last read come first, those with a backlog take turns, so a
+  command's few lines are read within one short round however many sessions print flat out.
+  (A thread per session made every step of a round trip queue for the interpreter lock behind
+  fifty busy readers.) The thread starts with the first session and ends with the last. When
+  a terminal ends (its processes have exited), a short-lived thread waits for the shell's exit
+  code, so that the reader never blocks on one session.
 * Completion comes from a sentinel the shell prints before each prompt (``PROMPT_COMMAND``):
   ``ESC ] 7770 ; nonce ; command id ; exit code BEL``. The reader removes sentinels from the
   stream, so neither buffer nor log contains them; the nonce is random per session and never
@@ -82,7 +90,7 @@ WRITE_TIMEOUT_SECONDS = 10.0
 KILL_TIMEOUT_SECONDS = 20.0
 CLOSE_TIMEOUT_SECONDS = 15.0
 READ_CHUNK_BYTES = 64 * 1024
-READ_BATCH_BYTES = 256 * 1024
+ROUND_BYTES = 64 * 1024  # read from all terminals per round of the reader
 DEFAULT_ENV = {"TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat"}
 
 SENTINEL_PREFIX = b"\x1b]7770;"
@@ -272,6 +280,8 @@ class Session:
         self._prompts = 0  # completion sentinels seen
         self._write_lock = threading.Lock()
         self._kill_lock = threading.Lock()
+        self._reading_done = threading.Event()  # the reader no longer reads this terminal
+        self._exit_waiter: threading.Thread | None = None
 
         nonce = secrets.token_hex(8)
         self._scanner = SentinelScanner(nonce)
@@ -284,7 +294,6 @@ class Session:
         master_fd, slave_fd = os.openpty()
         control_read, self._control_fd = os.pipe()
         self._reply_fd, reply_write = os.pipe()
-        self._stop_read, self._stop_write = os.pipe()
         self._master_fd = master_fd
         attributes = termios.tcgetattr(slave_fd)
         attributes[1] &= ~termios.OPOST
@@ -309,8 +318,6 @@ class Session:
         except OSError as exc:
             for fd in (master_fd, self._control_fd, self._reply_fd):
                 os.close(fd)
-            for fd in (self._stop_read, self._stop_write):
-                os.close(fd)
             self._release_files()
             raise SessionError(f"cannot start session {name!r} in {workdir}: {exc}") from exc
         finally:
@@ -318,8 +325,7 @@ class Session:
                 os.close(fd)
         self.pid: int | None = self._process.pid
         os.set_blocking(master_fd, False)
-        self._reader = threading.Thread(target=self._read_terminal, name=f"session-{name}-reader", daemon=True)
-        self._reader.start()
+        self._reader = _start_reading(self)
 
         with condition:
             condition.wait_for(lambda: self._ready or not self._alive, START_TIMEOUT_SECONDS)
@@ -599,14 +605,14 @@ class Session:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-            self._reader.join(2.0)
-            if self._reader.is_alive():
+            if not self._reading_done.wait(2.0):
                 # Something still holds the terminal: the reaper was killed from outside.
                 _kill_session_members(self._process.pid)
-                self._reader.join(2.0)
-            os.write(self._stop_write, b"x")
-            self._reader.join()
-            for fd in (self._master_fd, self._reply_fd, self._stop_read, self._stop_write):
+                self._reading_done.wait(2.0)
+            _stop_reading(self)
+            if self._exit_waiter is not None:
+                self._exit_waiter.join()
+            for fd in (self._master_fd, self._reply_fd):
                 os.close(fd)
             self._master_fd = -1
             with self._condition:
@@ -655,44 +661,27 @@ class Session:
                 select.select([], [self._master_fd], [], min(remaining, 0.05))
                 time.sleep(0.001)
 
-    def _read_terminal(self) -> None:
-        master_fd = self._master_fd
-        poller = select.poll()
-        poller.register(master_fd, select.POLLIN)
-        poller.register(self._stop_read, select.POLLIN)
-        try:
-            while True:
-                chunks: list[bytes] = []
-                size = 0
-                ended = False
-                while size < READ_BATCH_BYTES:
-                    try:
-                        chunk = os.read(master_fd, READ_CHUNK_BYTES)
-                    except BlockingIOError:
-                        break
-                    except OSError:  # EIO: every process holding the terminal has exited
-                        ended = True
-                        break
-                    if not chunk:
-                        ended = True
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-                if chunks:
-                    self._consume(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                if ended:
-                    break
-                if any(fd == self._stop_read for fd, _ in poller.poll()):
-                    break
-        except BaseException as exc:
-            self._failure = exc
-        finally:
-            exit_code = None
-            if self._failure is None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    exit_code = self._process.wait(5.0)
-            with self._condition:
-                self._mark_shell_gone(exit_code)
+    def _terminal_ended(self) -> None:
+        """Called by the reader: every process holding the terminal has exited."""
+        # The reaper exits right after; its exit code is waited for aside, so that the reader
+        # goes on serving the other sessions.
+        self._exit_waiter = threading.Thread(
+            target=self._await_shell_exit, name=f"session-{self.name}-exit", daemon=True
+        )
+        self._exit_waiter.start()
+
+    def _stop_capturing(self, failure: BaseException) -> None:
+        """Reading this terminal failed: record why and end the session's commands."""
+        self._failure = failure
+        with self._condition:
+            self._mark_shell_gone(None)
+
+    def _await_shell_exit(self) -> None:
+        exit_code = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            exit_code = self._process.wait(5.0)
+        with self._condition:
+            self._mark_shell_gone(exit_code)
 
     def _consume(self, data: bytes) -> None:
         for item in self._scanner.feed(data):
@@ -763,6 +752,165 @@ def _kill_session_members(session_id: int) -> None:
         if int(fields[3]) == session_id:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+class _TerminalReader:
+    """The thread that reads the terminals of every session in the process.
+
+    Each round it waits until terminals have output, then reads them in turn: first those it
+    emptied on their last read (quiet sessions: a command's few lines, a prompt), then those
+    with a backlog, least recently read first. A round reads about ``ROUND_BYTES`` in all, so a
+    quiet session's output waits for a short round at most, however many others print flat out.
+    The thread ends when its last session is removed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held for a whole round: a removed session is never read
+        self._sessions: dict[int, Session] = {}  # by terminal (master) fd
+        self._backlogged: set[int] = set()  # terminals left with output at their last read
+        self._last_read: dict[int, int] = {}  # terminal -> number of the read that served it
+        self._reads = 0
+        self._stopping = False
+        self._failed = False
+        self.stopped = False  # set once, under _reader_lock, by whoever stops the thread
+        self._epoll = select.epoll()
+        self._wake_read, self._wake_write = os.pipe()
+        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._thread = threading.Thread(target=self._run, name="session-reader", daemon=True)
+        self._thread.start()
+
+    def add(self, session: Session) -> bool:
+        """Start reading ``session``'s terminal; False if this reader has stopped working."""
+        with self._lock:
+            if self._failed:
+                return False
+            self._sessions[session._master_fd] = session
+            self._last_read[session._master_fd] = 0
+            # epoll takes a terminal added while the thread waits into that wait.
+            self._epoll.register(session._master_fd, select.EPOLLIN)
+            return True
+
+    def remove(self, session: Session) -> bool:
+        """Stop reading ``session``'s terminal; True if no session is left."""
+        with self._lock:
+            if self._sessions.get(session._master_fd) is session:
+                self._drop(session._master_fd)
+            return not self._sessions
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+        os.write(self._wake_write, b"x")
+        self._thread.join()
+        self._epoll.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _drop(self, fd: int) -> Session:
+        """The caller holds the lock."""
+        session = self._sessions.pop(fd)
+        del self._last_read[fd]
+        self._backlogged.discard(fd)
+        self._epoll.unregister(fd)
+        session._reading_done.set()
+        return session
+
+    def _run(self) -> None:
+        try:
+            while True:
+                events = self._epoll.poll()
+                with self._lock:
+                    if self._stopping:
+                        return
+                    self._read_round([fd for fd, _ in events if fd in self._sessions])
+        except BaseException as exc:  # the sessions can no longer be read: say so in each
+            with self._lock:
+                self._failed = True
+                sessions = [self._drop(fd) for fd in list(self._sessions)]
+            for session in sessions:
+                session._stop_capturing(exc)
+
+    def _read_round(self, ready: list[int]) -> None:
+        ready.sort(key=lambda fd: (fd in self._backlogged, self._last_read[fd]))
+        share = ROUND_BYTES // len(ready) if ready else 0
+        left = ROUND_BYTES
+        for fd in ready:
+            if left <= 0:
+                break
+            self._reads += 1
+            self._last_read[fd] = self._reads
+            left -= self._read_terminal(fd, min(share, left))
+
+    def _read_terminal(self, fd: int, limit: int) -> int:
+        """Move what ``fd`` holds, at least one read and about ``limit`` bytes at most, into its
+        session; return the number of bytes read."""
+        chunks: list[bytes] = []
+        size = 0
+        ended = emptied = False
+        while size < limit:
+            try:
+                chunk = os.read(fd, READ_CHUNK_BYTES)
+            except BlockingIOError:
+                emptied = True
+                break
+            except OSError:  # EIO: every process holding the terminal has exited
+                ended = True
+                break
+            if not chunk:
+                ended = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if emptied or ended:
+            self._backlogged.discard(fd)
+        else:
+            self._backlogged.add(fd)
+        session = self._sessions[fd]
+        try:
+            if chunks:
+                session._consume(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except Exception as exc:
+            self._drop(fd)
+            session._stop_capturing(exc)
+            return size
+        if ended:
+            session._terminal_ended()
+            self._drop(fd)
+        return size
+
+
+_reader_lock = threading.Lock()
+_reader: _TerminalReader | None = None
+
+
+def _start_reading(session: Session) -> _TerminalReader:
+    global _reader
+    with _reader_lock:
+        if _reader is None or not _reader.add(session):
+            _reader = _TerminalReader()
+            _reader.add(session)
+        return _reader
+
+
+def _forget_reader() -> None:
+    global _reader, _reader_lock
+    _reader, _reader_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_reader)  # a forked child has no reader thread
+
+
+def _stop_reading(session: Session) -> None:
+    """Stop reading ``session``'s terminal; the reader thread ends with its last session."""
+    global _reader
+    with _reader_lock:
+        reader = session._reader
+        if not reader.remove(session) or reader.stopped:
+            return
+        reader.stopped = True
+        if _reader is reader:
+            _reader = None
+    reader.stop()
 
 
 class SessionManager:

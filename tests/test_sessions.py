@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -462,6 +463,93 @@ def test_a_session_outlives_the_thread_that_created_it(manager: SessionManager) 
     creator.join()
     session = manager.get("from-thread")
     assert session.run("echo alive", wait=30).output == "alive\n"
+
+
+# -- the one reader of every terminal ---------------------------------------------------
+
+
+def session_threads() -> list[str]:
+    return sorted(thread.name for thread in threading.enumerate() if thread.name.startswith("session-"))
+
+
+def only_lines_of(text: bytes, line: bytes) -> bool:
+    """Whether ``text`` is made of copies of ``line`` (the last one possibly cut short)."""
+    whole, _, rest = text.rpartition(b"\n")
+    return whole.split(b"\n") == [line] * (whole.count(b"\n") + 1) and line.startswith(rest)
+
+
+def test_a_quiet_session_is_served_while_others_print_flat_out(manager: SessionManager) -> None:
+    printers = [manager.create() for _ in range(8)]
+    for number, printer in enumerate(printers):
+        printer.run(f"yes printer-{number}")
+    quiet = manager.create()
+    for number in range(50):
+        result = quiet.run(f"echo {number}", wait=60)
+        assert (result.done, result.exit_code, result.output) == (True, 0, f"{number}\n")
+    for number, printer in enumerate(printers):
+        assert printer.status().busy
+        # Every terminal's output went to its own session, nothing of another's.
+        assert only_lines_of(printer.log_path.read_bytes(), f"printer-{number}".encode())
+
+
+def test_closing_sessions_while_others_print_does_not_disturb_them(manager: SessionManager) -> None:
+    counters = [manager.create() for _ in range(3)]
+    for counter in counters:
+        counter.run("seq 1 300000")
+    for _ in range(3):
+        manager.create().run("yes")
+    for status in manager.list():
+        if status.command == "yes":
+            manager.close(status.name)
+    expected = "".join(f"{n}\n" for n in range(1, 300001)).encode()
+    for counter in counters:
+        assert counter.wait(120) and counter.result().exit_code == 0
+        assert counter.log_path.read_bytes() == expected
+
+
+def test_sessions_come_and_go_from_many_threads(manager: SessionManager) -> None:
+    manager.create("printer").run("yes")
+
+    def create_use_and_close(number: int) -> str:
+        session = manager.create(f"churn-{number}")
+        output = session.run(f"echo {number}", wait=60).output
+        manager.close(session.name)
+        return output
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outputs = list(pool.map(create_use_and_close, range(12)))
+    assert outputs == [f"{number}\n" for number in range(12)]
+    assert manager.get("printer").status().busy
+
+
+def test_closing_the_last_session_ends_the_reader_thread(tmp_path: Path, workdir: Path) -> None:
+    assert session_threads() == []  # a session of an earlier test was left open
+    with SessionManager(workdir, tmp_path / "logs") as manager:
+        first, second = manager.create(), manager.create()
+        assert session_threads() == ["session-reader"]  # one thread reads every terminal
+        assert first.run("exit 4", wait=30).exit_code == 4
+        manager.close(first.name)
+        assert second.run("echo still read", wait=30).output == "still read\n"
+    assert session_threads() == []
+    with SessionManager(workdir, tmp_path / "logs") as manager:  # and starts again when needed
+        assert manager.create().run("echo again", wait=30).output == "again\n"
+    assert session_threads() == []
+
+
+def test_a_session_whose_output_cannot_be_kept_stops_alone(manager: SessionManager) -> None:
+    broken, healthy = manager.create(), manager.create()
+
+    def disk_full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    broken._buffer.append = disk_full  # type: ignore[method-assign]
+    result = broken.run("echo lost", wait=30)
+    assert (result.done, result.exit_code) == (True, None)
+    with pytest.raises(SessionError, match=r"stopped capturing output \(\[Errno 28\] No space left"):
+        broken.run("true")
+    assert healthy.run("echo fine", wait=30).output == "fine\n"
+    manager.close(broken.name)
+    assert healthy.run("echo still fine", wait=30).output == "still fine\n"
 
 
 # -- the manager -------------------------------------------------------------------------
