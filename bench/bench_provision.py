@@ -206,6 +206,29 @@ def filesystem_type(path: Path) -> str:
     return completed.stdout.strip() or "unknown"
 
 
+def write_report(
+    out: Path, benchmark: str, directory: Path, load: tuple[dict[str, str], dict[str, str]], **fields: Any
+) -> None:
+    """The run's JSON record under bench/results/: the command, the machine and its load, the numbers."""
+    record = {
+        "benchmark": benchmark,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "filesystem": filesystem_type(directory),
+            "load_before": load[0],
+            "load_after": load[1],
+        },
+        **fields,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -242,26 +265,16 @@ def main() -> int:
     for note in notes:
         print(f"note: {note}")
     print(f"load before: {load_before}\nload after:  {load_after}")
-    record = {
-        "benchmark": "provision",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "filesystem": filesystem,
-            "load_before": load_before,
-            "load_after": load_after,
-        },
-        "workspace": {"files_and_symlinks": files, "bytes": size, "read_only": READ_ONLY_PATTERNS},
-        "repeats": args.repeats,
-        "results": results,
-        "notes": notes,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(
+        args.out,
+        "provision",
+        args.dir,
+        (load_before, load_after),
+        workspace={"files_and_symlinks": files, "bytes": size, "read_only": READ_ONLY_PATTERNS},
+        repeats=args.repeats,
+        results=results,
+        notes=notes,
+    )
     return 0
 
 

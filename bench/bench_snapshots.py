@@ -22,9 +22,7 @@ columns differ only by what was left to flush. Before each measured step the mac
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -41,6 +39,7 @@ from bench_provision import (
     machine_load,
     settle,
     tree_size,
+    write_report,
 )
 
 from pytest_innovator.snapshots.store import SnapshotStore
@@ -203,27 +202,17 @@ def main() -> int:
     print()
     print_table(summary)
     print(f"load before: {load_before}\nload after:  {load_after}")
-    report = {
-        "benchmark": "snapshots",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "filesystem": filesystem,
-            "load_before": load_before,
-            "load_after": load_after,
-        },
-        "workspace": {"files_and_symlinks": files, "bytes": size},
-        "change": {"files": args.change_files, "bytes": args.change_bytes},
-        "repeats": args.repeats,
-        "results": results,
-        "summary": summary,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(
+        args.out,
+        "snapshots",
+        args.dir,
+        (load_before, load_after),
+        workspace={"files_and_symlinks": files, "bytes": size},
+        change={"files": args.change_files, "bytes": args.change_bytes},
+        repeats=args.repeats,
+        results=results,
+        summary=summary,
+    )
     return 0
 
 

@@ -139,6 +139,18 @@ def snapshot(item_dir: str) -> int:
     return 0
 
 
+def copy_workspace(item_dir: str, dest: str) -> int:
+    from .workspace import WorkspaceError, copy_final_workspace
+
+    try:
+        copy_final_workspace(Path(item_dir), Path(dest))
+    except (WorkspaceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"the final workspace of {item_dir} is in {dest}")
+    return 0
+
+
 def slurm_tx(gpus: list[int], srun_args: str, directory: Path | None, python: str) -> int:
     import shlex
 
@@ -235,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--ssl-certfile", metavar="F", help="serve HTTPS with this certificate (with --ssl-keyfile)")
     serve.add_argument("--ssl-keyfile", metavar="F")
+    final = commands.add_parser(
+        "workspace", help="copy an item's workspace as it ended (an overlay's layers combined) into DEST"
+    )
+    final.add_argument("item_dir", metavar="ITEM_DIR", help="<results>/runs/<run id>/<task id>")
+    final.add_argument("dest", metavar="DEST", help="a directory that does not exist yet")
     snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")
     snap.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
     slurm = commands.add_parser(
@@ -263,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate(args.paths)
     if args.command == "snapshot":
         return snapshot(args.item_dir)
+    if args.command == "workspace":
+        return copy_workspace(args.item_dir, args.dest)
     if args.command == "slurm-tx":
         return slurm_tx(args.gpus, args.srun_args, args.directory, args.python)
     if args.command == "leaderboard":

@@ -336,7 +336,9 @@ class ResearchEnv:
             raise WorkspaceError(
                 f"the {self.workspace.backend} backend's workspace is not on this host: snapshots need its files here"
             )
-        info = store.take(self.workspace.host_root, self.snapshot_state(), step=self.ledger.steps)
+        overlay = self.workspace.overlay  # then its upper layer is all the item changed
+        source = overlay.upper if overlay else self.workspace.host_root
+        info = store.take(source, self.snapshot_state(), step=self.ledger.steps, layer=overlay is not None)
         if self.snapshot_policy:
             store.prune(keep_last=self.snapshot_policy.keep_last)
         self._last_snapshot = (self.ledger.steps, self.working_time_s)
@@ -575,6 +577,7 @@ class ResearchEnv:
             monitor_flags=len(self.ledger.monitor),
             backend=self.workspace.backend,
             task_version=self.task.spec.version,
+            workspace_provisioning=self.workspace.provisioning,
             agent_properties=dict(agent_properties or {}),
         )
         write_json_atomic(RunDir(self.run_dir).result, self._result.to_json())

@@ -50,8 +50,10 @@ class ProvisionReport:
     reflinked: int
     linked: int
     copied: int
-    linked_paths: tuple[str, ...]  # shared by hard link: the backend must mount these read-only
+    linked_paths: tuple[str, ...]  # shared with the task (hard link, lower layer): mounted read-only
     seconds: float
+    strategy: str = "copy"  # "copy" (cloned or linked where it could), "overlay", "snapshot", "dataset"
+    note: str = ""  # why an overlay was not used, where one was asked for
 
 
 NOTHING_PROVISIONED = ProvisionReport(files=0, bytes=0, reflinked=0, linked=0, copied=0, linked_paths=(), seconds=0.0)

@@ -49,6 +49,7 @@ class EpisodeResult:
     monitor_flags: int
     backend: str
     task_version: str
+    workspace_provisioning: str  # "overlay", "copy", "snapshot", "dataset" or "host" (workspace.py)
     agent_properties: dict[str, Any] = field(default_factory=dict)  # e.g. model, tokens_in, cost_usd
 
     def flat(self) -> dict[str, Any]:

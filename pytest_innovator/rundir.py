@@ -44,6 +44,21 @@ class RunDir:
         return self.path / "environment"
 
     @property
+    def workspace_upper(self) -> Path:
+        """The item's own layer of an overlay workspace (workspace.py): everything it changed."""
+        return self.path / "layers" / "upper"
+
+    @property
+    def workspace_overlay_work(self) -> Path:
+        """The overlay's work directory (the kernel's scratch space, beside the upper layer)."""
+        return self.path / "layers" / "work"
+
+    @property
+    def workspace_lower_record(self) -> Path:
+        """The overlay's lower layers (JSON: {"lower": [paths, topmost first]})."""
+        return self.path / "layers" / "lower.json"
+
+    @property
     def sessions(self) -> Path:
         """Session logs (one ``<name>.log`` each)."""
         return self.path / "sessions"

@@ -16,22 +16,25 @@ allows it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from .datasets import EnvironmentMounts, default_cache_dir, provision_from_dataset
+from .datasets import EnvironmentMounts, dataset_layers, default_cache_dir, provision_from_dataset
 from .errors import InnovatorError
 from .grading import GraderAccess
-from .protected import FileState, ProtectedChange, check_protected, checksum_protected
+from .overlay import Overlay, apply_upper_layer, mount_overlay, overlay_unavailable
+from .protected import FileState, ProtectedChange, check_protected, checksum_protected, matching_paths
 from .provision import NOTHING_PROVISIONED, ProvisionReport, provision, scan_workspace
-from .rundir import RunDir
+from .rundir import RunDir, write_json_atomic
 from .sandbox import Sandbox, python_first
 from .sessions import SessionManager
 from .task import Task
@@ -70,6 +73,8 @@ class Workspace(Protocol):
     host_root: Path | None  # its directory on this host; None where it lives elsewhere (remote)
     sessions: SessionManager
     protects: str  # one line for the session header: what this backend protects
+    provisioning: str  # how the workspace was made: ProvisionReport.strategy, or "host" (remote)
+    overlay: Overlay | None  # the workspace's overlay, when it is one on this host
 
     def read_file(self, path: str) -> bytes: ...
     def write_file(self, path: str, data: bytes) -> None: ...
@@ -84,6 +89,89 @@ class Workspace(Protocol):
     def close(self) -> None: ...
 
 
+def provision_item_workspace(
+    task: Task, run_dir: Path, *, shared: bool, cache_dir: Path | None = None
+) -> tuple[ProvisionReport, Overlay | None, EnvironmentMounts]:
+    """Make ``run_dir/workspace`` for an item: how it was made, its overlay, its environment's.
+
+    With ``shared`` (a backend that mounts the task's read-only files read-only) the task's starter
+    files (a dataset task's: its parts and its environment, from the cache) are the read-only
+    lower layers of an overlay whose upper layer (``RunDir.workspace_upper``) is all the item
+    writes: one mount, whatever their size. Where no overlay can be mounted, or without
+    ``shared``, they are copied (provision.py, datasets.py), and the report's note says why. A
+    resume has restored either the workspace itself (then nothing is taken from the task) or the
+    upper layer (then it goes over the lower layers again, mounted or applied to a copy)."""
+    run = RunDir(run_dir)
+    host_root, upper = run.workspace, run.workspace_upper
+    cache_dir = cache_dir or default_cache_dir()
+    dataset = task.spec.dataset is not None
+    restored_layer = upper.is_dir()
+    if host_root.exists() and not restored_layer:  # a resume restored the whole workspace
+        environment = provision_from_dataset(task, host_root, run.environment_layers, cache_dir) if dataset else None
+        return replace(NOTHING_PROVISIONED, strategy="snapshot"), None, environment or EnvironmentMounts([])
+    note = ""
+    if shared:
+        started = time.perf_counter()
+        lower = dataset_layers(task, cache_dir) if dataset else [task.workspace_dir]
+        mounted = overlay_unavailable() or mount_overlay(lower, upper, run.workspace_overlay_work, host_root)
+        if isinstance(mounted, Overlay):
+            write_json_atomic(run.workspace_lower_record, {"lower": [str(layer) for layer in lower]})
+            read_only = sorted(
+                relative
+                for layer in lower
+                for relative in matching_paths(layer, task.spec.read_only)
+                if (layer / relative).is_file() and not (layer / relative).is_symlink()
+            )
+            seconds = time.perf_counter() - started
+            report = replace(NOTHING_PROVISIONED, linked_paths=tuple(read_only), seconds=seconds, strategy="overlay")
+            return report, mounted, EnvironmentMounts([])
+        note = f"no overlay ({mounted})"
+        if host_root.is_dir() and not any(host_root.iterdir()):
+            host_root.rmdir()
+        if not restored_layer:
+            shutil.rmtree(upper.parent, ignore_errors=True)
+    if dataset:
+        environment = provision_from_dataset(task, host_root, run.environment_layers, cache_dir)
+        report = replace(NOTHING_PROVISIONED, strategy="dataset")
+    else:
+        environment = EnvironmentMounts([])
+        report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=shared)
+    if restored_layer:  # the snapshot of an overlay's upper layer, where no overlay is mounted now
+        apply_upper_layer(upper, host_root)
+        shutil.rmtree(upper.parent)
+    return replace(report, note=note), None, environment
+
+
+def copy_final_workspace(item_dir: Path, dest: Path) -> None:
+    """A plain copy of an item's workspace as it was last: for an overlay workspace (unmounted at
+    the item's end, so ``workspace/`` is empty) its lower layers and its upper layer combined."""
+    run = RunDir(item_dir)
+    if not run.workspace_lower_record.is_file():
+        if not run.workspace.is_dir():
+            raise WorkspaceError(f"{item_dir} has no workspace/: give one item's directory, RESULTS/runs/RUN_ID/ITEM")
+        provision(run.workspace, dest)
+        return
+    lower = [Path(layer) for layer in json.loads(run.workspace_lower_record.read_text())["lower"]]
+    if missing := [str(layer) for layer in lower if not layer.is_dir()]:
+        raise WorkspaceError(f"the item's lower layers {', '.join(missing)} are gone: restore the task or the cache")
+    provision(lower[-1], dest)
+    for layer in [*reversed(lower[:-1]), run.workspace_upper]:
+        apply_upper_layer(layer, dest)
+
+
+PROVISIONING = {
+    "overlay": "an overlay over the task's starter files (shared, read-only), only changes written",
+    "copy": "a copy of the task's starter files",
+    "snapshot": "restored from a snapshot",
+    "dataset": "a copy of the dataset's parts",
+}
+
+
+def provisioning_text(strategy: str, note: str) -> str:
+    """The workspace's part of a session header: how it was made and, for a fallback, why."""
+    return f"workspace: {PROVISIONING.get(strategy, strategy)}" + (f" ({note})" if note else "")
+
+
 class LocalWorkspace:
     """A directory on this host; sessions are PTY shells started in it, sandboxed or not."""
 
@@ -95,6 +183,9 @@ class LocalWorkspace:
         self.sandbox = sandbox
         self.linked: frozenset[Path] = frozenset()  # the task's own files, shared read-only
         self.environment = EnvironmentMounts([])  # a dataset's environment mounted inside
+        self.overlay: Overlay | None = None  # the workspace itself, where it is an overlay
+        self.provisioning = "copy"  # how the workspace was made (ProvisionReport.strategy)
+        self.provisioning_note = ""
 
     @property
     def backend(self) -> str:
@@ -106,11 +197,13 @@ class LocalWorkspace:
             network = "network allowed" if self.sandbox.network else "no network"
             return (
                 "sandbox backend (bubblewrap): only the workspace is writable; the grader, the hint, the "
-                f"solution and the results are not visible; own PID namespace; {network}"
+                f"solution and the results are not visible; own PID namespace; {network}; "
+                + provisioning_text(self.provisioning, self.provisioning_note)
             )
         return (
             "local backend: file tools are confined to the workspace and sessions are reaped at close; "
-            "shell commands are NOT sandboxed (they can read the grader and write outside the workspace)"
+            "shell commands are NOT sandboxed (they can read the grader and write outside the workspace); "
+            + provisioning_text(self.provisioning, self.provisioning_note)
         )
 
     @classmethod
@@ -129,18 +222,9 @@ class LocalWorkspace:
         `devices` are the device nodes (the leased GPUs') the sandbox passes through; `cache_dir`
         holds the unpacked environments of datasets (datasets.py)."""
         host_root = RunDir(run_dir).workspace
-        environment = EnvironmentMounts([])
-        # A hard link shares the task's own file, so read-only files are linked only in a sandbox,
-        # which mounts each of them read-only; the local backend copies (or reflinks) them.
-        if task.spec.dataset is not None:
-            environment = provision_from_dataset(
-                task, host_root, RunDir(run_dir).environment_layers, cache_dir or default_cache_dir()
-            )
-            report = NOTHING_PROVISIONED
-        elif host_root.exists():  # restored from a snapshot by a resume: nothing is shared with the task
-            report = NOTHING_PROVISIONED
-        else:
-            report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=bool(hidden))
+        # The task's files are shared (a lower layer, hard links) only in a sandbox, which mounts
+        # the read-only ones read-only; the local backend copies (or reflinks) them.
+        report, overlay, environment = provision_item_workspace(task, run_dir, shared=bool(hidden), cache_dir=cache_dir)
         command_env = command_environment(env)
         log_dir = RunDir(run_dir).sessions
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +244,9 @@ class LocalWorkspace:
         workspace = cls(host_root, sessions, command_env, sandbox)
         workspace.linked = frozenset((host_root / p).resolve() for p in report.linked_paths)
         workspace.environment = environment
+        workspace.overlay = overlay
+        workspace.provisioning = report.strategy
+        workspace.provisioning_note = report.note
         return workspace, report
 
     def resolve(self, path: str) -> Path:
@@ -281,7 +368,14 @@ class LocalWorkspace:
 
     def disk_usage(self) -> int:
         """Bytes the agent's files take, not counting the task's shared read-only files nor what
-        is mounted inside (a dataset's environment: the cache's, shared)."""
+        is mounted inside (a dataset's environment: the cache's, shared). For an overlay: its
+        upper layer, what the item wrote."""
+        if self.overlay is not None:
+            return sum(
+                info.st_blocks * 512
+                for _, info in scan_workspace(self.overlay.upper, unreadable=[])
+                if stat.S_ISREG(info.st_mode)
+            )
         total = 0
         for relative, info in scan_workspace(self.host_root, unreadable=[]):
             if stat.S_ISREG(info.st_mode) and self.host_root / relative not in self.linked:
@@ -299,3 +393,5 @@ class LocalWorkspace:
             self.sessions.close_all()
         finally:
             self.environment.unmount()
+            if self.overlay is not None:
+                self.overlay.unmount()

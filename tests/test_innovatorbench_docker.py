@@ -114,9 +114,9 @@ def test_task_18_runs_in_its_container_at_workspace_and_is_graded_by_the_dataset
     log = (run_dir / "grader" / "eval-2.log").read_text()
     assert "evaluation cannot write data/outputs/pwned: [Errno 30] Read-only file system" in log
     assert "evaluation cannot write conda/pwned: [Errno 30] Read-only file system" in log
-    assert not (run_dir / "workspace" / "data" / "outputs" / "pwned").exists()
-    assert (run_dir / "environment" / "upper" / "conda" / "mine").read_text() == "agent\n"  # the item's own layer
-    assert not (run_dir / "environment" / "upper" / "conda" / "pwned").exists()
+    assert not (run_dir / "layers" / "upper" / "data" / "outputs" / "pwned").exists()
+    assert (run_dir / "layers" / "upper" / "conda" / "mine").read_text() == "agent\n"  # the item's own layer
+    assert not (run_dir / "layers" / "upper" / "conda" / "pwned").exists()
 
     mounts = subprocess.run(["mount"], capture_output=True, text=True, check=True).stdout
     assert [line for line in mounts.splitlines() if "overlay" in line and str(run_dir) in line] == []

@@ -22,6 +22,7 @@ from pytest_innovator.sandbox import bwrap_path
 
 from .scripted_llm import ScriptedLLMServer
 from .test_innovatorbench import make_dataset, no_innovator_variables, run, suite  # noqa: F401 (fixtures)
+from .test_plugin import ended_workspace
 from .test_resume import processes_with, snapshot_after_step, wait_for
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="the sandbox backend needs bubblewrap")
@@ -103,7 +104,7 @@ def test_cpu_only_tasks_get_the_score_their_datasets_evaluation_computes(
     result = run_replay(pytester, [*shell(answer(x, extra)), FINISH], "-k", "task_18 or task_19", *NO_API)
     result.assert_outcomes(passed=2, skipped=0)
     for task, record in records(pytester).items():
-        workspace = Path(record["run_dir"]) / "workspace"
+        workspace = ended_workspace(record["run_dir"], pytester.path / f"ended-{task}")
         expected = evaluation_score(dataset, task, workspace)
         assert expected == (100.0 if extra else 10 + 70 * min((x - 20) / 40, 1) + 20 * max((x - 60) / 40, 0))
         assert record["score_final"] == pytest.approx(expected, abs=0.005), task
@@ -216,8 +217,8 @@ def test_the_evaluation_runs_apart_and_cannot_write_the_workspace(pytester: pyte
     run_replay(pytester, steps, "-k", "task_18", *NO_API).assert_outcomes(passed=1)
     record = records(pytester)["task_18"]
     run_dir = Path(record["run_dir"])
-    assert not (run_dir / "workspace" / "data" / "outputs" / "pwned").exists()
-    assert not (run_dir / "environment" / "upper" / "conda" / "pwned").exists()
+    assert not (run_dir / "layers" / "upper" / "data" / "outputs" / "pwned").exists()
+    assert not (run_dir / "layers" / "upper" / "conda" / "pwned").exists()
     logs = [(run_dir / "grader" / name).read_text() for name in ("eval-1.log", "eval-2.log")]
     for log in logs:
         assert "cannot write the workspace: Read-only file system" in log  # printed by the evaluation's process
@@ -268,8 +269,9 @@ def test_the_environment_is_unpacked_once_and_each_item_writes_its_own_layer(
     for record in map(json.loads, lines):
         run_dir = Path(record["run_dir"])
         assert observations(record)[1].splitlines()[1] == "ENV  bin"  # no other item's "mine"
-        assert (run_dir / "environment" / "upper" / "conda" / "mine").read_text() == "mine\n"
-        assert not os.path.ismount(run_dir / "workspace" / "conda")  # unmounted at the end
+        assert record["workspace_provisioning"] == "overlay"
+        assert (run_dir / "layers" / "upper" / "conda" / "mine").read_text() == "mine\n"  # the item's own layer
+        assert not os.path.ismount(run_dir / "workspace")  # unmounted at the end
     mounts = subprocess.run(["mount"], capture_output=True, text=True).stdout
     assert str(pytester.path) not in mounts
 
@@ -352,8 +354,7 @@ def test_kill_the_harness_then_resume_with_the_environment_mounted_again(
     assert processes_with(marker), "the long command should be running at the kill"
     first.send_signal(signal.SIGKILL)
     first.wait()
-    if os.path.ismount(item / "workspace" / "conda"):  # a killed harness cannot unmount (docs/innovatorbench.md)
-        subprocess.run(["umount", "--lazy", str(item / "workspace" / "conda")], check=True)
+    wait_for(lambda: not os.path.ismount(item / "workspace"))  # its guard unmounts a killed harness's overlay
 
     resumed = subprocess.run(
         [*command, "--innovator-results", "resumed", "--innovator-resume", str(item.parent)],

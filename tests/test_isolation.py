@@ -20,7 +20,7 @@ from pytest_innovator.plugin.options import OPTION_BY_NAME
 from pytest_innovator.sandbox import bwrap_path
 
 from .docker_support import docker_daemon, docker_image  # noqa: F401
-from .test_plugin import add_task, results_log
+from .test_plugin import add_task, ended_workspace, results_log
 
 
 def plugin_offers(backend: str) -> bool:
@@ -125,7 +125,7 @@ def test_host_processes_are_invisible_and_unkillable(pytester: pytest.Pytester, 
         pytester, backend, ["ps -eo args --no-headers > procs.txt", "pkill -9 -f pytest; kill -9 -1; echo still-here"]
     )
     assert record["outcome"] == "failed" and record["final_status"] == "scored"  # the harness lived on
-    processes = Path(record["run_dir"], "workspace", "procs.txt").read_text().splitlines()
+    processes = (ended_workspace(record["run_dir"], pytester.path / "ended") / "procs.txt").read_text().splitlines()
     # Only the sandbox's own processes: its init (bwrap, or docker-init and the session server of a
     # container), the session's reaper and shell, and ps.
     own = {"sandbox": ("bwrap", "bash", "ps"), "docker": ("docker-init", "bash", "ps")}[backend]
@@ -218,8 +218,10 @@ def test_read_only_files_are_shared_but_unwritable(pytester: pytest.Pytester, ba
     )
     [record] = results_log(pytester)
     assert source.read_text() == "reference data\n"
-    linked = Path(record["run_dir"], "workspace", "data", "facts.txt")
-    assert linked.stat().st_ino == source.stat().st_ino  # shared, not copied
+    if record["workspace_provisioning"] == "overlay":  # shared as the lower layer, never copied up
+        assert not Path(record["run_dir"], "layers", "upper", "data", "facts.txt").exists()
+    else:  # shared by hard link
+        assert Path(record["run_dir"], "workspace", "data", "facts.txt").stat().st_ino == source.stat().st_ino
     steps = [json.loads(line) for line in Path(record["run_dir"], "trajectory.jsonl").read_text().splitlines()[1:]]
     assert "Read-only file system" in steps[1]["observation"]
     assert not steps[2]["ok"] and "read-only" in steps[2]["observation"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_innovator.workspace import copy_final_workspace
+
 from .conftest import FIXTURES
 
 pytest_plugins = ["pytester"]
@@ -34,6 +36,13 @@ def add_task(
 def results_log(pytester: pytest.Pytester) -> list[dict]:
     path = pytester.path / ".innovator" / "results.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def ended_workspace(run_dir: Path | str, into: Path) -> Path:
+    """The item's workspace as it ended, copied into ``into`` (an overlay workspace is unmounted
+    at the item's end: its layers are combined, as `pytest-innovator workspace` does)."""
+    copy_final_workspace(Path(run_dir), into)
+    return into
 
 
 def junit_properties(path: Path) -> dict[str, dict[str, str]]:

@@ -29,6 +29,7 @@ import httpx
 from ..archive import extract_tar, tar_stream
 from ..errors import InnovatorError
 from ..grading import GradeOutcome, GraderAccess
+from ..overlay import Overlay
 from ..protected import FileState, ProtectedChange, from_json, to_json
 from ..provision import ProvisionReport
 from ..sandbox import Sandbox
@@ -296,6 +297,8 @@ class RemoteWorkspace:
 
     backend = "remote"
     host_root: Path | None = None  # the files are on the server's host
+    provisioning = "host"  # made there; the server's header says how
+    overlay: Overlay | None = None
 
     def __init__(
         self,

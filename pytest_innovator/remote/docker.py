@@ -47,16 +47,16 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 
 from ..backends import DEFAULT_DOCKER_IMAGE
-from ..datasets import EnvironmentMounts, default_cache_dir, provision_from_dataset
+from ..datasets import EnvironmentMounts
 from ..errors import InnovatorError
 from ..grader_kit import ALONE_IN_CONTAINER
 from ..grading import GraderAccess, grader_environment
 from ..protected import FileState, ProtectedChange
-from ..provision import NOTHING_PROVISIONED, ProvisionReport, provision
+from ..provision import ProvisionReport
 from ..rundir import RunDir
 from ..sandbox import SYSTEM_DIRS, python_paths
 from ..task import Task
-from ..workspace import DirEntry, LocalWorkspace
+from ..workspace import DirEntry, LocalWorkspace, provision_item_workspace, provisioning_text
 from .client import RemoteError, RemoteWorkspace, ServerUnreachable
 
 if TYPE_CHECKING:
@@ -263,6 +263,7 @@ class DockerWorkspace(RemoteWorkspace):
         self.hidden = list(hidden)
         self.pids_limit = pids_limit
         self.environment = environment or EnvironmentMounts([])
+        self.provisioning, self.provisioning_note = "copy", ""  # set by create_docker_workspace
         transport = httpx.HTTPTransport(uds=str(socket_dir / "server.sock"))
         super().__init__("http://container", token, transport=transport, alive_check=self._check_alive)
         # Host-side file operations, confined to the workspace as the local backend confines them.
@@ -278,7 +279,7 @@ class DockerWorkspace(RemoteWorkspace):
             f"docker backend (image {self.image}): only the workspace is writable; the grader, the hint, the "
             "solution and the results are not in the container; own PID namespace; limits "
             f"cpus={resources.cpus:g}, memory={resources.memory // (1 << 20)} MiB, pids={self.pids_limit}; "
-            f"{network}"
+            f"{network}; {provisioning_text(self.provisioning, self.provisioning_note)}"
         )
 
     def _check_alive(self) -> None:
@@ -407,6 +408,8 @@ class DockerWorkspace(RemoteWorkspace):
                     container.remove(force=True)  # a grader's may be going already (--rm)
             shutil.rmtree(self.socket_dir, ignore_errors=True)
             self.environment.unmount()
+            if self.overlay is not None:
+                self.overlay.unmount()
 
 
 def create_docker_workspace(
@@ -437,13 +440,8 @@ def create_docker_workspace(
             "scripts/docker-test-image.sh, or name another with --innovator-docker-image"
         ) from None
     host_root = RunDir(run_dir).workspace
-    environment = EnvironmentMounts([])
-    if task.spec.dataset is not None:
-        layers = RunDir(run_dir).environment_layers
-        environment = provision_from_dataset(task, host_root, layers, cache_dir or default_cache_dir())
-        report = NOTHING_PROVISIONED
-    else:
-        report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=True)
+    report, overlay, environment = provision_item_workspace(task, run_dir, shared=True, cache_dir=cache_dir)
+    mounts = [environment, *([overlay] if overlay else [])]  # unmounted in this order
     log_dir = run_dir / "sessions"
     log_dir.mkdir(parents=True, exist_ok=True)
     # A unix socket's path holds at most 107 bytes, so the socket lives in a short directory.
@@ -470,7 +468,8 @@ def create_docker_workspace(
         container = client.containers.run(name=label, detach=True, **options)
     except docker.errors.DockerException as exc:
         shutil.rmtree(socket_dir, ignore_errors=True)
-        environment.unmount()
+        for mount in mounts:
+            mount.unmount()
         raise DockerBackendError(f"cannot start a container of {image!r} for task {task.id}: {exc}") from None
     try:
         _wait_for_server(container, socket_dir / "server.sock", token, start_timeout)
@@ -490,10 +489,13 @@ def create_docker_workspace(
             pids_limit=pids_limit,
             environment=environment,
         )
+        workspace.overlay = overlay
+        workspace.provisioning, workspace.provisioning_note = report.strategy, report.note
     except BaseException:
         container.remove(force=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
-        environment.unmount()
+        for mount in mounts:
+            mount.unmount()
         raise
     return workspace, report
 

@@ -30,6 +30,7 @@ TEXT_PROPERTIES = {
     "final_message",
     "backend",
     "task_version",
+    "workspace_provisioning",
     "model",
     "nodeid",
     "run_id",

@@ -119,7 +119,10 @@ def merged_ledger(point: ResumePoint) -> EvalLedger:
 
 def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
     """Fill a new item run directory from the resume point; returns what ResearchEnv(resumed=...) takes."""
-    SnapshotStore(RunDir(point.item_dir).snapshots).restore(point.snapshot, RunDir(run_dir).workspace)
+    store = SnapshotStore(RunDir(point.item_dir).snapshots)
+    layer = next(info.layer for info in store.list() if info.name == point.snapshot)
+    # An overlay's upper layer goes back under the item's layers; workspace.py mounts it again.
+    store.restore(point.snapshot, RunDir(run_dir).workspace_upper if layer else RunDir(run_dir).workspace)
     merged_ledger(point).save(RunDir(run_dir).ledger)
     with open(RunDir(point.item_dir).trajectory, "rb") as source, open(RunDir(run_dir).trajectory, "wb") as dest:
         dest.write(source.read(point.state["trajectory_bytes"]))

@@ -69,6 +69,13 @@ copied: never hard-linked, so the restored workspace can be written without touc
 Modes, mtimes and symlinks are kept; ownership is not recorded; paths that were hard links to
 one another come back as separate files; fifos and sockets are listed in the manifest as
 ``other`` and not recreated.
+
+Overlay workspaces. Where an item's workspace is an overlay (overlay.py), its snapshots take the
+upper layer only (``take(..., layer=True)``): they read what the item changed, never the task's
+starter files below it. A file the item deleted is a whiteout there (kind ``whiteout``), a
+directory it replaced is ``opaque``; a restore recreates both, so the overlay mounted over the
+restored layer shows the deleted file deleted and the replaced directory without the lower one's
+contents.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..overlay import is_opaque, is_whiteout, make_opaque, make_whiteout
 from ..protected import HASH_CHUNK_BYTES, sha256_of
 from ..provision import (
     FICLONE,
@@ -126,6 +134,7 @@ MANIFEST_FIELDS = (
     "ctime_ns",
     "ino",
     "changing",
+    "opaque",
 )
 
 
@@ -153,6 +162,7 @@ class SnapshotInfo:
     # Not captured as they are now: files still being written or unreadable (kept at their
     # previous version, or absent), and directories that could not be listed (restored empty).
     changing: tuple[str, ...] = field(default=())
+    layer: bool = False  # the upper layer of an overlay workspace, not the whole workspace
 
 
 class SnapshotStore:
@@ -168,8 +178,13 @@ class SnapshotStore:
 
     # --- taking -------------------------------------------------------------------------------
 
-    def take(self, workspace: Path, state: dict[str, Any], *, step: int, name: str | None = None) -> SnapshotInfo:
-        """Snapshot ``workspace`` with ``state`` (builtin types only), stored as ``state.json``."""
+    def take(
+        self, workspace: Path, state: dict[str, Any], *, step: int, name: str | None = None, layer: bool = False
+    ) -> SnapshotInfo:
+        """Snapshot ``workspace`` with ``state`` (builtin types only), stored as ``state.json``.
+
+        With ``layer``, ``workspace`` is an overlay's upper layer (overlay.py): its whiteouts and
+        opaque directories are recorded, and a restore recreates them."""
         started = time.perf_counter()
         created_at = time.time()
         workspace = Path(workspace)
@@ -191,6 +206,7 @@ class SnapshotStore:
                 "schema": SNAPSHOT_SCHEMA,
                 "name": name,
                 "workspace": str(workspace),
+                "layer": layer,
                 "fields": MANIFEST_FIELDS,
             }
             lines = []
@@ -215,6 +231,7 @@ class SnapshotStore:
                 bytes_added=capture.bytes_added + len(manifest_text.encode()) + len(state_text),
                 seconds=time.perf_counter() - started,
                 changing=tuple(capture.changing),
+                layer=layer,
             )
             info_text = json.dumps({**asdict(info), "sequence": sequence}, indent=1)
             (building / "info.json").write_text(info_text, encoding="utf-8")
@@ -340,7 +357,11 @@ class SnapshotStore:
                 if kind == "dir":
                     if entry["path"] != ".":
                         os.mkdir(path, 0o700)
+                    if entry.get("opaque"):
+                        make_opaque(path)
                     directories.append((path, entry))
+                elif kind == "whiteout":
+                    _restore_whiteout(name, entry["path"], path)
                 elif kind == "symlink":
                     os.symlink(entry["target"], path)
                     mtime = entry["mtime_ns"]
@@ -671,13 +692,25 @@ def _entry_without_contents(root: Path, relative: str, info: os.stat_result) -> 
         "size": info.st_size,
     }
     if stat.S_ISDIR(info.st_mode):
-        return {**entry, "kind": "dir"}
+        return {**entry, "kind": "dir", **({"opaque": True} if is_opaque(os.path.join(root, relative)) else {})}
+    if is_whiteout(info):
+        return {**entry, "kind": "whiteout"}
     if stat.S_ISLNK(info.st_mode):
         try:
             return {**entry, "kind": "symlink", "target": os.readlink(os.path.join(root, relative))}
         except (FileNotFoundError, OSError):
             return None  # gone, or no longer a symlink, since the scan
     return {**entry, "kind": "other"}
+
+
+def _restore_whiteout(name: str, relative: str, path: str) -> None:
+    try:
+        make_whiteout(path)
+    except PermissionError:
+        raise ValueError(
+            f"snapshot {name!r} is an overlay's upper layer in which {relative} was deleted; recreating "
+            "that deletion (a whiteout device) needs root: restore it as root"
+        ) from None
 
 
 def _manifest_line(entry: dict[str, Any]) -> str:
@@ -704,6 +737,7 @@ def _info_from_record(record: dict[str, Any]) -> SnapshotInfo:
         bytes_added=record["bytes_added"],
         seconds=record["seconds"],
         changing=tuple(record.get("changing", ())),
+        layer=record.get("layer", False),
     )
 
 
@@ -781,11 +815,13 @@ def take_on_demand(run_dir: Path) -> SnapshotInfo:
 
     Safe while the item runs: the store's lock orders it with the item's own snapshots."""
     run_dir = Path(run_dir)
-    workspace = RunDir(run_dir).workspace
+    workspace, upper = RunDir(run_dir).workspace, RunDir(run_dir).workspace_upper
     if not workspace.is_dir():
         raise ValueError(
             f"{run_dir} has no workspace/ directory; give one item's run directory, e.g. RESULTS/runs/RUN_ID/ITEM"
         )
     state = run_dir_state(run_dir)
     step = state["trajectory"]["last_step"] or (state["ledger"] or {}).get("steps", 0)
+    if upper.is_dir():  # an overlay workspace: its layer is everything the item changed
+        return SnapshotStore(RunDir(run_dir).snapshots).take(upper, state, step=step, layer=True)
     return SnapshotStore(RunDir(run_dir).snapshots).take(workspace, state, step=step)
