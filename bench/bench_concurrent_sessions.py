@@ -15,6 +15,7 @@ import argparse
 import shlex
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def main() -> int:
             printed = sum(s.status().output_end - b for s, b in zip(printers, ends_before))
             harness_cpu = cpu_seconds() - cpu_before
             rss = peak_rss_mib()
+            threads = threading.active_count()
             alive = all(s.status().busy for s in printers)
 
     rows = [
@@ -74,6 +76,7 @@ def main() -> int:
         ("output printed meanwhile", f"{printed / 1e6:.1f} MB in {elapsed:.1f} s"),
         ("harness CPU meanwhile", f"{harness_cpu:.2f} s ({harness_cpu / elapsed:.0%} of one core)"),
         ("harness peak RSS", f"{rss:.1f} MiB"),
+        ("harness threads meanwhile", str(threads)),
         ("printers still running at the end", str(alive)),
     ]
     numbers = {
@@ -85,6 +88,7 @@ def main() -> int:
         "seconds": elapsed,
         "harness_cpu_seconds": harness_cpu,
         "peak_rss_mib": rss,
+        "threads": threads,
     }
     report_and_save(f"concurrent sessions benchmark: {args.runs} round trips", rows, "concurrent_sessions", numbers)
     return 0 if alive else 1

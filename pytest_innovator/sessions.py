@@ -831,8 +831,10 @@ class _TerminalReader:
                 session._stop_capturing(exc)
 
     def _read_round(self, ready: list[int]) -> None:
+        if not ready:
+            return
         ready.sort(key=lambda fd: (fd in self._backlogged, self._last_read[fd]))
-        share = ROUND_BYTES // len(ready) if ready else 0
+        share = max(1, ROUND_BYTES // len(ready))
         left = ROUND_BYTES
         for fd in ready:
             if left <= 0:
