@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .archive import ArchiveError, extract_tar
 from .errors import InnovatorError
-from .overlay import Overlay, mount_overlay, overlay_unavailable
+from .mounts import Overlay, mount_overlay, overlay_unavailable
 from .provision import provision, scan_workspace
 from .task import Task
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from .gpu_monitor import GpuMemoryMonitor
 from .grading import grade_workspace
 from .ledger import EvalKind, EvalLedger, Evaluation
 from .protected import from_json, to_json
@@ -115,9 +116,11 @@ class ResearchEnv:
         grade_seed: int = 0,
         snapshots: SnapshotPolicy | None = None,
         resumed: dict[str, Any] | None = None,
+        gpu_memory: GpuMemoryMonitor | None = None,
     ):
         self.task = task
         self.workspace = workspace
+        self.gpu_memory = gpu_memory  # the leased GPUs' memory over time, where this host has them
         self.run_dir = run_dir
         self.limits = limits
         self.agent_name = agent_name
@@ -243,6 +246,9 @@ class ResearchEnv:
             return observation
         self.ledger.steps += 1
         observation = self._dispatch(name, arguments)
+        for said in self._limit_events():  # an OOM kill, a refused fork, a full disk, GPU memory
+            observation.output += f"\n[{said}]"
+            self.trajectory.event("limit", step=self.ledger.steps, working_time_s=self.working_time_s, what=said)
         if not self.done and self.ledger.steps >= self.limits.step_limit:
             self.end("step_limit")
             observation.output += f"\n[step limit of {self.limits.step_limit} reached; the final evaluation runs now]"
@@ -253,6 +259,10 @@ class ResearchEnv:
         self._record(name, arguments, observation, started)
         self._maybe_snapshot(force=self._snapshot_due)
         return observation
+
+    def _limit_events(self) -> list[str]:
+        gpu = self.gpu_memory.new_events() if self.gpu_memory else []
+        return self.workspace.limit_events() + gpu
 
     def _dispatch(self, name: str, arguments: dict[str, Any] | str | None) -> Observation:
         tool = self.tools.get(name)
@@ -578,6 +588,8 @@ class ResearchEnv:
             backend=self.workspace.backend,
             task_version=self.task.spec.version,
             workspace_provisioning=self.workspace.provisioning,
+            limits=self.workspace.limits_text
+            + (f"; GPU memory {self.gpu_memory.describe()}" if self.gpu_memory else ""),
             agent_properties=dict(agent_properties or {}),
         )
         write_json_atomic(RunDir(self.run_dir).result, self._result.to_json())

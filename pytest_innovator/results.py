@@ -50,6 +50,7 @@ class EpisodeResult:
     backend: str
     task_version: str
     workspace_provisioning: str  # "overlay", "copy", "snapshot", "dataset" or "host" (workspace.py)
+    limits: str  # what bounded the item's processes (limits.py), "none" on the local backend
     agent_properties: dict[str, Any] = field(default_factory=dict)  # e.g. model, tokens_in, cost_usd
 
     def flat(self) -> dict[str, Any]:

@@ -44,19 +44,29 @@ class RunDir:
         return self.path / "environment"
 
     @property
+    def layers(self) -> Path:
+        """Where an overlay workspace's writable layer lives (workspace.py): a mount point of the
+        item's size-limited filesystem (`layers_image`) while it runs, where there is one."""
+        return self.path / "layers"
+
+    @property
+    def layers_image(self) -> Path:
+        return self.path / "layers.img"
+
+    @property
     def workspace_upper(self) -> Path:
-        """The item's own layer of an overlay workspace (workspace.py): everything it changed."""
-        return self.path / "layers" / "upper"
+        """The item's own layer of an overlay workspace: everything it changed."""
+        return self.layers / "upper"
 
     @property
     def workspace_overlay_work(self) -> Path:
         """The overlay's work directory (the kernel's scratch space, beside the upper layer)."""
-        return self.path / "layers" / "work"
+        return self.layers / "work"
 
     @property
     def workspace_lower_record(self) -> Path:
         """The overlay's lower layers (JSON: {"lower": [paths, topmost first]})."""
-        return self.path / "layers" / "lower.json"
+        return self.path / "layers.json"
 
     @property
     def sessions(self) -> Path:
@@ -89,6 +99,11 @@ class RunDir:
     @property
     def gpu_lease(self) -> Path:
         return self.path / "gpu_lease.json"
+
+    @property
+    def gpu_memory(self) -> Path:
+        """The item's GPU memory over time (gpu_monitor.py)."""
+        return self.path / "gpu_memory.jsonl"
 
     @property
     def resume_record(self) -> Path:

@@ -99,6 +99,7 @@ class Resources(_Strict):
     memory: int = parse_size("2G")
     hosts: int = Field(1, ge=1)
     disk: int = parse_size("1G")
+    processes: int = Field(4096, ge=16)  # processes and threads at once (the sandbox's and docker's limit)
 
     @field_validator("memory", "disk", mode="before")
     @classmethod

@@ -31,7 +31,16 @@ from typing import Protocol
 from .datasets import EnvironmentMounts, dataset_layers, default_cache_dir, provision_from_dataset
 from .errors import InnovatorError
 from .grading import GraderAccess
-from .overlay import Overlay, apply_upper_layer, mount_overlay, overlay_unavailable
+from .limits import Limits, LimitSpec
+from .mounts import (
+    Mount,
+    Overlay,
+    apply_upper_layer,
+    mount_overlay,
+    mount_sized_filesystem,
+    overlay_unavailable,
+    readable_upper,
+)
 from .protected import FileState, ProtectedChange, check_protected, checksum_protected, matching_paths
 from .provision import NOTHING_PROVISIONED, ProvisionReport, provision, scan_workspace
 from .rundir import RunDir, write_json_atomic
@@ -75,6 +84,7 @@ class Workspace(Protocol):
     protects: str  # one line for the session header: what this backend protects
     provisioning: str  # how the workspace was made: ProvisionReport.strategy, or "host" (remote)
     overlay: Overlay | None  # the workspace's overlay, when it is one on this host
+    limits_text: str  # what bounds the item's processes (memory, CPU, processes), for its properties
 
     def read_file(self, path: str) -> bytes: ...
     def write_file(self, path: str, data: bytes) -> None: ...
@@ -84,6 +94,7 @@ class Workspace(Protocol):
     def expose(self, host_path: Path) -> str: ...
     def wrap_grader(self, argv: list[str], scratch: Path, access: GraderAccess = GraderAccess()) -> list[str]: ...
     def disk_usage(self) -> int: ...
+    def limit_events(self) -> list[str]: ...
     def protected_state(self, patterns: Sequence[str]) -> dict[str, FileState]: ...
     def protected_changes(self, before: dict[str, FileState], patterns: Sequence[str]) -> list[ProtectedChange]: ...
     def close(self) -> None: ...
@@ -113,7 +124,7 @@ def provision_item_workspace(
     if shared:
         started = time.perf_counter()
         lower = dataset_layers(task, cache_dir) if dataset else [task.workspace_dir]
-        mounted = overlay_unavailable() or mount_overlay(lower, upper, run.workspace_overlay_work, host_root)
+        mounted = overlay_unavailable() or _mount_overlay_workspace(task, run, lower)
         if isinstance(mounted, Overlay):
             write_json_atomic(run.workspace_lower_record, {"lower": [str(layer) for layer in lower]})
             read_only = sorted(
@@ -123,13 +134,16 @@ def provision_item_workspace(
                 if (layer / relative).is_file() and not (layer / relative).is_symlink()
             )
             seconds = time.perf_counter() - started
-            report = replace(NOTHING_PROVISIONED, linked_paths=tuple(read_only), seconds=seconds, strategy="overlay")
+            note = "" if mounted.upper_filesystem else "the disk limit is only monitored: no filesystem of its size"
+            report = replace(
+                NOTHING_PROVISIONED, linked_paths=tuple(read_only), seconds=seconds, strategy="overlay", note=note
+            )
             return report, mounted, EnvironmentMounts([])
         note = f"no overlay ({mounted})"
         if host_root.is_dir() and not any(host_root.iterdir()):
             host_root.rmdir()
         if not restored_layer:
-            shutil.rmtree(upper.parent, ignore_errors=True)
+            shutil.rmtree(run.layers, ignore_errors=True)
     if dataset:
         environment = provision_from_dataset(task, host_root, run.environment_layers, cache_dir)
         report = replace(NOTHING_PROVISIONED, strategy="dataset")
@@ -138,8 +152,35 @@ def provision_item_workspace(
         report = provision(task.workspace_dir, host_root, read_only=task.spec.read_only, allow_links=shared)
     if restored_layer:  # the snapshot of an overlay's upper layer, where no overlay is mounted now
         apply_upper_layer(upper, host_root)
-        shutil.rmtree(upper.parent)
+        shutil.rmtree(run.layers)
     return replace(report, note=note), None, environment
+
+
+def _mount_overlay_workspace(task: Task, run: RunDir, lower: list[Path]) -> Overlay | str:
+    """The item's overlay workspace, its writable layer on a filesystem of the task's `disk` size
+    where one can be made (a layer a resume restored is moved onto it); or why it failed, with
+    the restored layer left where it was."""
+    restored = run.path / "layers.restored"
+    if run.layers.is_dir():
+        run.layers.rename(restored)
+    disk = mount_sized_filesystem(run.layers_image, run.layers, task.spec.resources.disk)
+    if isinstance(disk, Mount) and restored.is_dir():
+        subprocess.run(["cp", "-a", f"{restored}/.", str(run.layers)], check=True, capture_output=True)
+    elif restored.is_dir():
+        restored.rename(run.layers)
+    mounted = mount_overlay(lower, run.workspace_upper, run.workspace_overlay_work, run.workspace)
+    if isinstance(mounted, str):
+        if isinstance(disk, Mount):
+            disk.unmount()
+            run.layers_image.unlink()
+            if restored.is_dir():
+                run.layers.rmdir()
+                restored.rename(run.layers)
+        return mounted
+    shutil.rmtree(restored, ignore_errors=True)
+    if isinstance(disk, Mount):
+        mounted.upper_filesystem = disk
+    return mounted
 
 
 def copy_final_workspace(item_dir: Path, dest: Path) -> None:
@@ -155,8 +196,10 @@ def copy_final_workspace(item_dir: Path, dest: Path) -> None:
     if missing := [str(layer) for layer in lower if not layer.is_dir()]:
         raise WorkspaceError(f"the item's lower layers {', '.join(missing)} are gone: restore the task or the cache")
     provision(lower[-1], dest)
-    for layer in [*reversed(lower[:-1]), run.workspace_upper]:
+    for layer in reversed(lower[:-1]):
         apply_upper_layer(layer, dest)
+    with readable_upper(run.workspace_upper, run.layers_image) as upper:
+        apply_upper_layer(upper, dest)
 
 
 PROVISIONING = {
@@ -186,6 +229,8 @@ class LocalWorkspace:
         self.overlay: Overlay | None = None  # the workspace itself, where it is an overlay
         self.provisioning = "copy"  # how the workspace was made (ProvisionReport.strategy)
         self.provisioning_note = ""
+        self.limits: Limits | None = None  # the sandbox's cgroups (or rlimits)
+        self._disk_was_full = False
 
     @property
     def backend(self) -> str:
@@ -198,12 +243,13 @@ class LocalWorkspace:
             return (
                 "sandbox backend (bubblewrap): only the workspace is writable; the grader, the hint, the "
                 f"solution and the results are not visible; own PID namespace; {network}; "
+                + (f"{self.limits_text}; " if self.limits else "")
                 + provisioning_text(self.provisioning, self.provisioning_note)
             )
         return (
             "local backend: file tools are confined to the workspace and sessions are reaped at close; "
             "shell commands are NOT sandboxed (they can read the grader and write outside the workspace); "
-            + provisioning_text(self.provisioning, self.provisioning_note)
+            "no resource limits; " + provisioning_text(self.provisioning, self.provisioning_note)
         )
 
     @classmethod
@@ -228,8 +274,10 @@ class LocalWorkspace:
         command_env = command_environment(env)
         log_dir = RunDir(run_dir).sessions
         log_dir.mkdir(parents=True, exist_ok=True)
-        sandbox = None
+        sandbox = limits = None
         if hidden:
+            resources = task.spec.resources
+            limits = Limits(task.id, LimitSpec(resources.memory, resources.cpus, resources.processes))
             sandbox = Sandbox(
                 writable=[host_root],
                 readonly=[log_dir],
@@ -240,8 +288,11 @@ class LocalWorkspace:
                 places={host_root: Path(task.spec.workspace_path)} if task.spec.workspace_path else {},
             )
             sandbox.chdir = sandbox.inside(host_root)
-        sessions = SessionManager(host_root, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
+        sessions = SessionManager(
+            host_root, log_dir, env=command_env, wrap=limits.bound(sandbox.argv) if limits else None
+        )
         workspace = cls(host_root, sessions, command_env, sandbox)
+        workspace.limits = limits
         workspace.linked = frozenset((host_root / p).resolve() for p in report.linked_paths)
         workspace.environment = environment
         workspace.overlay = overlay
@@ -309,8 +360,10 @@ class LocalWorkspace:
     def exec(self, command: str, timeout: float) -> ExecResult:
         try:
             argv = ["bash", "-c", command]
+            if self.sandbox:
+                argv = self.sandbox.argv(argv)
             proc = subprocess.run(
-                self.sandbox.argv(argv) if self.sandbox else argv,
+                self.limits.wrap(argv) if self.limits else argv,
                 cwd=self.host_root,
                 env=self.env,
                 capture_output=True,
@@ -364,7 +417,29 @@ class LocalWorkspace:
             devices=self.sandbox.devices,
             places=self.sandbox.places,
         )
-        return grader_box.argv(argv)
+        return self.limits.wrap_grader(grader_box.argv(argv)) if self.limits else grader_box.argv(argv)
+
+    def limit_events(self) -> list[str]:
+        """What the item's resource limits did since the last call, in plain words."""
+        said = self.limits.new_events() if self.limits else []
+        full = self.overlay is not None and self.overlay.disk_full()
+        if full and not self._disk_was_full:
+            said.append(
+                f"disk full: this item's writable space ({self._disk_text()}, the task's disk) is used up; "
+                "writes fail with 'No space left on device' until files are deleted"
+            )
+        self._disk_was_full = full
+        return said
+
+    def _disk_text(self) -> str:
+        if self.overlay is None or self.overlay.upper_filesystem is None:
+            return "disk only monitored"
+        space = os.statvfs(self.overlay.upper)
+        return f"disk {space.f_blocks * space.f_frsize / 2**30:.3g} GiB"
+
+    @property
+    def limits_text(self) -> str:
+        return f"{self.limits.describe()}, {self._disk_text()}" if self.limits else "none"
 
     def disk_usage(self) -> int:
         """Bytes the agent's files take, not counting the task's shared read-only files nor what
@@ -392,6 +467,8 @@ class LocalWorkspace:
         try:
             self.sessions.close_all()
         finally:
+            if self.limits is not None:
+                self.limits.close()  # whatever the sessions' reapers did not end
             self.environment.unmount()
             if self.overlay is not None:
                 self.overlay.unmount()

@@ -12,6 +12,7 @@ import pytest
 
 from .docker_support import docker_daemon, docker_image  # noqa: F401
 from .test_innovatorbench import make_dataset, no_innovator_variables, run, suite  # noqa: F401
+from .test_plugin import upper_layer
 
 pytest_plugins = ["pytester"]
 
@@ -114,9 +115,10 @@ def test_task_18_runs_in_its_container_at_workspace_and_is_graded_by_the_dataset
     log = (run_dir / "grader" / "eval-2.log").read_text()
     assert "evaluation cannot write data/outputs/pwned: [Errno 30] Read-only file system" in log
     assert "evaluation cannot write conda/pwned: [Errno 30] Read-only file system" in log
-    assert not (run_dir / "layers" / "upper" / "data" / "outputs" / "pwned").exists()
-    assert (run_dir / "layers" / "upper" / "conda" / "mine").read_text() == "agent\n"  # the item's own layer
-    assert not (run_dir / "layers" / "upper" / "conda" / "pwned").exists()
+    with upper_layer(run_dir) as upper:  # the item's own layer
+        assert not (upper / "data" / "outputs" / "pwned").exists()
+        assert (upper / "conda" / "mine").read_text() == "agent\n"
+        assert not (upper / "conda" / "pwned").exists()
 
     mounts = subprocess.run(["mount"], capture_output=True, text=True, check=True).stdout
     assert [line for line in mounts.splitlines() if "overlay" in line and str(run_dir) in line] == []

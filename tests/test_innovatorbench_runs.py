@@ -22,7 +22,7 @@ from pytest_innovator.sandbox import bwrap_path
 
 from .scripted_llm import ScriptedLLMServer
 from .test_innovatorbench import make_dataset, no_innovator_variables, run, suite  # noqa: F401 (fixtures)
-from .test_plugin import ended_workspace
+from .test_plugin import ended_workspace, upper_layer
 from .test_resume import processes_with, snapshot_after_step, wait_for
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="the sandbox backend needs bubblewrap")
@@ -217,8 +217,9 @@ def test_the_evaluation_runs_apart_and_cannot_write_the_workspace(pytester: pyte
     run_replay(pytester, steps, "-k", "task_18", *NO_API).assert_outcomes(passed=1)
     record = records(pytester)["task_18"]
     run_dir = Path(record["run_dir"])
-    assert not (run_dir / "layers" / "upper" / "data" / "outputs" / "pwned").exists()
-    assert not (run_dir / "layers" / "upper" / "conda" / "pwned").exists()
+    with upper_layer(run_dir) as upper:
+        assert not (upper / "data" / "outputs" / "pwned").exists()
+        assert not (upper / "conda" / "pwned").exists()
     logs = [(run_dir / "grader" / name).read_text() for name in ("eval-1.log", "eval-2.log")]
     for log in logs:
         assert "cannot write the workspace: Read-only file system" in log  # printed by the evaluation's process
@@ -270,7 +271,8 @@ def test_the_environment_is_unpacked_once_and_each_item_writes_its_own_layer(
         run_dir = Path(record["run_dir"])
         assert observations(record)[1].splitlines()[1] == "ENV  bin"  # no other item's "mine"
         assert record["workspace_provisioning"] == "overlay"
-        assert (run_dir / "layers" / "upper" / "conda" / "mine").read_text() == "mine\n"  # the item's own layer
+        with upper_layer(run_dir) as upper:  # the item's own layer
+            assert (upper / "conda" / "mine").read_text() == "mine\n"
         assert not os.path.ismount(run_dir / "workspace")  # unmounted at the end
     mounts = subprocess.run(["mount"], capture_output=True, text=True).stdout
     assert str(pytester.path) not in mounts

@@ -20,7 +20,7 @@ from pytest_innovator.plugin.options import OPTION_BY_NAME
 from pytest_innovator.sandbox import bwrap_path
 
 from .docker_support import docker_daemon, docker_image  # noqa: F401
-from .test_plugin import add_task, ended_workspace, results_log
+from .test_plugin import add_task, ended_workspace, results_log, upper_layer
 
 
 def plugin_offers(backend: str) -> bool:
@@ -219,7 +219,8 @@ def test_read_only_files_are_shared_but_unwritable(pytester: pytest.Pytester, ba
     [record] = results_log(pytester)
     assert source.read_text() == "reference data\n"
     if record["workspace_provisioning"] == "overlay":  # shared as the lower layer, never copied up
-        assert not Path(record["run_dir"], "layers", "upper", "data", "facts.txt").exists()
+        with upper_layer(record["run_dir"]) as upper:
+            assert upper.is_dir() and not (upper / "data" / "facts.txt").exists()
     else:  # shared by hard link
         assert Path(record["run_dir"], "workspace", "data", "facts.txt").stat().st_ino == source.stat().st_ino
     steps = [json.loads(line) for line in Path(record["run_dir"], "trajectory.jsonl").read_text().splitlines()[1:]]

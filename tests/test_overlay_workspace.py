@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_innovator.overlay import Overlay, apply_upper_layer, mount_overlay, overlay_unavailable
+from pytest_innovator.mounts import Overlay, apply_upper_layer, mount_overlay, overlay_unavailable
 from pytest_innovator.provision import provision
 from pytest_innovator.snapshots.store import SnapshotStore
 
-from .test_plugin import add_task
+from .test_plugin import add_task, upper_layer
 from .test_resume import the_run
 
 pytestmark = pytest.mark.skipif(overlay_unavailable() is not None, reason=f"no overlay mounts: {overlay_unavailable()}")
@@ -94,7 +94,7 @@ def test_a_harness_killed_with_sigkill_leaves_no_mount(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pytest_innovator.overlay import mount_overlay\n"
+        "from pytest_innovator.mounts import mount_overlay\n"
         f"mount_overlay([Path({str(lower)!r})], Path({str(tmp_path / 'u')!r}), Path({str(tmp_path / 'w')!r}), "
         f"Path({str(tmp_path / 'm')!r}))\n"
         "print('mounted', flush=True)\n"
@@ -148,7 +148,8 @@ def test_an_item_resumed_from_its_layer_sees_its_deletion_and_not_what_came_afte
     item = the_run(root, "first") / "number"
     first = json.loads((item / "result.json").read_text())
     assert first["workspace_provisioning"] == "overlay" and not first["score_final"]
-    assert (item / "layers" / "upper" / "late.txt").is_file()
+    with upper_layer(item) as upper:
+        assert (upper / "late.txt").is_file()
     assert (root / "suite" / "number" / "workspace" / "answer.txt").is_file()  # the task's own file stays
 
     [after_step_2] = [p.name for p in (item / "snapshots").iterdir() if p.name.endswith("-step2")]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from pytest_innovator.mounts import readable_upper
+from pytest_innovator.rundir import RunDir
 from pytest_innovator.workspace import copy_final_workspace
 
 from .conftest import FIXTURES
@@ -43,6 +47,14 @@ def ended_workspace(run_dir: Path | str, into: Path) -> Path:
     at the item's end: its layers are combined, as `pytest-innovator workspace` does)."""
     copy_final_workspace(Path(run_dir), into)
     return into
+
+
+@contextmanager
+def upper_layer(run_dir: Path | str) -> Iterator[Path]:
+    """The item's own layer of its overlay workspace, readable after the item ended."""
+    run = RunDir(Path(run_dir))
+    with readable_upper(run.workspace_upper, run.layers_image) as upper:
+        yield upper
 
 
 def junit_properties(path: Path) -> dict[str, dict[str, str]]:

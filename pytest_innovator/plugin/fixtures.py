@@ -297,10 +297,11 @@ def agent(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def research_env(
-    request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path
+    request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path, gpu_lease: Any
 ) -> Iterator[Any]:
     from ..agents import agent_label
     from ..env import Limits, ResearchEnv, SnapshotPolicy
+    from ..gpu_monitor import GpuMemoryMonitor
 
     settings: Settings = request.config.stash[settings_key]
     spec = innovator_task.spec
@@ -318,6 +319,10 @@ def research_env(
         every_minutes=settings.snapshot_minutes or spec.snapshot_minutes or 30.0,
         keep_last=settings.snapshot_keep,
     )
+    gpu_memory = None  # the leased GPUs are this host's, except with the remote backend
+    if gpu_lease.devices and settings.backend != "remote":
+        record = RunDir(innovator_run_dir).gpu_memory
+        gpu_memory = GpuMemoryMonitor(gpu_lease.devices, spec.resources.gpu_memory, record).start()
     env = ResearchEnv(
         innovator_task,
         workspace,
@@ -326,12 +331,15 @@ def research_env(
         agent_name=agent_name,
         snapshots=snapshots,
         resumed=request.node.stash.get(resumed_key, None),
+        gpu_memory=gpu_memory,
     )
     if restarted_key in request.node.stash:
         env.keep_spent(*request.node.stash[restarted_key])
     try:
         yield env
     finally:
+        if gpu_memory is not None:
+            gpu_memory.close()
         # The body records the result however it ends; a user's own test may not: then the
         # episode ends here, as the test left it.
         if result_key not in request.node.stash:

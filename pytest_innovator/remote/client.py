@@ -29,7 +29,7 @@ import httpx
 from ..archive import extract_tar, tar_stream
 from ..errors import InnovatorError
 from ..grading import GradeOutcome, GraderAccess
-from ..overlay import Overlay
+from ..mounts import Overlay
 from ..protected import FileState, ProtectedChange, from_json, to_json
 from ..provision import ProvisionReport
 from ..sandbox import Sandbox
@@ -299,6 +299,10 @@ class RemoteWorkspace:
     host_root: Path | None = None  # the files are on the server's host
     provisioning = "host"  # made there; the server's header says how
     overlay: Overlay | None = None
+    limits_text = "host"  # enforced there; the server's header says what
+
+    def limit_events(self) -> list[str]:
+        return []  # the server's own workspace reports them to nobody yet (docs/workspaces.md)
 
     def __init__(
         self,

@@ -282,6 +282,14 @@ class DockerWorkspace(RemoteWorkspace):
             f"{network}; {provisioning_text(self.provisioning, self.provisioning_note)}"
         )
 
+    @property
+    def limits_text(self) -> str:
+        resources = self.task.spec.resources
+        return (
+            f"limits by docker: memory {resources.memory / 2**30:.3g} GiB without swap, "
+            f"{resources.cpus:g} CPUs, {self.pids_limit} processes"
+        )
+
     def _check_alive(self) -> None:
         import docker
 
@@ -420,7 +428,7 @@ def create_docker_workspace(
     *,
     image: str = DEFAULT_IMAGE,
     hidden: Sequence[Path] = (),
-    pids_limit: int = DEFAULT_PIDS_LIMIT,
+    pids_limit: int | None = None,
     client: docker.DockerClient | None = None,
     start_timeout: float = SERVER_START_TIMEOUT_S,
     cache_dir: Path | None = None,
@@ -428,8 +436,10 @@ def create_docker_workspace(
     """Provision run_dir/workspace and start the item's container; the counterpart of
     LocalWorkspace.create. `hidden` lists host paths the container must not see even where a
     mounted directory holds them (the plugin's hidden_paths); `cache_dir` holds the unpacked
-    environments of datasets (datasets.py)."""
+    environments of datasets (datasets.py). `pids_limit` defaults to the task's `processes`."""
     import docker
+
+    pids_limit = pids_limit or task.spec.resources.processes
 
     client = client or docker_client()
     try:

@@ -31,6 +31,7 @@ TEXT_PROPERTIES = {
     "backend",
     "task_version",
     "workspace_provisioning",
+    "limits",
     "model",
     "nodeid",
     "run_id",

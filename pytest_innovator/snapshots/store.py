@@ -70,7 +70,7 @@ Modes, mtimes and symlinks are kept; ownership is not recorded; paths that were 
 one another come back as separate files; fifos and sockets are listed in the manifest as
 ``other`` and not recreated.
 
-Overlay workspaces. Where an item's workspace is an overlay (overlay.py), its snapshots take the
+Overlay workspaces. Where an item's workspace is an overlay (mounts.py), its snapshots take the
 upper layer only (``take(..., layer=True)``): they read what the item changed, never the task's
 starter files below it. A file the item deleted is a whiteout there (kind ``whiteout``), a
 directory it replaced is ``opaque``; a restore recreates both, so the overlay mounted over the
@@ -97,7 +97,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..overlay import is_opaque, is_whiteout, make_opaque, make_whiteout
+from ..mounts import is_opaque, is_whiteout, make_opaque, make_whiteout, readable_upper
 from ..protected import HASH_CHUNK_BYTES, sha256_of
 from ..provision import (
     FICLONE,
@@ -183,7 +183,7 @@ class SnapshotStore:
     ) -> SnapshotInfo:
         """Snapshot ``workspace`` with ``state`` (builtin types only), stored as ``state.json``.
 
-        With ``layer``, ``workspace`` is an overlay's upper layer (overlay.py): its whiteouts and
+        With ``layer``, ``workspace`` is an overlay's upper layer (mounts.py): its whiteouts and
         opaque directories are recorded, and a restore recreates them."""
         started = time.perf_counter()
         created_at = time.time()
@@ -822,6 +822,7 @@ def take_on_demand(run_dir: Path) -> SnapshotInfo:
         )
     state = run_dir_state(run_dir)
     step = state["trajectory"]["last_step"] or (state["ledger"] or {}).get("steps", 0)
-    if upper.is_dir():  # an overlay workspace: its layer is everything the item changed
-        return SnapshotStore(RunDir(run_dir).snapshots).take(upper, state, step=step, layer=True)
+    if RunDir(run_dir).workspace_lower_record.is_file():  # an overlay: its layer is all the item changed
+        with readable_upper(upper, RunDir(run_dir).layers_image) as readable:
+            return SnapshotStore(RunDir(run_dir).snapshots).take(readable, state, step=step, layer=True)
     return SnapshotStore(RunDir(run_dir).snapshots).take(workspace, state, step=step)

@@ -1,5 +1,6 @@
-"""Overlay mounts: read-only lower layers shared by every item, each item writing only its own upper layer.
+"""The harness's mounts: overlays, and the size-limited filesystem of an item's writable layer.
 
+Overlays: read-only lower layers shared by every item, each item writing only its own upper layer.
 An item's workspace (workspace.py) and a dataset's environment (datasets.py) are overlays where the
 harness may mount them: provisioning then costs one `mount`, whatever the size of the starter
 files, and the item's changes are exactly its upper layer, which is what its snapshots store
@@ -7,6 +8,15 @@ files, and the item's changes are exactly its upper layer, which is what its sna
 (a character device 0/0) and a directory that replaced a lower one as *opaque* (the extended
 attribute ``trusted.overlay.opaque = y``); `apply_upper_layer` gives the same view by copying,
 where no overlay can be mounted.
+
+Size-limited filesystems: the item's upper layer lives on an ext4 filesystem in a sparse image
+file of the task's `disk` size, loop-mounted (`mount_sized_filesystem`), so that writing past the
+limit fails inside the item with ENOSPC while the host's disk, the run directory and the ledger
+are untouched. The image takes on the host only what is written in it (deleted files' blocks are
+given back). ext4's own metadata takes a little of the size: about 7 % at 200 MiB, 2 % at 10 GiB.
+
+Every mount is held by a guard process that unmounts when the harness does, and when the harness
+is killed (kill -9 leaves no mount behind).
 """
 
 from __future__ import annotations
@@ -16,11 +26,14 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+MIN_FREE_BYTES = 64 << 10  # less than this left: the item's disk is full (ext4 keeps a few blocks)
 
 
 # Unmounts its argument when its standard input closes: when the harness unmounts, or dies.
@@ -28,22 +41,55 @@ GUARD = "import subprocess, sys; sys.stdin.buffer.read(); subprocess.run(['umoun
 
 
 @dataclass
-class Overlay:
-    """One mounted overlay: ``merged`` shows ``upper`` over ``lower``; `unmount` may be called twice.
+class Mount:
+    """A mount point held by its guard; `unmount` may be called more than once."""
 
-    A guard process holds the mount's life: it unmounts when the harness does, and when the
-    harness is killed (kill -9 leaves no mount behind)."""
-
-    lower: tuple[Path, ...]
-    upper: Path
-    work: Path
-    merged: Path
+    point: Path
     guard: subprocess.Popen[bytes]
 
     def unmount(self) -> None:
         if self.guard.stdin and not self.guard.stdin.closed:
             self.guard.stdin.close()
             self.guard.wait()
+            if os.path.ismount(self.point):  # the guard was killed before it could
+                unmount(self.point)
+
+
+def guarded(point: Path) -> Mount:
+    """Start the guard of the mount at ``point`` (unmounting it at once if that fails)."""
+    try:
+        guard = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", GUARD, str(point)], stdin=subprocess.PIPE, start_new_session=True
+        )
+    except BaseException:
+        unmount(point)
+        raise
+    return Mount(point, guard)
+
+
+@dataclass
+class Overlay:
+    """One mounted overlay: ``merged`` shows ``upper`` over ``lower``. Where the upper layer has a
+    filesystem of its own (the item's disk limit), it is unmounted after the overlay."""
+
+    lower: tuple[Path, ...]
+    upper: Path
+    work: Path
+    merged: Path
+    mount: Mount
+    upper_filesystem: Mount | None = None
+
+    def unmount(self) -> None:
+        self.mount.unmount()
+        if self.upper_filesystem is not None:
+            self.upper_filesystem.unmount()
+
+    def disk_full(self) -> bool:
+        """True when the upper layer's own filesystem has no block left for the item."""
+        if self.upper_filesystem is None:
+            return False
+        space = os.statvfs(self.upper)
+        return space.f_bavail * space.f_frsize < MIN_FREE_BYTES
 
 
 def overlay_unavailable() -> str | None:
@@ -76,14 +122,50 @@ def mount_overlay(lower: Sequence[Path], upper: Path, work: Path, merged: Path) 
     )
     if mounted.returncode != 0:
         return mounted.stderr.strip() or f"mount exited with {mounted.returncode}"
-    try:
-        guard = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", GUARD, str(merged)], stdin=subprocess.PIPE, start_new_session=True
-        )
-    except BaseException:
-        unmount(merged)
-        raise
-    return Overlay(tuple(lower), upper, work, merged, guard)
+    return Overlay(tuple(lower), upper, work, merged, guarded(merged))
+
+
+@contextmanager
+def readable_upper(upper: Path, image: Path) -> Iterator[Path]:
+    """``upper`` readable for the while: where its filesystem (``image``) is no longer mounted (the
+    item ended), the image is mounted read-only in a temporary place."""
+    if upper.is_dir() or not image.is_file():
+        yield upper
+        return
+    with tempfile.TemporaryDirectory(prefix="pti-layers-") as point:
+        mounted = subprocess.run(["mount", "-o", "loop,ro", str(image), point], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            raise OSError(f"cannot mount {image} to read the item's layer: {mounted.stderr.strip()}")
+        try:
+            yield Path(point) / upper.name
+        finally:
+            unmount(Path(point))
+
+
+def mount_sized_filesystem(image: Path, point: Path, size: int) -> Mount | str:
+    """An empty ext4 filesystem of ``size`` bytes in the sparse file ``image``, loop-mounted at
+    ``point`` (created if absent); the mount, or why it could not be made."""
+    if shutil.which("mkfs.ext4") is None:
+        return "no mkfs.ext4 (install e2fsprogs)"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    with open(image, "wb") as stream:
+        stream.truncate(size)
+    # No reserved blocks (the item gets all of `size`), no journal (a scratch layer), no discard.
+    made = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", str(image)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        image.unlink()
+        return f"mkfs.ext4 failed: {made.stderr.strip()}"
+    point.mkdir(parents=True, exist_ok=True)
+    # discard: a deleted file's blocks are given back to the host (holes punched in the image).
+    mounted = subprocess.run(["mount", "-o", "loop,discard", str(image), str(point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        image.unlink()
+        return mounted.stderr.strip() or f"mount exited with {mounted.returncode}"
+    return guarded(point)
 
 
 def unmount(point: Path) -> None:
