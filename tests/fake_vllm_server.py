@@ -1,4 +1,5 @@
-"""A stand-in for the vLLM server command in tests: a stdlib HTTP server that answers /v1/models.
+"""A stand-in for the vLLM server command in tests: a stdlib HTTP server that answers /v1/models
+and, as vLLM started with a tool-call parser does, /v1/chat/completions with native tool calls.
 
 Takes vLLM's --model/--host/--port (and ignores the rest of vLLM's arguments), plus:
   --record PATH          append one JSON line per start (pid, port, CUDA_VISIBLE_DEVICES, args)
@@ -6,6 +7,10 @@ Takes vLLM's --model/--host/--port (and ignores the rest of vLLM's arguments), p
   --never-ready          log a loading line and never listen
   --exit-code N          log a failure and exit with N before listening
   --spawn-child PATH     start a long-lived child (as vLLM starts its engine) and write its pid to PATH
+  --script PATH          the tool calls to answer with, one JSON object ({"tool", "arguments"}) per
+                         line: a request that offers tools gets the one at the position of its
+                         conversation (its number of assistant messages); after the last, `finish`
+  --requests PATH        append one JSON line per chat request (model, tools offered, tool_choice)
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ def main() -> int:
     parser.add_argument("--never-ready", action="store_true")
     parser.add_argument("--exit-code", type=int, default=None)
     parser.add_argument("--spawn-child", default=None)
+    parser.add_argument("--script", default=None)
+    parser.add_argument("--requests", default=None)
     args, vllm_args = parser.parse_known_args()
     served_name = args.served_model_name or args.model
     print(f"INFO fake vLLM: loading {args.model} (ignoring {vllm_args})", flush=True)
@@ -58,6 +65,7 @@ def main() -> int:
         while True:
             time.sleep(60)
     time.sleep(args.startup_delay)
+    script = [json.loads(line) for line in open(args.script)] if args.script else []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -66,6 +74,43 @@ def main() -> int:
                 return
             body = json.dumps({"object": "list", "data": [{"id": served_name, "object": "model"}]}).encode()
             self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            if self.path != "/v1/chat/completions":
+                self.send_error(404)
+                return
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if request.get("model") != served_name:  # vLLM's answer to a model it does not serve
+                self._reply(404, {"object": "error", "message": f"The model `{request.get('model')}` does not exist."})
+                return
+            tools = [tool["function"]["name"] for tool in request.get("tools") or []]
+            if args.requests:
+                with open(args.requests, "a") as log:
+                    seen = {"model": request["model"], "tools": tools, "tool_choice": request.get("tool_choice")}
+                    log.write(json.dumps(seen) + "\n")
+            message: dict = {"role": "assistant", "content": "Nothing to call."}
+            if tools:
+                turn = sum(1 for m in request["messages"] if m.get("role") == "assistant")
+                call = script[turn] if turn < len(script) else {"tool": "finish", "arguments": {}}
+                function = {"name": call["tool"], "arguments": json.dumps(call["arguments"])}
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": f"call-{time.monotonic_ns()}", "type": "function", "function": function}],
+                }
+            self._reply(200, {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": served_name,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tools else "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+            })  # fmt: skip
+
+        def _reply(self, status: int, payload: dict) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

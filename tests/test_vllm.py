@@ -256,6 +256,42 @@ def test_server_holds_its_gpu_lease_while_it_runs(pytester: pytest.Pytester, tmp
     GpuLeaser(lock_dir, ["0", "1", "2"]).acquire(3, owner="after", timeout=5)
 
 
+def test_the_react_agent_talks_to_the_named_vllm_model(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from .test_plugin import add_task, results_log
+
+    add_task(pytester.path / "suite", "number")
+    script, requests = tmp_path / "script.jsonl", tmp_path / "requests.jsonl"
+    script.write_text(json.dumps({"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}))
+    result = pytester.runpytest_subprocess(
+        "suite", "-n", "2", "-p", "no:cacheprovider", "--innovator-agent", "react",
+        "--innovator-vllm-model", "org/model-7b", "--innovator-vllm-command", FAKE_VLLM_COMMAND,
+        "--innovator-vllm-args", f"--script {script} --requests {requests}",
+        "--innovator-gpus", "", "--innovator-gpu-lock-dir", str(tmp_path / "locks"),
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    [record] = results_log(pytester)
+    assert record["model"] == "org/model-7b" and record["score_final"] == pytest.approx(80)
+    asked = [json.loads(line) for line in requests.read_text().splitlines()]
+    assert asked and {request["model"] for request in asked} == {"org/model-7b"}
+    assert any("write_file" in request["tools"] for request in asked)  # native tool calls
+    lines = Path(record["run_dir"], "trajectory.jsonl").read_text().splitlines()
+    assert {json.loads(line)["model"] for line in lines if json.loads(line).get("event") == "llm_call"} == {
+        "org/model-7b"
+    }
+
+
+def test_a_vllm_model_and_another_endpoint_are_refused_together(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from .test_plugin import add_task
+
+    add_task(pytester.path / "suite", "number")
+    result = pytester.runpytest_subprocess(
+        "suite", "-p", "no:cacheprovider", "--innovator-agent", "react", "--innovator-vllm-model", "org/model-7b",
+        "--innovator-base-url", "http://127.0.0.1:9/v1",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(["*--innovator-vllm-model starts a vLLM server for the agent*give one of them*"])
+    assert result.ret != 0
+
+
 def test_fixture_skips_without_a_model(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

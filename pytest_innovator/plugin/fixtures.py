@@ -266,10 +266,11 @@ EMBEDDED_REPLY_TOKENS = 160
 
 
 def uses_embedded_model(settings: Settings) -> bool:
-    """The react agent with no endpoint and no key configured runs on the embedded model."""
+    """The react agent with no endpoint, no vLLM model and no key configured runs on the embedded model."""
     return (
         settings.agent == "react"
         and not settings.base_url
+        and not settings.vllm_model
         and not settings.model
         and not os.environ.get(settings.api_key_env)
     )
@@ -281,7 +282,15 @@ def agent(request: pytest.FixtureRequest) -> Any:
 
     settings: Settings = request.config.stash[settings_key]
     options = settings.agent_options()
-    if uses_embedded_model(settings):
+    if settings.agent == "react" and settings.vllm_model:
+        if settings.base_url:
+            raise pytest.UsageError(
+                "--innovator-vllm-model starts a vLLM server for the agent; --innovator-base-url points it at "
+                "another endpoint: give one of them"
+            )
+        endpoint = request.getfixturevalue("vllm_server")  # started once per host, shared by its workers
+        options.update(base_url=endpoint.base_url, model=endpoint.model)
+    elif uses_embedded_model(settings):
         endpoint = request.getfixturevalue("embedded_llm_server")
         options.update(
             base_url=endpoint.base_url,
