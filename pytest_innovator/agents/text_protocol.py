@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..llm.tool_calls import describe_tools
+
 # A block still open at the end of the reply counts: a reply cut off at its token cap (or a model
 # that stops before the closing fence) often holds a complete action.
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -43,30 +45,6 @@ NUDGE = (
 class TextAction:
     tool: str
     arguments: dict[str, Any] | str  # a str when it was not an object: the env reports the error
-
-
-def describe_tools(schemas: list[dict[str, Any]]) -> str:
-    """The tools as the model reads them: name, description and JSON-schema parameters."""
-    lines = ["## Tools"]
-    for schema in schemas:
-        function = schema["function"]
-        parameters = function.get("parameters", {}).get("properties", {})
-        required = set(function.get("parameters", {}).get("required", []))
-        arguments = ", ".join(
-            f"{name}{'' if name in required else '?'}: {_type_name(spec)}" for name, spec in parameters.items()
-        )
-        lines.append(f"- {function['name']}({arguments}): {function['description']}")
-        for name, spec in parameters.items():
-            if spec.get("description"):
-                lines.append(f"    {name}: {spec['description']}")
-    return "\n".join(lines)
-
-
-def _type_name(spec: dict[str, Any]) -> str:
-    if "type" in spec:
-        return str(spec["type"])
-    options = [option.get("type", "any") for option in spec.get("anyOf", [])]
-    return " | ".join(options) or "any"
 
 
 def system_section(schemas: list[dict[str, Any]]) -> str:

