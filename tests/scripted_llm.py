@@ -5,6 +5,7 @@ to ``POST /v1/chat/completions``, in order:
 
 ```yaml
 model: scripted-model
+enforces: [tools]                # what the server enforces when the agent probes it (default: tools)
 exchanges:
   - expect:                      # checks on the request; a failed check is recorded, not raised
       tools: true                # the request carries tools (false: it carries none)
@@ -25,6 +26,12 @@ exchanges:
       usage: {prompt_tokens: 100, completion_tokens: 20}   # omitted: no usage in the answer
 ```
 
+The react agent's probes (requests that offer `llm.probe`'s probe tool) are answered outside the
+transcript, as an endpoint that enforces what `enforces` names would answer: ``tools`` (a
+``tool_choice: "required"`` request gets the one call the probe's schema allows; otherwise a
+malformed ``<tool_call>`` text, as vLLM sends) and ``response_format`` (the call's JSON; otherwise
+prose). They are recorded in `probes`, not in `requests`.
+
 It is a stdlib ThreadingHTTPServer: a real socket with nothing to install, one thread per
 connection (so a delayed answer never blocks the retry that follows it), HTTP/1.1 keep-alive as
 the openai client expects. Every request is recorded with its headers and the server's own
@@ -42,6 +49,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
+
+from pytest_innovator.llm.probe import PROBE_ARGUMENTS, PROBE_TOOL_NAME
 
 TRANSCRIPTS = Path(__file__).resolve().parent.parent / "fixtures" / "llm"
 
@@ -101,6 +110,8 @@ class ScriptedLLMServer:
         if not isinstance(transcript, dict):
             transcript = load_transcript(transcript)
         self.model = str(transcript.get("model", "scripted-model"))
+        self.enforces = set(transcript.get("enforces", ["tools"]))
+        self.probes: list[RecordedRequest] = []
         self._script = _Script(list(transcript.get("exchanges", [])))
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -153,6 +164,21 @@ class ScriptedLLMServer:
 
     # --- called by the handler threads -----------------------------------------------------
 
+    def _probe_answer(self, body: dict[str, Any], received_at: float) -> dict[str, Any]:
+        with self._lock:
+            self.probes.append(RecordedRequest(len(self.probes) + 1, None, body, {}, received_at))
+        call = {"name": PROBE_TOOL_NAME, "arguments": PROBE_ARGUMENTS}
+        if body.get("tools"):
+            if "tools" in self.enforces and body.get("tool_choice") == "required":
+                respond: dict[str, Any] = {"tool_calls": [call]}
+            else:
+                respond = {"content": f'<tool_call>\n{{"name": "{PROBE_TOOL_NAME}", "arguments": {{"code": '}
+        elif "response_format" in self.enforces and body.get("response_format"):
+            respond = {"content": json.dumps(call)}
+        else:
+            respond = {"content": "Hello! Nice to meet you."}
+        return completion_body({**respond, "usage": {"prompt_tokens": 50, "completion_tokens": 10}}, self.model, 0)
+
     def _take(
         self, body: dict[str, Any], headers: dict[str, str], received_at: float
     ) -> tuple[RecordedRequest, dict[str, Any] | None]:
@@ -191,6 +217,11 @@ def check_request(expect: dict[str, Any], body: dict[str, Any]) -> list[str]:
     if "last_role" in expect and (messages[-1].get("role") if messages else None) != expect["last_role"]:
         problems.append(f"the last message's role is not {expect['last_role']!r}")
     return problems
+
+
+def is_probe(body: dict[str, Any]) -> bool:
+    offered = [(tool.get("function") or {}).get("name") for tool in body.get("tools") or []]
+    return PROBE_TOOL_NAME in offered or PROBE_TOOL_NAME in json.dumps(body.get("response_format") or {})
 
 
 def completion_body(respond: dict[str, Any], model: str, number: int) -> dict[str, Any]:
@@ -265,6 +296,9 @@ def _make_handler(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                 return
             body = json.loads(raw or b"{}")
+            if is_probe(body):
+                self._send_json(200, server._probe_answer(body, received_at))
+                return
             request, exchange = server._take(body, dict(self.headers.items()), received_at)
             if exchange is None:
                 self._send_json(

@@ -13,11 +13,12 @@ import pytest
 
 from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.agents.context import SNAPSHOT_MARKER, Context, EpisodeFacts, parse_summary
-from pytest_innovator.agents.react import RESUMED_NOTE, ReactAgent, ReactConfig, read_requests
+from pytest_innovator.agents.react import DEFAULT_REPLY_TOKENS, RESUMED_NOTE, ReactAgent, ReactConfig, read_requests
 from pytest_innovator.agents.text_protocol import NUDGE, TextAction, parse_action
 from pytest_innovator.env import ResearchEnv
 from pytest_innovator.ledger import EvalLedger
-from pytest_innovator.llm.client import Price, RetryPolicy, load_price_table, price_for
+from pytest_innovator.llm.client import LLMClient, Price, RetryPolicy, load_price_table, price_for
+from pytest_innovator.llm.probe import PROBE_TOOL_NAME
 from pytest_innovator.results import EpisodeResult
 from pytest_innovator.trajectory import read_trajectory
 
@@ -30,13 +31,14 @@ pytest_plugins = ["pytester"]
 
 PRICES = FIXTURES / "llm" / "prices.toml"
 FAST = {"llm_backoff": 0.01, "llm_retries": 3}
+NATIVE = ("--innovator-tool-protocol", "native")
 
 
 @pytest.fixture
-def scripted() -> Iterator[Callable[[str], ScriptedLLMServer]]:
+def scripted() -> Iterator[Callable[[str | dict[str, Any]], ScriptedLLMServer]]:
     servers: list[ScriptedLLMServer] = []
 
-    def start(transcript: str) -> ScriptedLLMServer:
+    def start(transcript: str | dict[str, Any]) -> ScriptedLLMServer:
         servers.append(ScriptedLLMServer(transcript).start())
         return servers[-1]
 
@@ -55,18 +57,27 @@ class Episode:
 
 @pytest.fixture
 def episode(
-    scripted: Callable[[str], ScriptedLLMServer], number_task_dir: Path, tmp_path: Path
+    scripted: Callable[[str | dict[str, Any]], ScriptedLLMServer], number_task_dir: Path, tmp_path: Path
 ) -> Iterator[Callable[..., Episode]]:
-    """Run the react agent on the number task against a transcript."""
+    """Run the react agent on the number task against a transcript (native tool calls unless
+    `tool_protocol` says otherwise: the transcripts script the loop, the probe is tested apart)."""
     envs: list[ResearchEnv] = []
 
-    def run(transcript: str, **options: Any) -> Episode:
+    def run(transcript: str | dict[str, Any], **options: Any) -> Episode:
         server = scripted(transcript)
-        env = make_env(number_task_dir, tmp_path / f"run-{len(envs)}-{transcript}")  # one dir per episode
+        name = transcript if isinstance(transcript, str) else "inline"
+        env = make_env(number_task_dir, tmp_path / f"run-{len(envs)}-{name}")  # one dir per episode
         envs.append(env)
         agent = load_agent(
             "react",
-            {"base_url": server.base_url, "model": "scripted-model", "price_table": str(PRICES), **FAST, **options},
+            {
+                "base_url": server.base_url,
+                "model": "scripted-model",
+                "price_table": str(PRICES),
+                "tool_protocol": "native",
+                **FAST,
+                **options,
+            },
         )
         assert isinstance(agent, ReactAgent)
         return Episode(run_episode(agent, env), env, server, agent)
@@ -95,7 +106,10 @@ def test_full_episode_scores_80_and_records_every_call(episode: Callable[..., An
     assert [s["tool"] for s in steps(e.env)] == ["read_file", "write_file", "evaluate", "finish"]
     assert e.result.agent_properties == {
         "model": "scripted-model",
+        "tool_protocol": "native",
         "llm_calls": 3,
+        "replies": 3,
+        "action_replies": 3,
         "tokens_in": 3900,
         "tokens_out": 90,
         "cost_usd": pytest.approx((3900 * 2 + 90 * 10) / 1e6),
@@ -219,22 +233,113 @@ def test_text_protocol_by_option(episode: Callable[..., Any]) -> None:
 def test_reply_tokens_caps_every_request(episode: Callable[..., Any]) -> None:
     capped = episode("number_success", reply_tokens=160)
     assert [r.body.get("max_tokens") for r in capped.server.requests] == [160, 160, 160]
-    uncapped = episode("number_success")
-    assert all("max_tokens" not in r.body for r in uncapped.server.requests)
+    default = episode("number_success")
+    assert [r.body.get("max_tokens") for r in default.server.requests] == [DEFAULT_REPLY_TOKENS] * 3
+    assert all(r.body["tool_choice"] == "required" for r in default.server.requests)
 
 
 def test_text_protocol_is_detected_when_the_server_rejects_tools(episode: Callable[..., Any]) -> None:
-    e = episode("tools_rejected")
+    e = episode("tools_rejected", tool_protocol="auto")
     e.server.assert_transcript_done()
     assert (e.result.end_reason, e.result.score_final) == ("finished", 80.0)
-    [switch] = events(e.env, "tool_protocol")
-    assert switch["protocol"] == "text" and "enable-auto-tool-choice" in switch["reason"]
+    probed, switch = events(e.env, "tool_protocol")  # the probe was answered, the real request refused
+    assert probed["protocol"] == "native" and switch["protocol"] == "text"
+    assert "enable-auto-tool-choice" in switch["reason"]
 
 
 def test_native_protocol_does_not_switch(episode: Callable[..., Any]) -> None:
     e = episode("tools_rejected", tool_protocol="native")
     assert e.result.end_reason == "agent_error" and len(e.server.requests) == 1
     assert "rejected native tool calls" in events(e.env, "llm_error")[0]["error"]
+
+
+WRITE = {"name": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}
+FINISH = {"name": "finish", "arguments": {}}
+REPLIES_BY_PROTOCOL = {
+    "native": [{"tool_calls": [WRITE]}, {"tool_calls": [FINISH]}],
+    "json_schema": [{"content": json.dumps(WRITE)}, {"content": json.dumps(FINISH)}],
+    "text": [
+        {"content": f"```json\n{json.dumps({'tool': c['name'], 'arguments': c['arguments']})}\n```"}
+        for c in (WRITE, FINISH)
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("enforces", "protocol", "probes"),
+    [
+        (["tools", "response_format"], "native", 1),
+        (["tools"], "native", 1),
+        (["response_format"], "json_schema", 2),
+        ([], "text", 2),
+    ],
+)
+def test_the_protocol_is_what_the_endpoint_enforces(
+    episode: Callable[..., Episode], enforces: list[str], protocol: str, probes: int
+) -> None:
+    transcript = {
+        "model": "scripted-model",
+        "enforces": enforces,
+        "exchanges": [{"respond": reply} for reply in REPLIES_BY_PROTOCOL[protocol]],
+    }
+    e = episode(transcript, tool_protocol="auto")
+    e.server.assert_transcript_done()
+    assert (e.result.end_reason, e.result.score_final) == ("finished", 80.0)
+    assert len(e.server.probes) == probes
+    [chosen] = events(e.env, "tool_protocol")
+    assert chosen["protocol"] == protocol
+    properties = e.result.agent_properties
+    assert (properties["tool_protocol"], properties["replies"], properties["action_replies"]) == (protocol, 2, 2)
+    assert [c["purpose"] for c in events(e.env, "llm_call")] == ["probe"] * probes + ["act", "act"]
+    first = e.server.requests[0].body
+    assert ("tools" in first, first.get("tool_choice"), "response_format" in first) == {
+        "native": (True, "required", False),
+        "json_schema": (False, None, True),
+        "text": (False, None, False),
+    }[protocol]
+    if protocol == "json_schema":  # the schema offers every tool of the episode
+        offered = [c["properties"]["name"]["const"] for c in first["response_format"]["json_schema"]["schema"]["anyOf"]]
+        assert {"write_file", "finish", "evaluate"} <= set(offered) and PROBE_TOOL_NAME not in offered
+        assert '"name": "<tool name>"' in first["messages"][0]["content"]
+
+
+def test_an_endpoint_is_probed_once_per_run(
+    episode: Callable[..., Episode], number_task_dir: Path, tmp_path: Path
+) -> None:
+    transcript = {"enforces": ["response_format"], "exchanges": [{"respond": {"content": json.dumps(FINISH)}}]}
+    e = episode(transcript, tool_protocol="auto")
+    again = ReactAgent({"base_url": e.server.base_url, "model": "scripted-model", **FAST})
+    env = make_env(number_task_dir, tmp_path / "again")
+    try:
+        again._probe(env)
+    finally:
+        env.workspace.close()
+    assert again.protocol == "json_schema" and len(e.server.probes) == 2  # no new probe
+    [remembered] = events(env, "tool_protocol")
+    assert "probed earlier" in remembered["reason"]
+
+
+def test_a_call_never_outlives_the_items_working_time(
+    scripted: Callable[[Any], ScriptedLLMServer], number_task_dir: Path, tmp_path: Path
+) -> None:
+    server = scripted({"exchanges": [{"respond": {"delay_s": 60, "tool_calls": [FINISH]}}]})
+    env = make_env(number_task_dir, tmp_path / "run", time_limit_s=2.0)
+    try:
+        agent = ReactAgent({"base_url": server.base_url, "tool_protocol": "native", "llm_timeout": 600, **FAST})
+        result = run_episode(agent, env)
+    finally:
+        env.workspace.close()
+    assert result.end_reason == "time_limit" and len(server.requests) == 1  # not retried past the limit
+    [error] = events(env, "llm_error")
+    given = float(error["error"].split("within ")[1].split(" s")[0])
+    assert given <= 2.0
+
+
+def test_the_reply_cap_parameter_suits_the_endpoint() -> None:
+    openai_api = LLMClient(model="gpt-5", base_url=None, api_key="sk-x")
+    local = LLMClient(model="m", base_url="http://127.0.0.1:9/v1", api_key="x")
+    assert openai_api.reply_cap(100) == {"max_completion_tokens": 100}
+    assert local.reply_cap(100) == {"max_tokens": 100}
 
 
 def test_model_is_taken_from_the_server_when_not_named(
@@ -381,7 +486,7 @@ def test_facts_record_files_and_evaluations() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"base_url": "http://127.0.0.1:9/v1", "tool_protocol": "smoke"}, "must be auto, native or text"),
+        ({"base_url": "http://127.0.0.1:9/v1", "tool_protocol": "smoke"}, "must be auto, native, json_schema or text"),
         (
             {"base_url": "http://127.0.0.1:9/v1", "context_tokens": "many"},
             "--innovator-context-tokens must be a whole number",
@@ -447,7 +552,10 @@ def test_pytest_run_reports_llm_properties_and_never_writes_the_key(
         k: props[k]
         for k in (
             "model",
+            "tool_protocol",
             "llm_calls",
+            "replies",
+            "action_replies",
             "tokens_in",
             "tokens_out",
             "cost_usd",
@@ -457,10 +565,13 @@ def test_pytest_run_reports_llm_properties_and_never_writes_the_key(
         )
     } == {
         "model": "scripted-model",
-        "llm_calls": "3",
-        "tokens_in": "3900",
-        "tokens_out": "90",
-        "cost_usd": "0.0087",
+        "tool_protocol": "native",
+        "llm_calls": "4",  # the probe and three replies
+        "replies": "3",
+        "action_replies": "3",
+        "tokens_in": "3950",
+        "tokens_out": "100",
+        "cost_usd": "0.0089",
         "end_reason": "finished",
         "score_final": "80.0",
         "innovator_agent": "react@1[scripted-model]",
@@ -479,7 +590,7 @@ def test_pytest_run_with_persistent_server_error(
     pytester: pytest.Pytester, scripted: Callable[[str], ScriptedLLMServer]
 ) -> None:
     server = scripted("persistent_500")
-    result = run_suite(pytester, server, "--innovator-model", "scripted-model", "--innovator-pass-score", "90")
+    result = run_suite(pytester, server, "--innovator-model", "scripted-model", "--innovator-pass-score", "90", *NATIVE)
     result.assert_outcomes(failed=1)
     server.assert_transcript_done()
     result.stdout.fnmatch_lines(["*final score 80.00 is below the pass score 90*ended by agent_error*"])
@@ -495,7 +606,7 @@ def test_pytest_run_with_persistent_server_error(
 @pytest.mark.slow
 def test_pytest_run_with_token_limit(pytester: pytest.Pytester, scripted: Callable[[str], ScriptedLLMServer]) -> None:
     server = scripted("cost_limit")
-    result = run_suite(pytester, server, "--innovator-max-tokens", "2000")  # model name from /v1/models
+    result = run_suite(pytester, server, "--innovator-max-tokens", "2000", *NATIVE)  # model name from /v1/models
     result.assert_outcomes(passed=1)
     props = junit_properties(pytester.path / "out.xml")["alpha"]
     assert (

@@ -151,7 +151,7 @@ class Context:
         return self.messages[self.head_size : keep_from], self.messages[keep_from:]
 
     def compact(
-        self, client: LLMClient, facts: EpisodeFacts, sessions: list[str]
+        self, client: LLMClient, facts: EpisodeFacts, sessions: list[str], **parameters: Any
     ) -> tuple[list[dict[str, Any]], Completion] | None:
         """Replace the older turns by a state snapshot; returns the summariser's request and reply,
         or None when there was nothing to summarise. Raises LLMError when the summary cannot be had."""
@@ -166,7 +166,7 @@ class Context:
                 "content": f"The task: {facts.goal}\n\n" + render_turns(old, self.budget_tokens * CHARS_PER_TOKEN // 2),
             },
         ]
-        completion = client.complete(request)
+        completion = client.complete(request, **parameters)
         findings, next_steps = parse_summary(completion.content)
         turns = sum(1 for m in old if m["role"] == "assistant")
         self.turns_summarised += turns

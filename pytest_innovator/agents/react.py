@@ -1,15 +1,17 @@
 """The `react` agent: a ReAct loop over any OpenAI-compatible chat-completions endpoint.
 
-Each turn the model sees the conversation and answers with tool calls (native function calling,
-or one fenced JSON action per reply with the text protocol); the calls run in order through
-`env.step` and their observations go back to it. The agent keeps the conversation within a token
-budget (see `context`), retries passing faults of the endpoint (see `llm`), stops at the token
-and cost limits, and records every call: a line per call in the trajectory, and the full messages
-in ``llm_messages.jsonl`` of the run directory.
+Each turn the model sees the conversation and answers with an action, in the protocol its endpoint
+enforces (found by probing it, see `llm.probe`): native tool calls with ``tool_choice: "required"``,
+one JSON call per reply under a ``response_format`` JSON schema, or, where nothing is enforced, one
+fenced JSON action per reply (the text protocol). The calls run in order through `env.step` and
+their observations go back to it. The agent keeps the conversation within a token budget (see
+`context`), retries passing faults of the endpoint (see `llm`) within the item's remaining working
+time, stops at the token and cost limits, and records every call: a line per call in the
+trajectory, and the full messages in ``llm_messages.jsonl`` of the run directory.
 
 Options (a dict; the plugin fills it from ``--innovator-*``): model, base_url, api_key_env,
-max_tokens, max_cost, tool_protocol (auto|native|text), context_tokens, reply_tokens, price_table, llm_timeout,
-llm_retries, llm_backoff, context_keep_turns.
+max_tokens, max_cost, tool_protocol (auto|native|json_schema|text), context_tokens, reply_tokens,
+price_table, llm_timeout, llm_retries, llm_backoff, context_keep_turns.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from ..llm.client import (
     ContextOverflow,
     LLMClient,
     LLMError,
+    OutOfTime,
     RetryPolicy,
     ToolsUnsupported,
     Usage,
     load_price_table,
 )
+from ..llm.probe import PROBE_MESSAGES, PROTOCOLS, call_response_format, probe_tool_protocol
 from ..llm.tokens import estimate_tokens
+from ..llm.tool_calls import CALL_FORMAT_RULES, describe_tools, parse_call
 from ..rundir import RunDir
 from . import text_protocol
 from .context import Context, EpisodeFacts
@@ -43,6 +48,9 @@ STATE_VERSION = 1
 MAX_IDLE_REPLIES = 5  # replies in a row without an action before the agent stops
 OVERFLOW_BUDGET_SHARE = 0.75  # of the refused prompt's size, as the new budget
 NO_KEY_PLACEHOLDER = "no-key"  # local servers (vLLM, llama.cpp) accept any key
+# A reply's cap when none is given: room for reasoning and a long file, and no runaway generation
+# (an uncapped vLLM reply ran to 6,604 tokens). Reasoning models may need more: --innovator-reply-tokens.
+DEFAULT_REPLY_TOKENS = 4096
 
 RESUMED_NOTE = (
     "[result not kept: the run was saved after this action and resumed; check its effect in the "
@@ -52,6 +60,8 @@ NATIVE_NUDGE = (
     "You replied without calling a tool. Every reply must call at least one tool: use think to "
     "reason, the file and session tools to work, evaluate to check, finish when done."
 )
+JSON_CALL_NUDGE = 'Your reply was not one whole JSON call. Reply with {"name": "<tool name>", "arguments": {...}}.'
+
 
 SYSTEM_PROMPT = """You are a research agent. You work on one task in a workspace (a directory
 with the task's files) and act only through the tools. Work like a careful researcher: read the
@@ -87,7 +97,7 @@ class ReactConfig:
     max_cost: float | None = None
     tool_protocol: str = "auto"
     context_tokens: int = 64000
-    reply_tokens: int = 0  # each request's max_tokens; 0: the endpoint's default
+    reply_tokens: int = 0  # each request's max_tokens; 0: DEFAULT_REPLY_TOKENS
     price_table: str = ""
     llm_timeout: float = 600.0
     llm_retries: int = 6
@@ -111,9 +121,10 @@ class ReactConfig:
                 what = "a whole number" if kind is int else "a number" if kind is float else "text"
                 raise ValueError(f"react: {option_label(name)} must be {what}, got {raw!r}") from None
         config = cls(**values)
-        if config.tool_protocol not in ("auto", "native", "text"):
+        if config.tool_protocol not in ("auto", *PROTOCOLS):
             raise ValueError(
-                f"react: {option_label('tool_protocol')} must be auto, native or text, got {config.tool_protocol!r}"
+                f"react: {option_label('tool_protocol')} must be auto, native, json_schema or text, "
+                f"got {config.tool_protocol!r}"
             )
         for name in ("context_tokens", "llm_timeout", "llm_backoff", "context_keep_turns"):
             if not getattr(config, name) > 0:
@@ -194,10 +205,13 @@ class ReactAgent:
         )
         if self.config.model:
             self._check_priced()
-        self.protocol = "text" if self.config.tool_protocol == "text" else "native"
+        # None until the endpoint is probed (auto); a forced protocol is used as it is.
+        self.protocol: str | None = None if self.config.tool_protocol == "auto" else self.config.tool_protocol
         self.context: Context | None = None
         self.facts: EpisodeFacts | None = None
         self.idle_replies = 0
+        self.replies = 0  # the model's "act" replies ...
+        self.action_replies = 0  # ... and those whose action ran
         self._logged_upto = 0  # messages of the context already in the message log
         self._log: MessageLog | None = None
         self._tools: list[dict[str, Any]] = []
@@ -206,6 +220,10 @@ class ReactAgent:
     @property
     def model(self) -> str:
         return self.client.model
+
+    @property
+    def reply_tokens(self) -> int:
+        return self.config.reply_tokens or DEFAULT_REPLY_TOKENS
 
     def _check_priced(self) -> None:
         if self.config.max_cost and self.client.price is None:
@@ -230,9 +248,15 @@ class ReactAgent:
             # The tools do not change within an episode, and building their schemas takes milliseconds.
             self._tools = env.tool_schemas()
             self._tools_tokens = estimate_tokens(json.dumps(self._tools))
+            if self.protocol is None:
+                self._probe(env)
             if self.context is None:
                 self._start(env)
             self._loop(env)
+        except OutOfTime as exc:
+            # The call was given the item's remaining working time and used it all.
+            env.trajectory.event("llm_error", step=env.steps, working_time_s=env.working_time_s, error=str(exc))
+            env.end("time_limit")
         except LLMError as exc:
             env.trajectory.event("llm_error", step=env.steps, working_time_s=env.working_time_s, error=str(exc))
             env.end("agent_error")
@@ -252,10 +276,34 @@ class ReactAgent:
         )
         self.facts = EpisodeFacts(goal=goal_of(instruction))
 
+    def _probe(self, env: ResearchEnv) -> None:
+        found = probe_tool_protocol(self.client, self.reply_tokens, env.remaining_time_s)
+        for completion in found.replies:
+            self._record(env, "probe", completion, PROBE_MESSAGES, reset=True, tools=None)
+        self.protocol = found.protocol
+        env.trajectory.event(
+            "tool_protocol",
+            step=env.steps,
+            working_time_s=env.working_time_s,
+            protocol=found.protocol,
+            reason=found.reason,
+        )
+
     def _system_prompt(self, env: ResearchEnv) -> str:
         if self.protocol == "text":
             return f"{SYSTEM_PROMPT}\n\n{text_protocol.system_section(self._tools)}"
+        if self.protocol == "json_schema":
+            return f"{SYSTEM_PROMPT}\n\n{describe_tools(self._tools)}\n\n{CALL_FORMAT_RULES}"
         return SYSTEM_PROMPT
+
+    def _request_parameters(self, env: ResearchEnv) -> dict[str, Any]:
+        """Each act request's parameters: the protocol's, the reply cap, and the time left."""
+        parameters: dict[str, Any] = {"timeout_s": env.remaining_time_s, **self.client.reply_cap(self.reply_tokens)}
+        if self.protocol == "native":
+            parameters["tool_choice"] = "required"
+        elif self.protocol == "json_schema":
+            parameters["response_format"] = call_response_format(self._tools)
+        return parameters
 
     def _loop(self, env: ResearchEnv) -> None:
         assert self.context is not None
@@ -296,10 +344,10 @@ class ReactAgent:
         while True:
             messages = self.context.messages
             tools = self._tools if self.protocol == "native" else None
-            self.context.tools_tokens = self._tools_tokens if tools else 0
+            # The tools travel as schemas (native) or in the response format (json_schema).
+            self.context.tools_tokens = self._tools_tokens if self.protocol != "text" else 0
             try:
-                reply_cap = {"max_tokens": self.config.reply_tokens} if self.config.reply_tokens else {}
-                completion = self.client.complete(messages, tools, **reply_cap)
+                completion = self.client.complete(messages, tools, **self._request_parameters(env))
             except ToolsUnsupported as exc:
                 if self.config.tool_protocol != "auto" or len(messages) > self.context.head_size:
                     raise
@@ -340,7 +388,13 @@ class ReactAgent:
     def _compact(self, env: ResearchEnv) -> Completion | None:
         assert self.context is not None and self.facts is not None
         tokens_before = self.context.tokens()
-        summarised = self.context.compact(self.client, self.facts, running_sessions(env))
+        summarised = self.context.compact(
+            self.client,
+            self.facts,
+            running_sessions(env),
+            timeout_s=env.remaining_time_s,
+            **self.client.reply_cap(self.reply_tokens),
+        )
         if summarised is None:
             return None
         request, completion = summarised
@@ -359,11 +413,17 @@ class ReactAgent:
     def _act(self, env: ResearchEnv, completion: Completion) -> bool:
         """Run the reply's actions; False when the agent should stop."""
         assert self.context is not None
-        if self.protocol == "text":
-            action = text_protocol.parse_action(completion.content)
+        self.replies += 1
+        if self.protocol in ("text", "json_schema"):
+            if self.protocol == "text":
+                action = text_protocol.parse_action(completion.content)
+            else:
+                call = parse_call(completion.content)
+                action = text_protocol.TextAction(*call) if call else JSON_CALL_NUDGE
             if isinstance(action, str):
                 return self._idle(env, {"role": "user", "content": action})
             self.idle_replies = 0
+            self.action_replies += 1
             observation = self._step(env, action.tool, action.arguments)
             self.context.append(text_protocol.observation_message(action.tool, f"{observation}\n{status_line(env)}"))
             return True
@@ -371,6 +431,7 @@ class ReactAgent:
         if not calls:
             return self._idle(env, {"role": "user", "content": NATIVE_NUDGE})
         self.idle_replies = 0
+        self.action_replies += 1
         for number, call in enumerate(calls, 1):
             if env.done:
                 content = "not run: the episode ended with an earlier call of this reply"
@@ -450,7 +511,10 @@ class ReactAgent:
         usage = self.client.usage
         return {
             "model": self.model,
+            "tool_protocol": self.protocol or "",
             "llm_calls": usage.calls,
+            "replies": self.replies,
+            "action_replies": self.action_replies,
             "tokens_in": usage.tokens_in,
             "tokens_out": usage.tokens_out,
             "cost_usd": round(usage.cost_usd, 6),
@@ -466,6 +530,8 @@ class ReactAgent:
             "facts": asdict(self.facts) if self.facts else None,
             "usage": asdict(self.client.usage),
             "idle_replies": self.idle_replies,
+            "replies": self.replies,
+            "action_replies": self.action_replies,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -480,6 +546,8 @@ class ReactAgent:
         self.facts = EpisodeFacts(**state["facts"]) if state["facts"] else None
         self.client.usage = Usage(**state["usage"])
         self.idle_replies = int(state["idle_replies"])
+        self.replies = int(state.get("replies", 0))
+        self.action_replies = int(state.get("action_replies", 0))
         self._logged_upto = 0
 
 

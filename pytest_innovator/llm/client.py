@@ -2,10 +2,11 @@
 
 Faults that pass (HTTP 429, 408, 409, 5xx, timeouts, dropped connections, a reply without
 choices) are retried with exponential backoff and jitter, at most `RetryPolicy.retries` times;
-what persists, or cannot pass (a refused key, a bad request), raises `LLMError`. Two kinds of bad
+what persists, or cannot pass (a refused key, a bad request), raises `LLMError`. Kinds of bad
 request are told apart because the caller can act on them: the endpoint rejects `tools`
-(`ToolsUnsupported`: switch to the text protocol) or the prompt is longer than the model's
-context (`ContextOverflow`: summarise and ask again).
+(`ToolsUnsupported`: switch to the text protocol), the prompt is longer than the model's context
+(`ContextOverflow`: summarise and ask again), or another parameter (`RequestRefused`). A call
+given `timeout_s` never outlives it, retries and backoff included (`OutOfTime`).
 
 Prices are USD per million tokens. The built-in table is a convenience that goes out of date;
 a user's table (JSON or TOML, ``{"model": {"input": 2.5, "output": 10.0}}``) extends and
@@ -39,6 +40,14 @@ class ToolsUnsupported(LLMError):
 
 class ContextOverflow(LLMError):
     """The endpoint refused a request because the prompt exceeds the model's context."""
+
+
+class RequestRefused(LLMError):
+    """The endpoint refused a request as malformed or unsupported (HTTP 400, 413 or 422)."""
+
+
+class OutOfTime(LLMError):
+    """No reply came within the time the call was given."""
 
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -193,6 +202,7 @@ class LLMClient:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.model = model
+        self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.prices = prices if prices is not None else dict(DEFAULT_PRICES)
         self.usage = Usage()
@@ -205,6 +215,15 @@ class LLMClient:
         return str(self._client.base_url)
 
     @property
+    def is_openai(self) -> bool:
+        return self._client.base_url.host == "api.openai.com"
+
+    def reply_cap(self, tokens: int) -> dict[str, int]:
+        """The request parameter that caps a reply at `tokens`: OpenAI's own API refuses `max_tokens`
+        for its reasoning models, while other servers may not know `max_completion_tokens`."""
+        return {"max_completion_tokens" if self.is_openai else "max_tokens": tokens}
+
+    @property
     def price(self) -> Price | None:
         return price_for(self.model, self.prices)
 
@@ -213,9 +232,17 @@ class LLMClient:
         return self._with_retries(lambda: [m.id for m in self._client.models.list()], faults=[])[0]
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **parameters: Any
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        timeout_s: float | None = None,
+        **parameters: Any,
     ) -> Completion:
-        """One chat completion; raises LLMError (or a subclass) when it cannot be had."""
+        """One chat completion; raises LLMError (or a subclass) when it cannot be had.
+
+        With `timeout_s`, every attempt and every backoff ends by then (OutOfTime after it).
+        """
         # The SDK walks its typed parameters on every call, in time that grows with the conversation
         # (140 ms a call at 400 messages, bench/bench_react.py); our messages and tools are plain JSON
         # already, so they go in extra_body, which the SDK merges into the same body after that walk.
@@ -223,17 +250,23 @@ class LLMClient:
         if tools:
             body["tools"] = tools
         faults: list[str] = []
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
         def attempt() -> tuple[dict[str, Any], float]:
             started = time.monotonic()
-            response = self._client.chat.completions.create(model=self.model, messages=[], extra_body=body)
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=[],
+                extra_body=body,
+                timeout=self._attempt_timeout(timeout_s, deadline, faults),
+            )
             latency = time.monotonic() - started
             data = response.model_dump(mode="json", exclude_unset=True)
             if not data.get("choices"):
                 raise _EmptyReply()
             return data, latency
 
-        (data, latency), attempts = self._with_retries(attempt, faults, has_tools=bool(tools))
+        (data, latency), attempts = self._with_retries(attempt, faults, has_tools=bool(tools), deadline=deadline)
         choice = data["choices"][0]
         message = choice.get("message") or {"role": "assistant", "content": ""}
         message.setdefault("role", "assistant")
@@ -261,7 +294,21 @@ class LLMClient:
         self.usage.add(completion)
         return completion
 
-    def _with_retries(self, attempt: Callable[[], Any], faults: list[str], has_tools: bool = False) -> tuple[Any, int]:
+    def _attempt_timeout(self, timeout_s: float | None, deadline: float | None, faults: list[str]) -> float:
+        if timeout_s is None or deadline is None:
+            return self.timeout_s
+        left = deadline - time.monotonic()
+        if left <= 0:
+            said = f" ({', '.join(faults[-3:])})" if faults else ""
+            raise OutOfTime(
+                f"no reply from the model endpoint {self.base_url} within {timeout_s:.1f} s, the time the call "
+                f"was given{said}"
+            )
+        return min(self.timeout_s, left)
+
+    def _with_retries(
+        self, attempt: Callable[[], Any], faults: list[str], has_tools: bool = False, deadline: float | None = None
+    ) -> tuple[Any, int]:
         for number in range(1, self.retry.retries + 2):
             try:
                 return attempt(), number
@@ -279,7 +326,10 @@ class LLMClient:
             faults.append(fault)
             if number > self.retry.retries:
                 break
-            self._sleep(self.retry.delay(number, retry_after))
+            delay = self.retry.delay(number, retry_after)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            self._sleep(delay)
         raise LLMError(
             f"the model endpoint {self.base_url} failed {len(faults)} times in a row "
             f"({', '.join(faults[-3:])}); gave up after {self.retry.retries} retries"
@@ -312,6 +362,8 @@ def classify_refusal(exc: openai.APIStatusError, has_tools: bool) -> LLMError:
             f"the model endpoint answered 404 ({exc.message}); check --innovator-model and "
             "--innovator-base-url (which usually ends in /v1)"
         )
+    if status in (400, 413, 422):
+        return RequestRefused(f"the model endpoint refused the request (HTTP {status}: {exc.message})")
     return LLMError(f"the model endpoint refused the request (HTTP {status}: {exc.message})")
 
 
