@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from pytest_innovator.cli import main
-from pytest_innovator.reporting.status import StatusError, collect_status, last_record
+from pytest_innovator.ledger import EvalLedger
+from pytest_innovator.reporting.status import StatusError, collect_status, format_status, last_record
+from pytest_innovator.rundir import RunDir
 
 from .benchmark_runs import (
     EVALUATE,
@@ -28,6 +30,20 @@ def test_last_record_skips_a_partial_line_and_reads_long_lines(tmp_path: Path) -
     assert last_record(path) == long_step
     path.write_text("")
     assert last_record(path) is None
+
+
+def test_the_table_never_cuts_a_task_or_an_agent_name(tmp_path: Path) -> None:
+    names = {"a_task_whose_name_is_rather_long": "react@1[smollm2-135m-instruct-q8_0]", "short": "null@1"}
+    for task, agent in names.items():
+        item = RunDir.of(tmp_path, "20260101-000000-abcdef", task)
+        item.path.mkdir(parents=True)
+        item.trajectory.write_text(json.dumps({"type": "header", "task": task, "agent": agent, "limits": {}}) + "\n")
+        EvalLedger(task_id=task, budget=3, hint_penalty=0.0).save(item.ledger)
+    table = format_status(collect_status(tmp_path)).splitlines()
+    for task, agent in names.items():
+        [row] = [line for line in table if line.split()[0] == task]
+        assert row.split()[1] == agent
+    assert len({line.index("running") for line in table if "running" in line and "run " not in line}) == 1
 
 
 def test_a_results_directory_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

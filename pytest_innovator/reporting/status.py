@@ -3,7 +3,8 @@
 Per item directory (`<results>/runs/<run id>/<task>/`): the last line of `trajectory.jsonl` gives
 the step and working time (one line is appended and flushed per step), `ledger.json` the
 evaluations and the best score so far (rewritten on each evaluation, hint and end, always whole:
-it is replaced by a rename), `result.json` appears once the item finished.
+it is replaced by a rename), `result.json` appears once the item finished. The plugin's live
+progress in the terminal (plugin/progress.py) reads them the same way, through `read_item`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +58,43 @@ def last_record(path: Path) -> dict[str, Any] | None:
             window *= 4
 
 
-def item_progress(item_dir: Path, now: float | None = None) -> dict[str, Any]:
-    now = time.time() if now is None else now
-    trajectory = RunDir(item_dir).trajectory
-    header = first_line(trajectory)
-    last = last_record(trajectory) or {}
-    limits = header.get("limits", {})
-    ledger = EvalLedger.load(RunDir(item_dir).ledger) if (RunDir(item_dir).ledger).is_file() else None
-    result = (
-        json.loads((RunDir(item_dir).result).read_text(encoding="utf-8"))
-        if (RunDir(item_dir).result).is_file()
-        else None
+@dataclass(frozen=True)
+class ItemFiles:
+    """What an item's run directory holds at one moment (each file may be missing yet)."""
+
+    path: Path
+    header: dict[str, Any]  # the trajectory's first line
+    last: dict[str, Any]  # its last complete line
+    ledger: EvalLedger | None
+    result: dict[str, Any] | None
+    lease: dict[str, Any]
+    trajectory_mtime: float | None
+
+
+def read_item(item_dir: Path) -> ItemFiles:
+    run = RunDir(item_dir)
+    try:
+        trajectory_mtime: float | None = run.trajectory.stat().st_mtime
+    except OSError:
+        trajectory_mtime = None
+    return ItemFiles(
+        path=item_dir,
+        header=first_line(run.trajectory),
+        last=last_record(run.trajectory) or {},
+        ledger=EvalLedger.load(run.ledger) if run.ledger.is_file() else None,
+        result=json.loads(run.result.read_text(encoding="utf-8")) if run.result.is_file() else None,
+        lease=first_line(run.gpu_lease),
+        trajectory_mtime=trajectory_mtime,
     )
-    lease = first_line(RunDir(item_dir).gpu_lease)
+
+
+def item_progress(item: ItemFiles, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    header, last, ledger, result = item.header, item.last, item.ledger, item.result
+    limits = header.get("limits", {})
     if result is not None:
         state = "finished"
-    elif "released_at" in lease:  # the item's teardown ran, yet it wrote no result
+    elif "released_at" in item.lease:  # the item's teardown ran, yet it wrote no result
         state = "stopped"
     else:
         state = "running"
@@ -81,7 +104,7 @@ def item_progress(item_dir: Path, now: float | None = None) -> dict[str, Any]:
     if state == "running" and "wall" in last:  # the clock runs on during a long step (grading aside)
         working_time_s += max(0.0, now - last["wall"])
     return {
-        "task": ledger.task_id if ledger else item_dir.name,
+        "task": ledger.task_id if ledger else item.path.name,
         "agent": header.get("agent"),
         "state": state,
         # The ledger is saved during an evaluation, before that step's trajectory line is written.
@@ -97,8 +120,8 @@ def item_progress(item_dir: Path, now: float | None = None) -> dict[str, Any]:
         "hint_used": ledger.hint_viewed if ledger else False,
         "score_final": result.get("score_final") if result else None,
         "end_reason": result.get("end_reason") if result else (ledger.end_reason if ledger else None),
-        "idle_s": round(now - trajectory.stat().st_mtime, 1) if trajectory.exists() else None,
-        "run_dir": str(item_dir),
+        "idle_s": None if item.trajectory_mtime is None else round(now - item.trajectory_mtime, 1),
+        "run_dir": str(item.path),
     }
 
 
@@ -112,7 +135,7 @@ def run_dirs(results_dir: Path) -> list[Path]:
 
 
 def run_progress(run_dir: Path, now: float | None = None) -> dict[str, Any]:
-    items = [item_progress(d, now) for d in sorted(run_dir.iterdir()) if (RunDir(d).trajectory).exists()]
+    items = [item_progress(read_item(d), now) for d in sorted(run_dir.iterdir()) if (RunDir(d).trajectory).exists()]
     order = {"running": 0, "stopped": 1, "finished": 2}
     items.sort(key=lambda i: (order[i["state"]], i["task"]))
     counts = {state: sum(1 for i in items if i["state"] == state) for state in order}
@@ -133,15 +156,27 @@ def collect_status(results_dir: Path, run_id: str | None = None, all_runs: bool 
     return [run_progress(r, now) for r in runs]
 
 
-def _clock(seconds: float | None) -> str:
+def clock(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _score(value: float | None) -> str:
+def score_text(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
+
+
+def step_text(item: dict[str, Any]) -> str:
+    return f"{item['step']}/{item['step_limit'] or '?'}"
+
+
+def working_time_text(item: dict[str, Any]) -> str:
+    return f"{clock(item['working_time_s'])}/{clock(item['time_limit_s'])}"
+
+
+def evals_text(item: dict[str, Any]) -> str:
+    return f"{item['evals_used']}/{item['evals_budget'] if item['evals_budget'] is not None else '?'}"
 
 
 def format_status(runs: list[dict[str, Any]]) -> str:
@@ -149,19 +184,19 @@ def format_status(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         counts = ", ".join(f"{n} {state}" for state, n in run["counts"].items() if n)
         lines.append(f"run {run['run_id']}: {counts or 'no items yet'}")
+        # Names are never cut: an agent's label holds its model (react@1[smollm2-135m-instruct]).
+        task_width = max([len("task"), *(len(i["task"]) for i in run["items"])])
+        agent_width = max([len("agent"), *(len(str(i["agent"] or "")) for i in run["items"])])
         lines.append(
-            f"  {'task':<26} {'agent':<18} {'state':<9} {'step':>10} {'working time':>19} "
+            f"  {'task':<{task_width}} {'agent':<{agent_width}} {'state':<9} {'step':>10} {'working time':>19} "
             f"{'evals':>6} {'best':>6} {'last':>6} {'final':>6} {'idle':>8}"
         )
         for i in run["items"]:
-            step = f"{i['step']}/{i['step_limit'] or '?'}"
-            work = f"{_clock(i['working_time_s'])}/{_clock(i['time_limit_s'])}"
-            evals = f"{i['evals_used']}/{i['evals_budget'] if i['evals_budget'] is not None else '?'}"
             idle = "" if i["state"] != "running" or i["idle_s"] is None else f"{i['idle_s']:.0f}s"
             lines.append(
-                f"  {i['task'][:26]:<26} {str(i['agent'] or '')[:18]:<18} {i['state']:<9} {step:>10} {work:>19} "
-                f"{evals:>6} {_score(i['best_score']):>6} {_score(i['last_score']):>6} "
-                f"{_score(i['score_final']):>6} {idle:>8}"
+                f"  {i['task']:<{task_width}} {str(i['agent'] or ''):<{agent_width}} {i['state']:<9} "
+                f"{step_text(i):>10} {working_time_text(i):>19} {evals_text(i):>6} {score_text(i['best_score']):>6} "
+                f"{score_text(i['last_score']):>6} {score_text(i['score_final']):>6} {idle:>8}"
             )
     return "\n".join(lines)
 
