@@ -2,7 +2,8 @@
 
 Every task.toml becomes a test item (items.py) whose fixtures (fixtures.py) provision the
 workspace and whose body runs the agent; options.py resolves the settings, report.py writes the
-results log and the terminal summary, llm_servers.py serves models to LLM agents.
+results log and the terminal summary, progress.py the live lines while items run,
+llm_servers.py serves models to LLM agents.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..task import KNOWN_DOMAINS
 from . import report as report_module
 from .items import TaskFile, broken_task_files_key, resume_target_key
 from .options import add_options, resolve_settings, run_id_key, settings_key
+from .progress import LiveProgress
 
 # Fixtures live in modules of their own; pytest registers them with this plugin.
 pytest_plugins = ["pytest_innovator.plugin.fixtures", "pytest_innovator.plugin.llm_servers"]
@@ -67,7 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
         elif workerinput is not None and workerinput.get(WORKER_FLAG):
             config.pluginmanager.register(WorkerLoop(config), "innovator-worker-loop")
     if workerinput is None:
-        reporter = report_module.ResultsReporter(config, settings, config.stash[run_id_key])
+        progress = LiveProgress(config, settings, config.stash[run_id_key])
+        config.pluginmanager.register(progress, "innovator-progress")
+        reporter = report_module.ResultsReporter(config, settings, config.stash[run_id_key], progress)
         config.pluginmanager.register(reporter, "innovator-reporter")
 
 

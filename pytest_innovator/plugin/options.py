@@ -160,6 +160,12 @@ class Settings:
         "multiply every task's time limit by this factor (e.g. 0.1 for smoke runs)", "1", _positive_float
     )
     pass_score: float = option("an item passes when its final score is at least this", "1", float)
+    progress: float | None = option(
+        "seconds between the terminal's status lines, one per running item (step, working time, evaluations, "
+        "best score, idle time); 0: none (the lines of starts, evaluations and ends stay)",
+        "60",
+        _optional_positive_float,
+    )
     max_steps: int | None = option("override every task's step limit", "", _optional_positive_int)
     max_evals: int | None = option("override every task's evaluation budget", "", _optional_positive_int)
     hints: str = option(

@@ -1,4 +1,5 @@
-"""What the user sees: the verdict of an item, the results log and the terminal summary.
+"""What the user sees: the verdict of an item, the results log and the terminal summary (with the
+run's HTML report, written at the end, and what to run next).
 
 The results log (``<results>/results.jsonl``) is written on the controller only, one JSON line per
 finished item, flushed at once, so a run that dies keeps every item that finished.
@@ -7,6 +8,7 @@ finished item, flushed at once, so a run that dies keeps every item that finishe
 from __future__ import annotations
 
 import json
+import shlex
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +18,13 @@ import pytest
 from ..errors import InnovatorError
 from ..ledger import EvalLedger
 from ..results import RESULTS_SCHEMA, EpisodeResult
-from ..rundir import RunDir, results_log_path
+from ..rundir import RunDir, results_log_path, runs_dir
 from ..trajectory import read_trajectory
 
 if TYPE_CHECKING:
     from ..env import ResearchEnv
     from .options import Settings
+    from .progress import LiveProgress
 
 TRAJECTORY_TAIL_STEPS = 8
 
@@ -148,10 +151,11 @@ def _outcome(phases: dict[str, str], properties: dict[str, Any]) -> str:
 class ResultsReporter:
     """Controller-side: the results log and the terminal summary."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, run_id: str):
+    def __init__(self, config: pytest.Config, settings: Settings, run_id: str, progress: LiveProgress):
         self.config = config
         self.settings = settings
         self.run_id = run_id
+        self.progress = progress
         self.log_path = results_log_path(settings.results)
         self.records: list[dict[str, Any]] = []
         self._phases: dict[str, dict[str, str]] = defaultdict(dict)
@@ -184,6 +188,7 @@ class ResultsReporter:
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+        self.progress.item_ended(record)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
@@ -211,6 +216,30 @@ class ResultsReporter:
                 f"best {_mean(scored, 'score_best'):.1f} over {len(scored)} task(s)"
             )
         write(f"results log: {self.log_path}")
+        write(f"report: {html_report(runs_dir(self.settings.results) / self.run_id)}")
+        results = _relative(self.settings.results, self.config.invocation_params.dir)
+        write(f"leaderboard: pytest-innovator leaderboard {results} --markdown leaderboard.md")
+        if not self.settings.base_url:
+            args = shlex.join(self.config.invocation_params.args)
+            write(f"a real model: pytest {args} --innovator-base-url http://HOST:PORT/v1 --innovator-model NAME")
+
+
+def html_report(run_path: Path) -> str:
+    """The run's HTML report, written into its run directory: its path, or why there is none."""
+    from ..reporting.html_report import ReportError, write_report
+
+    try:
+        return str(write_report(run_path))
+    except (ReportError, OSError) as exc:
+        return f"not written: {exc}"
+
+
+def _relative(path: Path, base: Path) -> str:
+    """The path relative to base where it is inside it (base: the directory pytest ran in)."""
+    try:
+        return str(path.relative_to(base)) or "."
+    except ValueError:
+        return str(path)
 
 
 def _worker_id(report: pytest.TestReport) -> str | None:
