@@ -32,7 +32,7 @@ from ..reporting.status import (
     step_text,
     working_time_text,
 )
-from ..rundir import RunDir, runs_dir
+from ..rundir import runs_dir
 from .options import Settings
 
 POLL_S = 0.5
@@ -94,8 +94,6 @@ class LiveProgress:
 
     def __init__(self, config: pytest.Config, settings: Settings, run_id: str):
         self.config = config
-        self.results = settings.results
-        self.run_id = run_id
         self.run_path = runs_dir(settings.results) / run_id
         self.status_every_s = settings.progress
         self.verbosity = config.get_verbosity()
@@ -141,7 +139,8 @@ class LiveProgress:
     def item_ended(self, record: dict[str, Any]) -> None:
         """The results reporter's record of a finished item: its last evaluations, then its end."""
         run_dir = record.get("run_dir")
-        item_dir = Path(run_dir) if run_dir else RunDir.of(self.results, self.run_id, record["innovator_task"]).path
+        # By name in this run's directory: the path the watcher reads, however the worker spelled it.
+        item_dir = self.run_path / (Path(run_dir).name if run_dir else record["innovator_task"])
         if item_dir.is_dir():
             self._poll_item(item_dir)
         with self.lock:
