@@ -93,7 +93,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "beta": [answer(0.3), FINISH],
         },
     )
-    run_pytest(
+    done = run_pytest(
         root,
         "suite",
         "--innovator-agent",
@@ -106,6 +106,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "results",
     )
     [run] = list((root / "results" / "runs").iterdir())
+    assert f"report: {run / 'report.html'}" in done.stdout.splitlines()  # every run writes its own
     return run
 
 
@@ -132,7 +133,7 @@ def test_the_report_in_chromium(run_dir: Path, browser: Any, tmp_path: Path) -> 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    report = write_report(run_dir)
+    report = run_dir / "report.html"  # as the run wrote it at its end
     results = {r["innovator_task"]: r for r in read_input(run_dir.parent.parent)}
     lines = [json.loads(line) for line in (run_dir / "alpha" / "trajectory.jsonl").read_text().splitlines()]
     browser.get(report.as_uri())
