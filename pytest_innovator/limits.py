@@ -76,6 +76,23 @@ class Cgroup:
         self.directories = directories  # one (v2), or one per v1 controller: memory first
         self.spec = spec
         self.io_weight = False
+        self._seen = LimitEvents()
+
+    @classmethod
+    def of_container(cls, container_id: str, spec: LimitSpec) -> Cgroup | None:
+        """The cgroup Docker made for a container on this host, to read its counters (its limits
+        are Docker's); None where it is not found (another host's daemon, an unknown layout)."""
+        version = cgroup_version()
+        places = ("docker", container_id), ("system.slice", f"docker-{container_id}.scope")  # cgroupfs, systemd
+        if version == 2:
+            found = [CGROUP_ROOT.joinpath(*place) for place in places]
+            return next((cls(2, [path], spec) for path in found if path.is_dir()), None)
+        if version == 1:
+            for place in places:
+                directories = [CGROUP_ROOT.joinpath(c, *place) for c in V1_CONTROLLERS]
+                if directories[0].is_dir():
+                    return cls(1, [d for d in directories if d.is_dir()], spec)
+        return None
 
     @classmethod
     def create(cls, name: str, spec: LimitSpec) -> Cgroup | str:
@@ -160,6 +177,28 @@ class Cgroup:
             throttled_periods=fields("cpu.stat").get("nr_throttled", 0),
         )
 
+    def new_events(self) -> list[str]:
+        """What the limits did since the last call, in plain words (empty if nothing)."""
+        now = self.events()
+        seen, self._seen = self._seen, now
+        said = []
+        if now.oom_kills > seen.oom_kills:
+            said.append(
+                f"out of memory: the kernel killed {now.oom_kills - seen.oom_kills} process(es) of this item, "
+                f"which may use {self.spec.memory / 2**30:.3g} GiB (swap off); use less memory"
+            )
+        if now.forks_refused > seen.forks_refused:
+            said.append(
+                f"process limit: {now.forks_refused - seen.forks_refused} fork(s) refused, this item may run "
+                f"{self.spec.pids} processes at once; end some before starting more"
+            )
+        if now.throttled_periods > seen.throttled_periods:
+            said.append(
+                f"CPU limit: throttled in {now.throttled_periods - seen.throttled_periods} periods of "
+                f"{CPU_PERIOD_US // 1000} ms, this item may use {self.spec.cpus:g} CPU(s)"
+            )
+        return said
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for directory in self.directories:
@@ -203,7 +242,6 @@ class Limits:
         self.missing = "" if self.cgroup else made
         self._grader: Cgroup | None = None
         self._name = name
-        self._seen = LimitEvents()
 
     def bound(self, wrap: Callable[[list[str]], list[str]]) -> Callable[[list[str]], list[str]]:
         """``wrap`` (a sandbox's) followed by this: for a session manager's ``wrap``."""
@@ -236,27 +274,7 @@ class Limits:
 
     def new_events(self) -> list[str]:
         """What the limits did since the last call, in plain words (empty if nothing)."""
-        if self.cgroup is None:
-            return []
-        now = self.cgroup.events()
-        seen, self._seen = self._seen, now
-        said = []
-        if now.oom_kills > seen.oom_kills:
-            said.append(
-                f"out of memory: the kernel killed {now.oom_kills - seen.oom_kills} process(es) of this item, "
-                f"which may use {self.spec.memory / 2**30:.3g} GiB (swap off); use less memory"
-            )
-        if now.forks_refused > seen.forks_refused:
-            said.append(
-                f"process limit: {now.forks_refused - seen.forks_refused} fork(s) refused, this item may run "
-                f"{self.spec.pids} processes at once; end some before starting more"
-            )
-        if now.throttled_periods > seen.throttled_periods:
-            said.append(
-                f"CPU limit: throttled in {now.throttled_periods - seen.throttled_periods} periods of "
-                f"{CPU_PERIOD_US // 1000} ms, this item may use {self.spec.cpus:g} CPU(s)"
-            )
-        return said
+        return self.cgroup.new_events() if self.cgroup else []
 
     def close(self) -> None:
         for cgroup in (self.cgroup, self._grader):

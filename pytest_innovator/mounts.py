@@ -84,12 +84,31 @@ class Overlay:
         if self.upper_filesystem is not None:
             self.upper_filesystem.unmount()
 
+    _was_full: bool = False
+
     def disk_full(self) -> bool:
         """True when the upper layer's own filesystem has no block left for the item."""
         if self.upper_filesystem is None:
             return False
         space = os.statvfs(self.upper)
         return space.f_bavail * space.f_frsize < MIN_FREE_BYTES
+
+    def newly_full(self) -> list[str]:
+        """In plain words, that the item's disk became full since the last call (or nothing)."""
+        full, was_full = self.disk_full(), self._was_full
+        self._was_full = full
+        if not full or was_full:
+            return []
+        return [
+            f"disk full: this item's writable space ({self.disk_text()}, the task's disk) is used up; "
+            "writes fail with 'No space left on device' until files are deleted"
+        ]
+
+    def disk_text(self) -> str:
+        if self.upper_filesystem is None:
+            return "disk only monitored"
+        space = os.statvfs(self.upper)
+        return f"disk {space.f_blocks * space.f_frsize / 2**30:.3g} GiB"
 
 
 def overlay_unavailable() -> str | None:

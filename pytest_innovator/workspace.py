@@ -230,7 +230,6 @@ class LocalWorkspace:
         self.provisioning = "copy"  # how the workspace was made (ProvisionReport.strategy)
         self.provisioning_note = ""
         self.limits: Limits | None = None  # the sandbox's cgroups (or rlimits)
-        self._disk_was_full = False
 
     @property
     def backend(self) -> str:
@@ -422,24 +421,13 @@ class LocalWorkspace:
     def limit_events(self) -> list[str]:
         """What the item's resource limits did since the last call, in plain words."""
         said = self.limits.new_events() if self.limits else []
-        full = self.overlay is not None and self.overlay.disk_full()
-        if full and not self._disk_was_full:
-            said.append(
-                f"disk full: this item's writable space ({self._disk_text()}, the task's disk) is used up; "
-                "writes fail with 'No space left on device' until files are deleted"
-            )
-        self._disk_was_full = full
-        return said
-
-    def _disk_text(self) -> str:
-        if self.overlay is None or self.overlay.upper_filesystem is None:
-            return "disk only monitored"
-        space = os.statvfs(self.overlay.upper)
-        return f"disk {space.f_blocks * space.f_frsize / 2**30:.3g} GiB"
+        return said + (self.overlay.newly_full() if self.overlay else [])
 
     @property
     def limits_text(self) -> str:
-        return f"{self.limits.describe()}, {self._disk_text()}" if self.limits else "none"
+        if not self.limits:
+            return "none"
+        return f"{self.limits.describe()}, {self.overlay.disk_text() if self.overlay else 'disk only monitored'}"
 
     def disk_usage(self) -> int:
         """Bytes the agent's files take, not counting the task's shared read-only files nor what

@@ -140,6 +140,30 @@ def test_commands_run_in_the_container_within_the_tasks_limits(
     assert docker_workspace.exec("id -u", 10).output.strip() == str(os.getuid())
 
 
+def test_what_the_containers_limits_did_is_told_after_the_command(
+    number_task_dir: Path,
+    tmp_path: Path,
+    docker_image: str,  # noqa: F811
+) -> None:
+    task = task_with(number_task_dir, 'memory = "256M"\ndisk = "100M"')
+    workspace, _ = create_docker_workspace(task, tmp_path / "run", {}, image=docker_image, pids_limit=64)
+    try:
+        assert "limits by docker" in workspace.limits_text and "is not reported" not in workspace.limits_text
+        session = workspace.sessions.create("s")
+
+        def told(command: str) -> list[str]:
+            session.run(command, wait=60)
+            return [said.split(":")[0] for said in workspace.limit_events() if not said.startswith("CPU limit")]
+
+        assert told("echo nothing") == []
+        assert told("head -c 512M /dev/zero | tail > /dev/null") == ["out of memory"]  # tail holds the one line
+        assert told("for i in $(seq 100); do sleep 30 & done 2>/dev/null; kill $(jobs -p)") == ["process limit"]
+        assert told("head -c 300M /dev/zero > fill.bin") == ["disk full"]
+        assert told("rm fill.bin; echo freed") == []
+    finally:
+        workspace.close()
+
+
 def test_a_dead_server_is_reported_and_grading_still_works(docker_workspace: DockerWorkspace, tmp_path: Path) -> None:
     session = docker_workspace.sessions.create("s")
     session.run("echo 0.9 > answer.txt", wait=10)

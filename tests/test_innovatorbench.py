@@ -16,7 +16,7 @@ import pytest
 
 from pytest_innovator.task import load_task
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, fake_gpus
 
 pytest_plugins = ["pytester"]
 
@@ -27,43 +27,6 @@ API_MODEL = {"task_18", "task_19", "task_20"}
 EIGHT_GPUS = ALL - {"task_18", "task_19", "task_20"}
 ON_ONE_HOST_WITH_EIGHT_GPUS = EIGHT_GPUS - WEB - {"task_6"}  # 5, 7, 10-17: nothing else they lack
 SOURCE = "https://huggingface.co/datasets/GAIR/InnovatorBench"
-
-# The host has no GPU: this module stands in for nvidia-ml-py, with one device per number (GiB)
-# in FAKE_NVML_GIB.
-FAKE_PYNVML = textwrap.dedent(
-    """
-    import os
-
-    class NVMLError(Exception):
-        pass
-
-    GIB = [float(x) for x in os.environ.get("FAKE_NVML_GIB", "").split(",") if x]
-
-    class Memory:
-        def __init__(self, total):
-            self.total = total
-
-    def nvmlInit():
-        pass
-
-    def nvmlShutdown():
-        pass
-
-    def nvmlDeviceGetCount():
-        return len(GIB)
-
-    def nvmlDeviceGetHandleByIndex(index):
-        if index >= len(GIB):
-            raise NVMLError("Invalid Argument")
-        return index
-
-    def nvmlDeviceGetHandleByUUID(uuid):
-        raise NVMLError("Not Found")
-
-    def nvmlDeviceGetMemoryInfo(handle):
-        return Memory(int(GIB[handle] * 2**30))
-    """
-)
 
 
 @pytest.fixture(autouse=True)
@@ -77,11 +40,7 @@ def no_innovator_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the suite in the test's directory, on a host whose NVML sees no GPU."""
     shutil.copytree(SUITE, pytester.path / "innovatorbench")
-    nvml = pytester.path / "fake-nvml"
-    nvml.mkdir()
-    (nvml / "pynvml.py").write_text(FAKE_PYNVML)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(nvml), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("FAKE_NVML_GIB", "")
+    fake_gpus(monkeypatch, pytester.path / "nvml.json", [])
     return pytester.path / "innovatorbench"
 
 
@@ -212,7 +171,7 @@ def test_items_the_host_can_hold_run_with_their_dataset_and_are_graded_by_its_ev
 def test_gpu_memory_as_nvml_reports_it(
     pytester: pytest.Pytester, suite: Path, monkeypatch: pytest.MonkeyPatch, gib: str, outcome: str
 ) -> None:
-    monkeypatch.setenv("FAKE_NVML_GIB", gib)
+    fake_gpus(monkeypatch, pytester.path / "nvml.json", [float(g) for g in gib.split(",")])
     dataset = make_dataset(pytester.path / "dataset", 5)
     result = run(pytester, "-k", "task_5", "--innovator-dataset", f"innovatorbench={dataset}")
     result.assert_outcomes(**{"failed" if outcome == "runs" else outcome: 1})

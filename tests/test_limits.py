@@ -6,7 +6,6 @@ of a 256 MiB item, 200 processes of a 64-process item, 300 MiB written to a 100 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from pytest_innovator.mounts import overlay_unavailable
 from pytest_innovator.rundir import RunDir
 from pytest_innovator.sandbox import bwrap_path
 
+from .conftest import fake_gpus
 from .test_plugin import add_task, results_log
 
 pytestmark = [
@@ -119,20 +119,14 @@ def test_without_cgroups_the_item_says_what_is_not_enforced(pytester: pytest.Pyt
     assert record["score_final"] == pytest.approx(80)
 
 
-FAKE_NVML = Path(__file__).parent / "fake_nvml"
-
-
 def test_gpu_memory_is_recorded_and_going_over_the_tasks_gpu_memory_is_told(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task = add_task(pytester.path / "suite", "trainer", gpus=1)
     toml = task / "task.toml"
     toml.write_text(toml.read_text().replace("gpus = 1\n", 'gpus = 1\ngpu_memory = "16G"\n'))
-    state = pytester.path / "nvml.json"
     used = str(pytester.path / ".innovator" / "runs" / "*" / "trainer" / "workspace" / "vram.txt")
-    state.write_text(json.dumps({"devices": [{"uuid": "GPU-fake-0", "total": 24 << 30, "used_files": used}]}))
-    monkeypatch.setenv("FAKE_NVML", str(state))
-    monkeypatch.setenv("PYTHONPATH", f"{FAKE_NVML}:{os.environ.get('PYTHONPATH', '')}")
+    fake_gpus(monkeypatch, pytester.path / "nvml.json", [24], used_files=used)
     steps = [
         {"tool": "write_file", "arguments": {"path": "vram.txt", "content": str(20 << 30)}},  # a model loaded
         {"tool": "think", "arguments": {"thought": "still loaded"}},

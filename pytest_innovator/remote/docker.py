@@ -51,6 +51,7 @@ from ..datasets import EnvironmentMounts
 from ..errors import InnovatorError
 from ..grader_kit import ALONE_IN_CONTAINER
 from ..grading import GraderAccess, grader_environment
+from ..limits import Cgroup, LimitSpec
 from ..protected import FileState, ProtectedChange
 from ..provision import ProvisionReport
 from ..rundir import RunDir
@@ -264,6 +265,9 @@ class DockerWorkspace(RemoteWorkspace):
         self.pids_limit = pids_limit
         self.environment = environment or EnvironmentMounts([])
         self.provisioning, self.provisioning_note = "copy", ""  # set by create_docker_workspace
+        resources = task.spec.resources
+        # Docker enforces the limits; its cgroup's counters tell what they did, where it is this host's.
+        self.cgroup = Cgroup.of_container(container.id, LimitSpec(resources.memory, resources.cpus, pids_limit))
         transport = httpx.HTTPTransport(uds=str(socket_dir / "server.sock"))
         super().__init__("http://container", token, transport=transport, alive_check=self._check_alive)
         # Host-side file operations, confined to the workspace as the local backend confines them.
@@ -285,10 +289,16 @@ class DockerWorkspace(RemoteWorkspace):
     @property
     def limits_text(self) -> str:
         resources = self.task.spec.resources
+        disk = self.overlay.disk_text() if self.overlay else "disk only monitored"
         return (
             f"limits by docker: memory {resources.memory / 2**30:.3g} GiB without swap, "
-            f"{resources.cpus:g} CPUs, {self.pids_limit} processes"
+            f"{resources.cpus:g} CPUs, {self.pids_limit} processes, {disk}"
+            + ("" if self.cgroup else " (what they did is not reported: the container's cgroup is not on this host)")
         )
+
+    def limit_events(self) -> list[str]:
+        said = self.cgroup.new_events() if self.cgroup else []
+        return said + (self.overlay.newly_full() if self.overlay else [])
 
     def _check_alive(self) -> None:
         import docker
