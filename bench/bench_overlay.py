@@ -14,13 +14,13 @@ For each size, --repeats times:
 3. snapshot of the upper layer (`SnapshotStore.take(layer=True)`, durable);
 4. restore of that snapshot into a new upper layer, and the overlay mounted over it; the restored
    view is compared with the changed one (paths and sizes);
-5. the baseline, at 2 GB: `shutil.copytree` of the changed workspace, the full copy a harness
-   without layers makes to provision, to snapshot and to restore. At 50 GB it is not run: it would
-   write 50 GB of zeros (sendfile does not keep holes) to a disk with less room than that.
+5. the baseline: `shutil.copytree` of the changed workspace, the full copy a harness without
+   layers makes to provision, to snapshot and to restore. At 50 GB only with --copy-50gb: it
+   writes 50 GB of zeros per repeat (sendfile does not keep holes), so the disk needs the room.
 
 Times are until the call returns, after os.sync() of what came before (settle()). Medians.
 
-    python bench/bench_overlay.py --dir DIR
+    python bench/bench_overlay.py --dir DIR [--copy-50gb] [--sizes 2gb 50gb]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from bench_provision import (
     write_report,
 )
 
-from pytest_innovator.overlay import Overlay, mount_overlay, overlay_unavailable
+from pytest_innovator.mounts import Overlay, mount_overlay, overlay_unavailable
 from pytest_innovator.rundir import RunDir
 from pytest_innovator.snapshots.store import SnapshotStore
 from pytest_innovator.task import Task, load_task
@@ -55,6 +55,7 @@ name = "Overlay benchmark"
 domain = "data_construction"
 time_limit = "5m"
 read_only = ["checkpoints/", "datasets/"]
+outputs = ["answer.txt"]
 
 [grader]
 command = "true"
@@ -74,6 +75,9 @@ CHANGED_FILES = (
     "configs/exp08/config00008.yaml",
 )
 DELETED_FILE = "scripts/tools9/run00009.sh"
+STEPS = tuple(
+    f"{step}{column}" for step in ("provision", "snapshot", "restore", "copytree") for column in ("", " durable")
+)
 
 
 def build_task(root: Path, size: str) -> Task:
@@ -90,6 +94,7 @@ def build_task(root: Path, size: str) -> Task:
                 stream.truncate(SPARSE_BYTES)
     (root / "task.toml").write_text(TASK_TOML.format(size=size))
     (root / "instruction.md").write_text("benchmark\n")
+    (root / "grader").mkdir(exist_ok=True)
     return load_task(root)
 
 
@@ -108,30 +113,33 @@ def view(root: Path) -> dict[str, int]:
     }
 
 
-def timed(action: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+def timed(action: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    """(result, seconds until it returned, seconds until os.sync() after it returned)."""
     settle()
     started = time.perf_counter()
     result = action(*args, **kwargs)
-    return result, time.perf_counter() - started
+    returned = time.perf_counter()
+    os.sync()
+    return result, returned - started, time.perf_counter() - started
 
 
 def measure(task: Task, scratch: Path, repeats: int, full_copies: bool) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"provision": [], "snapshot": [], "restore": [], "copytree": []}
+    times: dict[str, list[float]] = {step: [] for step in STEPS}
     for repeat in range(repeats):
         run_dir = scratch / f"run-{repeat}"
-        (report, overlay, _), seconds = timed(provision_item_workspace, task, run_dir, shared=True)
+        (report, overlay, _), *seconds = timed(provision_item_workspace, task, run_dir, shared=True)
         if not isinstance(overlay, Overlay):
             raise SystemExit(f"no overlay was mounted: {report.note}")
-        times["provision"].append(seconds)
+        record(times, "provision", seconds)
         try:
             change(overlay.merged)
             changed_view = view(overlay.merged)
             store = SnapshotStore(scratch / f"store-{repeat}")
-            info, seconds = timed(store.take, overlay.upper, {}, step=1, layer=True)
-            times["snapshot"].append(seconds)
+            info, *seconds = timed(store.take, overlay.upper, {}, step=1, layer=True)
+            record(times, "snapshot", seconds)
             if full_copies:
-                _, seconds = timed(shutil.copytree, overlay.merged, scratch / "copy", symlinks=True)
-                times["copytree"].append(seconds)
+                _, *seconds = timed(shutil.copytree, overlay.merged, scratch / "copy", symlinks=True)
+                record(times, "copytree", seconds)
                 shutil.rmtree(scratch / "copy")
         finally:
             overlay.unmount()
@@ -142,23 +150,28 @@ def measure(task: Task, scratch: Path, repeats: int, full_copies: bool) -> dict[
             upper, work = restored.workspace_upper, restored.workspace_overlay_work
             return mount_overlay([task.workspace_dir], upper, work, restored.workspace)
 
-        remounted, seconds = timed(restore_and_mount)
+        remounted, *seconds = timed(restore_and_mount)
         if not isinstance(remounted, Overlay):
             raise SystemExit(f"the restored layer could not be mounted: {remounted}")
-        times["restore"].append(seconds)
+        record(times, "restore", seconds)
         try:
             if view(remounted.merged) != changed_view:
                 raise AssertionError("the restored workspace differs from the changed one")
         finally:
             remounted.unmount()
-        print(
-            f"  run {repeat + 1}: provision {times['provision'][-1] * 1e3:.1f} ms, snapshot "
-            f"{times['snapshot'][-1] * 1e3:.1f} ms ({info.bytes_added / 1e6:.1f} MB), restore "
-            f"{times['restore'][-1] * 1e3:.1f} ms"
-            + (f", copytree {times['copytree'][-1]:.2f} s" if full_copies else "")
+        done = ", ".join(
+            f"{step} {times[step][-1]:.3f} s (durable {times[step + ' durable'][-1]:.3f} s)"
+            for step in STEPS[::2]
+            if times[step]
         )
+        print(f"  run {repeat + 1}: {done}; the snapshot added {info.bytes_added / 1e6:.1f} MB")
         shutil.rmtree(scratch, ignore_errors=True)
     return times
+
+
+def record(times: dict[str, list[float]], step: str, seconds: list[float]) -> None:
+    times[step].append(seconds[0])
+    times[f"{step} durable"].append(seconds[1])
 
 
 def main() -> int:
@@ -166,31 +179,35 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/innovator-bench-overlay"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "overlay.json")
+    parser.add_argument("--sizes", nargs="+", choices=("2gb", "50gb"), default=["2gb", "50gb"])
+    parser.add_argument("--copy-50gb", action="store_true", help="time copytree at 50 GB too (50 GB written)")
     args = parser.parse_args()
     if reason := overlay_unavailable():
         raise SystemExit(f"cannot mount overlays here: {reason}")
     load_before = machine_load()
     summary: dict[str, dict[str, Any]] = {}
-    for size in ("2gb", "50gb"):
+    for size in args.sizes:
         task = build_task(args.dir / size / "task", size)
         files, apparent = tree_size(task.workspace_dir)
         print(f"{size}: {files} files, {apparent / 1e9:.1f} GB apparent, on {filesystem_type(args.dir)}")
-        times = measure(task, args.dir / size / "scratch", args.repeats, full_copies=size == "2gb")
+        times = measure(task, args.dir / size / "scratch", args.repeats, full_copies=size == "2gb" or args.copy_50gb)
         medians = {step: statistics.median(values) for step, values in times.items() if values}
         summary[size] = {"files": files, "bytes": apparent, "times": times, "medians": medians}
     load_after = machine_load()
 
-    print(f"\n{'size':6s} {'provision':>10s} {'snapshot':>10s} {'restore':>10s} {'copytree':>10s}  ratios vs copytree")
+    print("\nmedians in ms (until the call returns / until os.sync() after it); ratios: copytree / ours")
     for size, entry in summary.items():
         medians = entry["medians"]
-        copy = medians.get("copytree")
-        ratios = (
-            ", ".join(f"{step} {copy / medians[step]:.0f}x" for step in ("provision", "snapshot", "restore"))
-            if copy
-            else "(copytree not run)"
-        )
-        cells = [f"{medians[step] * 1e3:8.1f}ms" for step in ("provision", "snapshot", "restore")]
-        print(f"{size:6s} {' '.join(cells)} {(f'{copy:9.2f}s' if copy else '-'):>10s}  {ratios}")
+        cells = []
+        for step in ("provision", "snapshot", "restore", "copytree"):
+            if step in medians:
+                cells.append(f"{step} {medians[step] * 1e3:.1f} / {medians[step + ' durable'] * 1e3:.1f}")
+        print(f"{size}: " + ", ".join(cells))
+        if "copytree" in medians:
+            for step in ("provision", "snapshot", "restore"):
+                entry[f"{step} ratio"] = medians["copytree"] / medians[step]
+                entry[f"{step} ratio durable"] = medians["copytree durable"] / medians[step + " durable"]
+                print(f"  {step}: {entry[f'{step} ratio']:.0f}x / {entry[f'{step} ratio durable']:.0f}x")
     print(f"load before: {load_before}\nload after:  {load_after}")
     write_report(args.out, "overlay", args.dir, (load_before, load_after), repeats=args.repeats, sizes=summary)
     return 0
