@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_innovator.llm.embedded import EmbeddedModelError, default_cache_dir, default_model_file
+from pytest_innovator.llm.embedded import SERVER_MODULES, EmbeddedModelError, default_cache_dir, default_model_file
 
 from .test_plugin import junit_properties
 
@@ -20,9 +20,7 @@ def embedded_model_missing() -> str | None:
         default_model_file()
     except EmbeddedModelError as exc:
         return str(exc)
-    missing = [
-        m for m in ("fastapi", "uvicorn", "transformers", "torch", "gguf") if importlib.util.find_spec(m) is None
-    ]
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
     return f"needs {', '.join(missing)}" if missing else None
 
 
@@ -55,3 +53,6 @@ def test_react_on_the_embedded_model_runs_a_mini_task(
     run_dir = Path(props["run_dir"])
     calls = [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "llm_call" for r in calls)
+    # The embedded server enforces tool calls, so every reply the model gave was an action.
+    assert props["tool_protocol"] == "native"
+    assert int(props["replies"]) >= 1 and props["action_replies"] == props["replies"]
