@@ -16,6 +16,7 @@ An endpoint's answer is kept for the process (one probe per endpoint and model, 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,15 +62,20 @@ _found: dict[tuple[str, str], ProbeResult] = {}
 
 
 def probe_tool_protocol(client: LLMClient, reply_tokens: int, timeout_s: float) -> ProbeResult:
-    """The protocol that `client`'s endpoint enforces (raises LLMError when it cannot be asked at all)."""
+    """The protocol that `client`'s endpoint enforces, found within `timeout_s` (raises LLMError when
+    it cannot be asked at all, OutOfTime when the time runs out)."""
     key = (client.base_url, client.model)
     if key in _found:
         known = _found[key]
         return ProbeResult(known.protocol, f"{known.reason} (probed earlier in this run)")
     result = ProbeResult("text", "")
-    parameters: dict[str, Any] = {"timeout_s": timeout_s, **client.reply_cap(reply_tokens)}
+    deadline = time.monotonic() + timeout_s
+
+    def parameters() -> dict[str, Any]:
+        return {"timeout_s": deadline - time.monotonic(), **client.reply_cap(reply_tokens)}
+
     try:
-        native = client.complete(PROBE_MESSAGES, [PROBE_TOOL], tool_choice="required", **parameters)
+        native = client.complete(PROBE_MESSAGES, [PROBE_TOOL], tool_choice="required", **parameters())
     except (ToolsUnsupported, RequestRefused) as exc:
         native_said = f"refused ({exc})"
     else:
@@ -81,7 +87,7 @@ def probe_tool_protocol(client: LLMClient, reply_tokens: int, timeout_s: float) 
             return result
         native_said = f"answered {_excerpt(native.message)}"
     try:
-        structured = client.complete(PROBE_MESSAGES, response_format=call_response_format([PROBE_TOOL]), **parameters)
+        structured = client.complete(PROBE_MESSAGES, response_format=call_response_format([PROBE_TOOL]), **parameters())
     except RequestRefused as exc:
         schema_said = f"refused ({exc})"
     else:
