@@ -414,3 +414,24 @@ def test_serve_says_what_it_needs(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("short\n")
     with pytest.raises(SystemExit, match="shorter than 16 characters"):
         main(["serve", "--root", str(tmp_path / "root"), "--token-file", str(tmp_path / "token")])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups for the host's items need root")
+def test_what_the_hosts_limits_did_reaches_the_client(
+    number_task_dir: Path,
+    tmp_path: Path,
+    session_server: ServerProcess,  # noqa: F811
+) -> None:
+    toml = number_task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace("[grader]", '[resources]\nmemory = "256M"\n\n[grader]'))
+    workspace, _ = connect_remote_workspace(
+        load_task(number_task_dir), tmp_path / "run", base_url=session_server.url, token=session_server.token
+    )
+    try:
+        assert workspace.limits_text.startswith("on the host: limits by cgroup") and "0.25 GiB" in workspace.limits_text
+        workspace.sessions.create("s").run("head -c 512M /dev/zero | tail > /dev/null", wait=60)
+        told = [said for said in workspace.limit_events() if not said.startswith("CPU limit")]
+        assert len(told) == 1 and told[0].startswith("out of memory: the kernel killed")
+        assert not [said for said in workspace.limit_events() if not said.startswith("CPU limit")]  # told once
+    finally:
+        workspace.close()

@@ -299,10 +299,9 @@ class RemoteWorkspace:
     host_root: Path | None = None  # the files are on the server's host
     provisioning = "host"  # made there; the server's header says how
     overlay: Overlay | None = None
-    limits_text = "host"  # enforced there; the server's header says what
 
     def limit_events(self) -> list[str]:
-        return []  # the server's own workspace reports them to nobody yet (docs/workspaces.md)
+        return self._call("GET", "/limit-events")["said"]
 
     def __init__(
         self,
@@ -333,11 +332,16 @@ class RemoteWorkspace:
         info = self.connection.request("GET", self.path)
         self.root: str = info["root"]
         self.server_protects: str = info["protects"]
+        self.host_limits: str = info.get("limits") or "not said"
         self.sessions = RemoteSessionManager(self.connection, self.path)
 
     @property
     def protects(self) -> str:
         return f"remote backend ({self.connection.base_url}), where {self.server_protects}"
+
+    @property
+    def limits_text(self) -> str:
+        return f"on the host: {self.host_limits}"
 
     def _call(self, method: str, suffix: str, **kwargs: Any) -> Any:
         return self.connection.request(method, self.path + suffix, **kwargs)
@@ -514,6 +518,8 @@ def connect_remote_workspace(
     started = time.perf_counter()
     connection = Connection(base_url, token, transport=transport, host_name=host_name)
     body: dict[str, Any] = {"env": dict(env or {}), "network": task.spec.network, "label": task.id, "lease": lease_id}
+    resources = task.spec.resources
+    body["limits"] = {"memory": resources.memory, "cpus": resources.cpus, "processes": resources.processes}
     try:
         if from_task:
             body.update(

@@ -28,6 +28,12 @@ Seconds = Annotated[float, Field(ge=0, le=MAX_WAIT_S, allow_inf_nan=False)]
 OutputBytes = Annotated[int, Field(ge=1, le=MAX_OUTPUT_BYTES)]
 
 
+class Resources(Body):
+    memory: int = Field(gt=0, description="Bytes of memory, swap off.")
+    cpus: float = Field(gt=0)
+    processes: int = Field(ge=16)
+
+
 class CreateWorkspace(Body):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the workspace's commands.")
     network: bool = Field(False, description="Let commands use the network (when the server sandboxes them).")
@@ -40,6 +46,10 @@ class CreateWorkspace(Body):
     )
     dataset: str | None = Field(None, description="Where the task's dataset is on this host (tasks with [dataset]).")
     dataset_python: str | None = Field(None, description="The interpreter that runs the dataset's evaluation here.")
+    limits: Resources | None = Field(
+        None,
+        description="Memory, CPUs and processes of its commands (a task's; a task's own workspace takes the task's).",
+    )
 
 
 class WorkspaceInfo(BaseModel):
@@ -48,6 +58,11 @@ class WorkspaceInfo(BaseModel):
     backend: str
     protects: str
     label: str
+    limits: str = ""  # what bounds its processes (the item's `limits` property)
+
+
+class LimitEvents(BaseModel):
+    said: list[str]  # what the workspace's limits did since the last request, in plain words
 
 
 class Health(BaseModel):

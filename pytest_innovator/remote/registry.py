@@ -12,6 +12,7 @@ from pathlib import Path
 from ..datasets import DatasetError
 from ..gpus import gpu_device_nodes
 from ..grading import GradeOutcome, grade_workspace
+from ..limits import Limits, LimitSpec
 from ..rundir import RunDir
 from ..sandbox import Sandbox
 from ..sessions import SessionManager
@@ -117,9 +118,16 @@ class Registry:
         return served
 
     def provision(
-        self, env: dict[str, str], network: bool, label: str, devices: tuple[str, ...] = (), lease_id: str | None = None
+        self,
+        env: dict[str, str],
+        network: bool,
+        label: str,
+        devices: tuple[str, ...] = (),
+        lease_id: str | None = None,
+        limits: LimitSpec | None = None,
     ) -> Served:
-        """A new workspace; with devices (a lease's), its commands see those GPUs and no others."""
+        """A new workspace; with devices (a lease's), its commands see those GPUs and no others; with
+        limits, its sandboxed commands run under them (limits.py)."""
         root = self.require_root()
         workspace_id = secrets.token_hex(8)
         state_dir = root / workspace_id
@@ -128,10 +136,15 @@ class Registry:
         log_dir.mkdir()
         command_env = command_environment({**env, "CUDA_VISIBLE_DEVICES": ",".join(devices)} if lease_id else env)
         sandbox = self._sandbox(directory, log_dir, network, gpu_device_nodes(devices)) if self.sandboxed else None
-        sessions = SessionManager(directory, log_dir, env=command_env, wrap=sandbox.argv if sandbox else None)
+        bounds = Limits(label or workspace_id, limits) if sandbox and limits else None
+        wrap = (bounds.bound(sandbox.argv) if bounds else sandbox.argv) if sandbox else None
+        workspace = LocalWorkspace(
+            directory, SessionManager(directory, log_dir, env=command_env, wrap=wrap), command_env, sandbox
+        )
+        workspace.limits = bounds
         served = Served(
             workspace_id,
-            LocalWorkspace(directory, sessions, command_env, sandbox),
+            workspace,
             state_dir,
             provisioned=True,
             label=label,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..models import API_VERSION, CreateWorkspace, Done, Health, WorkspaceInfo
+from ...limits import LimitSpec
+from ..models import API_VERSION, CreateWorkspace, Done, Health, LimitEvents, WorkspaceInfo
 from ..registry import Served
 from .dependencies import WORKSPACE_PATH, RegistryDep, Ws
 from .tasks import task_dir
@@ -25,7 +26,8 @@ def create_workspace(body: CreateWorkspace, registry: RegistryDep) -> WorkspaceI
     if body.task is not None:
         task = task_dir(registry.require_root(), body.task)
         return _info(registry.provision_task(task, body.dataset, body.dataset_python, body.env, devices, body.lease))
-    return _info(registry.provision(body.env, body.network, body.label, devices, body.lease))
+    limits = LimitSpec(body.limits.memory, body.limits.cpus, body.limits.processes) if body.limits else None
+    return _info(registry.provision(body.env, body.network, body.label, devices, body.lease, limits))
 
 
 @router.get("/v1/workspaces", response_model=list[WorkspaceInfo])
@@ -46,6 +48,13 @@ def delete_workspace(workspace_id: str, registry: RegistryDep) -> Done:
     return Done()
 
 
+@router.get(WORKSPACE_PATH + "/limit-events", response_model=LimitEvents)
+def limit_events(item: Ws) -> LimitEvents:
+    """What the workspace's limits did since the last request (an out-of-memory kill, refused forks,
+    CPU throttling, a full disk): each is told once."""
+    return LimitEvents(said=item.workspace.limit_events())
+
+
 @router.post(WORKSPACE_PATH + "/close", response_model=Done)
 def close_workspace(item: Ws) -> Done:
     """End every session of the workspace (its files stay)."""
@@ -56,5 +65,10 @@ def close_workspace(item: Ws) -> Done:
 def _info(item: Served) -> WorkspaceInfo:
     workspace = item.workspace
     return WorkspaceInfo(
-        id=item.id, root=workspace.root, backend=workspace.backend, protects=workspace.protects, label=item.label
+        id=item.id,
+        root=workspace.root,
+        backend=workspace.backend,
+        protects=workspace.protects,
+        label=item.label,
+        limits=workspace.limits_text,
     )
