@@ -19,6 +19,7 @@ from pytest_innovator.task import Task
 
 from .task_checks import (
     MINI_SUITE,
+    calibrated,
     check_make_data_regenerates,
     check_task_directory,
     grade_files,
@@ -103,11 +104,11 @@ def test_rule_breaking_selection_is_invalid_with_the_reason(
 def test_untouched_workspace_scores_the_baseline(task: Task, tmp_path: Path) -> None:
     outcome = grade_workspace(task, tmp_path, apply_solution=False)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(task.spec.scoring.baseline, abs=1e-9), torch_build()
+    assert outcome.metric == pytest.approx(calibrated(task, "baseline"), abs=1e-9), torch_build()
 
 
 @pytest.mark.slow
 def test_reference_solution_scores_the_reference(task: Task, tmp_path: Path) -> None:
     outcome = grade_workspace(task, tmp_path, apply_solution=True)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(task.spec.scoring.reference, abs=1e-9), torch_build()
+    assert outcome.metric == pytest.approx(calibrated(task, "reference"), abs=1e-9), torch_build()

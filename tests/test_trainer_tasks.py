@@ -19,6 +19,7 @@ from pytest_innovator.task import Task, load_task
 
 from .task_checks import (
     MINI_SUITE,
+    calibrated,
     check_probe_finds_grader_files,
     edited_task,
     grade_files,
@@ -92,7 +93,7 @@ def test_graders_files_are_out_of_the_trainers_reach(trainer: TrainerTask, tmp_p
 def test_untouched_workspace_scores_the_baseline(trainer: TrainerTask, tmp_path: Path) -> None:
     outcome = grade_workspace(trainer.task, tmp_path, apply_solution=False)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.baseline, abs=1e-12), torch_build()
+    assert outcome.metric == pytest.approx(calibrated(trainer.task, "baseline"), abs=1e-12), torch_build()
     assert outcome.metrics["isolated"] == (1.0 if isolation_available() else 0.0)
 
 
@@ -100,7 +101,7 @@ def test_untouched_workspace_scores_the_baseline(trainer: TrainerTask, tmp_path:
 def test_reference_solution_scores_the_reference(trainer: TrainerTask, tmp_path: Path) -> None:
     outcome = grade_workspace(trainer.task, tmp_path, apply_solution=True)
     assert outcome.status == "scored", outcome.message
-    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.reference, abs=1e-12), torch_build()
+    assert outcome.metric == pytest.approx(calibrated(trainer.task, "reference"), abs=1e-12), torch_build()
 
 
 @pytest.mark.slow
@@ -110,4 +111,4 @@ def test_forged_result_frames_do_not_count(trainer: TrainerTask, tmp_path: Path)
     outcome = grade_files(trainer.task, {trainer.submitted: source}, tmp_path)
     assert outcome.status == "scored", outcome.message
     assert "forged" not in outcome.message
-    assert outcome.metric == pytest.approx(trainer.task.spec.scoring.baseline, abs=1e-12), torch_build()
+    assert outcome.metric == pytest.approx(calibrated(trainer.task, "baseline"), abs=1e-12), torch_build()
