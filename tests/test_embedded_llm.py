@@ -111,9 +111,13 @@ def test_answers_greedily_with_usage_counted_by_the_tokenizer(client: Any, embed
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     first = client.chat.completions.create(model=embedded.model, messages=messages, max_tokens=16)
     second = client.chat.completions.create(model=embedded.model, messages=messages, max_tokens=16)
+    longer = [*messages, {"role": "assistant", "content": "Paris"}, {"role": "user", "content": "And of Italy?"}]
+    client.chat.completions.create(model=embedded.model, messages=longer, max_tokens=4)
+    third = client.chat.completions.create(model=embedded.model, messages=messages, max_tokens=16)
     answer = first.choices[0].message.content
     assert answer and "Paris" in answer
-    assert second.choices[0].message.content == answer  # greedy: the same request, the same reply
+    # Greedy: the same request, the same reply, whatever of the previous request's cache it reuses.
+    assert second.choices[0].message.content == third.choices[0].message.content == answer
     tokenizer = AutoTokenizer.from_pretrained(prepare_model_dir(default_model_file()))
     prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert first.usage.prompt_tokens == len(prompt_ids["input_ids"])
