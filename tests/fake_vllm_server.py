@@ -9,7 +9,8 @@ Takes vLLM's --model/--host/--port (and ignores the rest of vLLM's arguments), p
   --spawn-child PATH     start a long-lived child (as vLLM starts its engine) and write its pid to PATH
   --script PATH          the tool calls to answer with, one JSON object ({"tool", "arguments"}) per
                          line: a request that offers tools gets the one at the position of its
-                         conversation (its number of assistant messages); after the last, `finish`
+                         conversation (its number of assistant messages); after the last, `finish`;
+                         a tool the request does not offer becomes a call of the first one offered
   --requests PATH        append one JSON line per chat request (model, tools offered, tool_choice)
 """
 
@@ -22,6 +23,17 @@ import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def filled(schema: dict) -> object:
+    """The simplest value that matches a JSON schema (an enum's first value)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: filled(properties.get(name, {})) for name in schema.get("required", [])}
+    return {"string": "", "integer": 0, "number": 0, "boolean": False, "array": []}.get(kind)
 
 
 def main() -> int:
@@ -96,6 +108,9 @@ def main() -> int:
             if tools:
                 turn = sum(1 for m in request["messages"] if m.get("role") == "assistant")
                 call = script[turn] if turn < len(script) else {"tool": "finish", "arguments": {}}
+                if call["tool"] not in tools:  # as constrained decoding does: a call of an offered tool
+                    offered = request["tools"][0]["function"]
+                    call = {"tool": offered["name"], "arguments": filled(offered.get("parameters", {}))}
                 function = {"name": call["tool"], "arguments": json.dumps(call["arguments"])}
                 message = {
                     "role": "assistant",

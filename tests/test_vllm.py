@@ -139,6 +139,33 @@ def test_shared_server_replaces_a_dead_server_and_the_last_user_stops_it(tmp_pat
     assert not process_alive(child_pid)  # the server's whole process group is stopped
 
 
+def test_a_server_whose_users_were_all_killed_stops(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    user = textwrap.dedent(f"""
+        import json, time
+        from pathlib import Path
+        from pytest_innovator.llm.server_process import ServerSpec, SharedServer
+        spec = ServerSpec(key="orphan", command={tuple(_fake_command())!r})
+        shared = SharedServer(Path({str(tmp_path / "state")!r}), spec)
+        shared.acquire()
+        print(json.loads(shared.state_path.read_text())["pid"], flush=True)
+        time.sleep(600)
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", user], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    server_pid = int(worker.stdout.readline())
+    assert process_alive(server_pid)
+    worker.kill()  # as Ctrl-C or kill -9 ends an xdist worker: it never releases the server
+    worker.wait()
+    deadline = time.monotonic() + 60  # the watcher looks every 2 s; this only bounds a hang
+    while process_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(server_pid)
+    assert not (tmp_path / "state" / "orphan.json").exists()
+
+
 def test_shared_server_start_timeout_leaves_no_state(tmp_path: Path) -> None:
     spec = ServerSpec(
         key="stuck", command=tuple(_fake_command("--never-ready")), start_timeout_s=1.0, description="the fake vLLM"

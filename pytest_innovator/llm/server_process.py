@@ -5,7 +5,8 @@ A server runs in its own session (process group) with its output in a log file; 
 of its log. `SharedServer` lets every process on a host that asks for the same server (pytest-xdist
 workers, or two pytest runs) use one: the first starts it, the others find it in a small JSON state
 file guarded by a file lock, and the last one out stops it. The state lists the pids of its users,
-so a worker that was killed does not keep the server alive forever.
+and a watcher process started with the server stops it once none of them is alive: a worker that
+was killed (Ctrl-C on an xdist run, kill -9) does not leave the server running.
 
 A server that needs GPUs is started through ``python -m pytest_innovator.llm.server_process hold-gpus``,
 which leases the devices (`GpuLeaser`), runs the server with ``CUDA_VISIBLE_DEVICES`` set and holds
@@ -37,6 +38,7 @@ from ..rundir import write_json_atomic
 LOG_TAIL_LINES = 40
 _STOP_GRACE_SECONDS = 15.0
 _POLL_SECONDS = 0.25
+WATCH_INTERVAL_S = 2.0
 
 # Loopback only: never route a health check through a proxy from the environment.
 _loopback_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -258,6 +260,7 @@ class SharedServer:
                     "started_at": time.time(),
                 }
             )
+            self._watch(server.pid)
             return LLMEndpoint(base_url, model)
 
     def release(self) -> None:
@@ -283,6 +286,22 @@ class SharedServer:
             yield endpoint
         finally:
             self.release()
+
+    def _watch(self, server_pid: int) -> None:
+        command = [sys.executable, "-m", __name__, "watch-users", str(self.state_dir), self.spec.key, str(server_pid)]
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+
+    def stop_if_unused(self, server_pid: int) -> bool:
+        """Stop the server when none of its users is alive; True when it is gone (or replaced)."""
+        with self._locked():
+            state = self._read_state()
+            if state is None or int(state["pid"]) != server_pid or not process_alive(server_pid):
+                return True
+            if _live(state["users"]):
+                return False
+            self.state_path.unlink()
+        stop_process_group(server_pid)
+        return True
 
     def _usable(self, state: dict[str, Any]) -> bool:
         if not process_alive(int(state["pid"])):
@@ -381,7 +400,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     hold.add_argument("--owner", default="model server")
     hold.add_argument("--timeout", type=float, default=None, help="seconds to wait for free GPUs")
     hold.add_argument("command", nargs=argparse.REMAINDER)
+    watch = commands.add_parser("watch-users", help="stop a shared server when none of its users is alive")
+    watch.add_argument("state_dir", type=Path)
+    watch.add_argument("key")
+    watch.add_argument("server_pid", type=int)
     args = parser.parse_args(argv)
+    if args.action == "watch-users":
+        shared = SharedServer(args.state_dir, ServerSpec(key=args.key, command=()))
+        while not shared.stop_if_unused(args.server_pid):
+            time.sleep(WATCH_INTERVAL_S)
+        return 0
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
