@@ -10,6 +10,7 @@ take seconds instead of half a minute.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``GET /health``. Decoding is greedy
 (``temperature`` and ``top_p`` are ignored), one request at a time, with the model's chat template;
+the key/value cache of the last request is reused for the tokens the next one shares with it;
 ``max_tokens`` is capped by ``--max-tokens``; ``usage`` counts tokens with the model's tokenizer.
 Tools and JSON schemas are enforced by grammar-constrained decoding (see `constrained`): a request
 with ``tools`` (and any ``tool_choice`` but ``"none"``) gets exactly one call of one offered tool
