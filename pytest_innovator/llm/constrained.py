@@ -20,13 +20,15 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
+from ..errors import InnovatorError
+
 CLOSING_SHARE = 0.25  # of a reply's cap, kept for closing what is open ...
 CLOSING_TOKENS_MAX = 48  # ... but no more than this many tokens
 CLOSING_BONUS = 1000.0  # added to the logits of closing tokens: they win wherever the grammar allows them
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-class SchemaError(ValueError):
+class SchemaError(InnovatorError, ValueError):
     """The schema cannot be compiled into a grammar (the message says why)."""
 
 

@@ -170,7 +170,7 @@ def embedded_llm_server(request: pytest.FixtureRequest) -> Iterator[LLMEndpoint]
         pytest.skip(str(exc))
     missing = [
         module
-        for module in ("fastapi", "uvicorn", "transformers", "torch", "gguf")
+        for module in ("fastapi", "uvicorn", "transformers", "torch", "gguf", "llguidance")
         if importlib.util.find_spec(module) is None
     ]
     if missing:

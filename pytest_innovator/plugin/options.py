@@ -271,15 +271,16 @@ class Settings:
         for_agent=True,
     )
     tool_protocol: str = option(
-        "native: function calling; text: one fenced JSON action per reply; auto: native, "
-        "text if the server rejects tools",
+        "native: function calling; json_schema: one call per reply as JSON under the server's "
+        "response_format; text: one fenced JSON action per reply; auto: what the endpoint is found to enforce, "
+        "in that order",
         "auto",
-        _choice("auto", "native", "text"),
+        _choice("auto", "native", "json_schema", "text"),
         for_agent=True,
     )
     reply_tokens: int = option(
         "most tokens an LLM agent's model may write in one reply (each request's "
-        "max_tokens); 0: the endpoint's default (the embedded model: 160)",
+        "max_tokens); 0: the agent's default, 4096 (the embedded model: 160)",
         "0",
         _non_negative_int,
         for_agent=True,
