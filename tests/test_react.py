@@ -138,6 +138,17 @@ def test_reply_without_tool_call_gets_a_nudge(episode: Callable[..., Any]) -> No
     assert (e.result.end_reason, e.result.score_final, e.result.agent_properties["llm_calls"]) == ("finished", 80.0, 2)
 
 
+def test_after_the_same_thought_twice_think_is_not_offered(episode: Callable[..., Episode]) -> None:
+    think = {"tool_calls": [{"name": "think", "arguments": {"thought": "the best way is to..."}}]}
+    other = {"tool_calls": [{"name": "think", "arguments": {"thought": "something new"}}]}
+    finish = {"tool_calls": [{"name": "finish", "arguments": {}}]}
+    e = episode({"exchanges": [{"respond": r} for r in (think, think, other, other, finish)]})
+    e.server.assert_transcript_done()
+    offered = [{tool["function"]["name"] for tool in r.body["tools"]} for r in e.server.requests]
+    assert ["think" in names for names in offered] == [True, True, False, True, False]
+    assert all("finish" in names for names in offered)
+
+
 def test_rate_limit_is_retried(episode: Callable[..., Any]) -> None:
     e = episode("rate_limited")
     e.server.assert_transcript_done()
@@ -623,5 +634,5 @@ def test_bad_llm_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
     add_task(pytester.path / "suite", "alpha")
     result = pytester.runpytest_subprocess("suite", "--innovator-agent", "react", "--innovator-tool-protocol", "json")
     result.stderr.fnmatch_lines(
-        ["*invalid --innovator-tool-protocol 'json' (from command line*must be one of auto, native, text*"]
+        ["*invalid --innovator-tool-protocol 'json' (from command line*must be one of auto, native, json_schema, text*"]
     )

@@ -216,6 +216,7 @@ class ReactAgent:
         self._log: MessageLog | None = None
         self._tools: list[dict[str, Any]] = []
         self._tools_tokens = 0
+        self._last_steps: list[tuple[str, str]] = []  # the last two actions (tool, arguments), to spot a loop
 
     @property
     def model(self) -> str:
@@ -302,7 +303,7 @@ class ReactAgent:
         if self.protocol == "native":
             parameters["tool_choice"] = "required"
         elif self.protocol == "json_schema":
-            parameters["response_format"] = call_response_format(self._tools)
+            parameters["response_format"] = call_response_format(self._offered())
         return parameters
 
     def _loop(self, env: ResearchEnv) -> None:
@@ -343,7 +344,7 @@ class ReactAgent:
         assert self.context is not None
         while True:
             messages = self.context.messages
-            tools = self._tools if self.protocol == "native" else None
+            tools = self._offered() if self.protocol == "native" else None
             # The tools travel as schemas (native) or in the response format (json_schema).
             self.context.tools_tokens = self._tools_tokens if self.protocol != "text" else 0
             try:
@@ -454,8 +455,22 @@ class ReactAgent:
         self.context.append(nudge)
         return True
 
+    def _offered(self) -> list[dict[str, Any]]:
+        """The tools of the next request: all of them, except `think` after the same thought twice
+        in a row. Under constrained decoding the model must then do something else (a small model
+        otherwise repeats one thought until its time is up); a repeated command or poll is left
+        alone, since waiting on a long job is what an agent should do."""
+        if (
+            len(self._last_steps) == 2
+            and self._last_steps[0] == self._last_steps[1]
+            and self._last_steps[0][0] == "think"
+        ):
+            return [tool for tool in self._tools if tool["function"]["name"] != "think"]
+        return self._tools
+
     def _step(self, env: ResearchEnv, tool: str, arguments: dict[str, Any] | str) -> Any:
         assert self.facts is not None
+        self._last_steps = [*self._last_steps[-1:], (tool, json.dumps(parse_arguments(arguments), sort_keys=True))]
         observation = env.step(tool, arguments)
         self.facts.note_step(env.steps, tool, parse_arguments(arguments), observation.ok, observation.output)
         return observation
