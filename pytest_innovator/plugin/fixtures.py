@@ -25,7 +25,7 @@ from ..backends import BACKENDS, BackendUnavailable, WorkspaceRequest
 from ..rundir import RunDir, write_json_atomic
 from ..task import Task, TaskError, load_task
 from .items import record_result, restarted_key, result_key, resume_target_key, resumed_key, task_key
-from .options import OPTION_BY_NAME, Settings, run_id_key, settings_key
+from .options import OPTION_BY_NAME, Settings, run_id_key, settings_key, uses_embedded_model
 
 
 def _task_for(request: pytest.FixtureRequest) -> Task:
@@ -263,17 +263,6 @@ EMBEDDED_CONTEXT_TOKENS = 6000  # the embedded model's context is 8192 tokens
 # One text-protocol action takes 30 to 80 tokens; the 135M model, left to run, rambles to its 512
 # limit at a few tokens a second, so an uncapped reply costs a minute of working time.
 EMBEDDED_REPLY_TOKENS = 160
-
-
-def uses_embedded_model(settings: Settings) -> bool:
-    """The react agent with no endpoint, no vLLM model and no key configured runs on the embedded model."""
-    return (
-        settings.agent == "react"
-        and not settings.base_url
-        and not settings.vllm_model
-        and not settings.model
-        and not os.environ.get(settings.api_key_env)
-    )
 
 
 @pytest.fixture

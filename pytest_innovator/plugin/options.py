@@ -475,6 +475,17 @@ def resolve_settings(config: pytest.Config) -> Settings:
     return Settings(**values)
 
 
+def uses_embedded_model(settings: Settings) -> bool:
+    """The react agent with no endpoint, no vLLM model and no key configured runs on the embedded model."""
+    return (
+        settings.agent == "react"
+        and not settings.base_url
+        and not settings.vllm_model
+        and not settings.model
+        and not os.environ.get(settings.api_key_env)
+    )
+
+
 def markdown_table() -> str:
     """The options as docs/options.md shows them."""
     rows = ["| option | environment variable | ini key | default | meaning |", "|---|---|---|---|---|"]

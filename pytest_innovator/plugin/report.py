@@ -20,6 +20,7 @@ from ..ledger import EvalLedger
 from ..results import RESULTS_SCHEMA, EpisodeResult
 from ..rundir import RunDir, results_log_path, runs_dir
 from ..trajectory import read_trajectory
+from .options import uses_embedded_model
 
 if TYPE_CHECKING:
     from ..env import ResearchEnv
@@ -219,7 +220,7 @@ class ResultsReporter:
         write(f"report: {html_report(runs_dir(self.settings.results) / self.run_id)}")
         results = _relative(self.settings.results, self.config.invocation_params.dir)
         write(f"leaderboard: pytest-innovator leaderboard {results} --markdown leaderboard.md")
-        if not self.settings.base_url:
+        if uses_embedded_model(self.settings):  # the react agent on the small CPU model: say how to use another
             args = shlex.join(self.config.invocation_params.args)
             write(f"a real model: pytest {args} --innovator-base-url http://HOST:PORT/v1 --innovator-model NAME")
 
