@@ -15,6 +15,7 @@ from pytest_innovator.mounts import overlay_unavailable
 from pytest_innovator.rundir import RunDir
 from pytest_innovator.sandbox import bwrap_path
 
+from .benchmark_runs import FINISH, answer, write_replays
 from .conftest import fake_gpus
 from .test_plugin import add_task, results_log
 
@@ -36,10 +37,6 @@ FILL = "head -c 300M /dev/zero > fill.bin; echo wrote=$?"  # the disk is still f
 FREE = "rm -f fill.bin"
 
 
-def only_for_hog(command: str) -> str:
-    return f'if [ "$INNOVATOR_TASK" = hog ]; then {command}; fi'
-
-
 def test_one_item_hits_its_limits_and_its_neighbour_scores_as_alone(pytester: pytest.Pytester) -> None:
     hog = add_task(pytester.path / "suite", "hog")
     toml = hog / "task.toml"
@@ -47,13 +44,12 @@ def test_one_item_hits_its_limits_and_its_neighbour_scores_as_alone(pytester: py
         toml.read_text().replace("[grader]", '[resources]\nmemory = "256M"\nprocesses = 64\ndisk = "100M"\n\n[grader]')
     )
     add_task(pytester.path / "suite", "calm")
-    steps = [{"tool": "create_session", "arguments": {"name": "s"}}]
-    for command in (ALLOCATE, FORK, FILL, FREE):
-        arguments = {"session": "s", "command": only_for_hog(command), "wait": 60}
-        steps.append({"tool": "run_command", "arguments": arguments})
-    steps += [{"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}}, {"tool": "finish"}]
-    replay = pytester.path / "replay.jsonl"
-    replay.write_text("\n".join(json.dumps(step) for step in steps))
+    commands = [
+        {"tool": "run_command", "arguments": {"session": "s", "command": c, "wait": 60}}
+        for c in (ALLOCATE, FORK, FILL, FREE)
+    ]
+    start, end = [{"tool": "create_session", "arguments": {"name": "s"}}], [answer(0.9), FINISH]
+    replay = write_replays(pytester.path / "replays", {"hog": [*start, *commands, *end], "calm": [*start, *end]})
 
     result = pytester.runpytest_subprocess(
         "suite", "-n", "2", "--innovator-backend", "sandbox", "--innovator-agent", "replay",
@@ -131,11 +127,10 @@ def test_gpu_memory_is_recorded_and_going_over_the_tasks_gpu_memory_is_told(
         {"tool": "write_file", "arguments": {"path": "vram.txt", "content": str(20 << 30)}},  # a model loaded
         {"tool": "think", "arguments": {"thought": "still loaded"}},
         {"tool": "write_file", "arguments": {"path": "vram.txt", "content": str(2 << 30)}},  # freed
-        {"tool": "write_file", "arguments": {"path": "answer.txt", "content": "0.9"}},
-        {"tool": "finish"},
+        answer(0.9),
+        FINISH,
     ]
-    replay = pytester.path / "replay.jsonl"
-    replay.write_text("\n".join(json.dumps(step) for step in steps))
+    replay = write_replays(pytester.path / "replays", {"trainer": steps})
 
     result = pytester.runpytest_subprocess(
         "suite", "--innovator-backend", "sandbox", "--innovator-gpus", "0", "--innovator-agent", "replay",
