@@ -382,7 +382,7 @@ def test_nothing_survives_the_server(tmp_path: Path, number_task_dir: Path, stop
         workspace.sessions.create("s").run(f"{sleeper} & setsid {sleeper} &", wait=5)
         deadline = time.monotonic() + 10
         while len(processes_with(marker)) != 2 and time.monotonic() < deadline:
-            time.sleep(0.02)  # setsid forks, and its parent lingers for a moment
+            time.sleep(0.02)
         assert len(processes_with(marker)) == 2
         os.kill(server.process.pid, stop_signal)
         server.process.wait(15)
@@ -395,13 +395,15 @@ def test_nothing_survives_the_server(tmp_path: Path, number_task_dir: Path, stop
 
 
 def processes_with(marker: str) -> list[str]:
+    """The sleepers that have started Python: not the shell's forks before their exec, nor setsid
+    and its fork (counting those made the number pass through 2 before both sleepers ran)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            command_line = (entry / "cmdline").read_bytes()
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if entry.name.isdigit() and marker.encode() in command_line and b"sleep" in command_line:
+        if entry.name.isdigit() and arguments[0].startswith(b"python3") and marker.encode() in arguments:
             found.append(entry.name)
     return found
 
