@@ -28,7 +28,7 @@ from .rundir import RunDir, write_json_atomic
 from .scores import normalize
 from .sessions import SessionError
 from .task import Task
-from .tools import SPANNING_TOOLS, TOOLS, Observation, Tool
+from .tools import Observation, Tool, action_space
 from .trajectory import TrajectoryWriter
 from .workspace import Workspace, WorkspaceError
 
@@ -117,8 +117,12 @@ class ResearchEnv:
         snapshots: SnapshotPolicy | None = None,
         resumed: dict[str, Any] | None = None,
         gpu_memory: GpuMemoryMonitor | None = None,
+        services: dict[str, Any] | None = None,
     ):
         self.task = task
+        # What optional tools reach outside the workspace through (a search provider, ...), by group
+        # name; built by the plugin from the user's options, never visible to the agent's sessions.
+        self.services = services or {}
         self.workspace = workspace
         self.gpu_memory = gpu_memory  # the leased GPUs' memory over time, where this host has them
         self.run_dir = run_dir
@@ -211,8 +215,10 @@ class ResearchEnv:
 
     @property
     def tools(self) -> dict[str, Tool]:
-        """The action space: with sessions on each host for an item that holds several."""
-        return SPANNING_TOOLS if len(getattr(self.workspace, "held_hosts", ())) > 1 else TOOLS
+        """The action space: with sessions on each host for an item that holds several, and the
+        optional tool groups the task offers (a task that requires web tools is offered them)."""
+        groups = self.task.spec.tools + (("web",) if self.task.spec.requires.web_tools else ())
+        return action_space(tuple(dict.fromkeys(groups)), spanning=len(getattr(self.workspace, "held_hosts", ())) > 1)
 
     def available_tools(self) -> list[Tool]:
         return [t for t in self.tools.values() if t.name != "view_hint" or self._hint_offered()]

@@ -125,6 +125,11 @@ class Requires(_Strict):
     api_model: bool = False  # the task's own code calls a hosted model (OpenAI, Azure)
 
 
+# Tools a task may offer beyond the core set (files, sessions, system): each group lives in its own
+# module (tools.optional_tools). "mlgym" names evaluate and finish as MLGym does: validate, submit.
+TOOL_GROUPS = ("memory", "web", "literature", "documents", "mlgym")
+
+
 class Grader(_Strict):
     command: str | None = Field(None, min_length=1)  # None: the task names its dataset's evaluation instead
     timeout: float = 600.0
@@ -262,6 +267,7 @@ class TaskSpec(_Strict):
     snapshot_minutes: float | None = Field(None, gt=0)
     resources: Resources = Resources()
     requires: Requires = Requires()
+    tools: tuple[str, ...] = ()  # optional tool groups (TOOL_GROUPS) the agent is offered
     grader: Grader
     scoring: Scoring
     hint: Hint | None = None
@@ -289,6 +295,14 @@ class TaskSpec(_Strict):
         for path in paths:
             _inside(path, "the workspace")
         return paths
+
+    @field_validator("tools")
+    @classmethod
+    def _known_groups(cls, groups: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [g for g in groups if g not in TOOL_GROUPS]
+        if unknown:
+            raise ValueError(f"unknown tool group(s) {', '.join(map(repr, unknown))}; known: {', '.join(TOOL_GROUPS)}")
+        return groups
 
     @model_validator(mode="after")
     def _one_source_for_each_part(self) -> TaskSpec:

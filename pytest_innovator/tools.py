@@ -7,6 +7,7 @@ and the environment's methods only.
 
 from __future__ import annotations
 
+import importlib
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -392,6 +393,37 @@ _ALL_TOOLS = [
 ]
 
 TOOLS: dict[str, Tool] = {tool.name: tool for tool in _ALL_TOOLS}
+
+# MLGym's names for evaluating without ending the episode and for ending it with the final evaluation.
+MLGYM_TOOLS = [
+    Tool("validate", "Score the current submission without ending the episode.", NoArgs, evaluate),
+    Tool("submit", "Submit: ends the episode; the final evaluation scores your submission.", Finish, finish),
+]
+MLGYM_REPLACES = ("evaluate", "finish")
+
+# The modules of the optional tool groups (task.TOOL_GROUPS), imported only when a task offers them.
+GROUP_MODULES = {
+    "memory": "pytest_innovator.research_tools.memory",
+    "web": "pytest_innovator.research_tools.web",
+    "literature": "pytest_innovator.research_tools.literature",
+    "documents": "pytest_innovator.research_tools.documents",
+}
+
+
+def action_space(groups: tuple[str, ...], *, spanning: bool = False) -> dict[str, Tool]:
+    """The tools of an item: the core set (with sessions on each host when it spans hosts) and
+    the optional groups its task offers. Each group module exports `TOOLS: list[Tool]`."""
+    tools = dict(SPANNING_TOOLS if spanning else TOOLS)
+    for group in groups:
+        if group == "mlgym":
+            for name in MLGYM_REPLACES:
+                tools.pop(name)
+            added = MLGYM_TOOLS
+        else:
+            added = importlib.import_module(GROUP_MODULES[group]).TOOLS
+        tools.update((tool.name, tool) for tool in added)
+    return tools
+
 
 # An item that holds several hosts (hosts/spanning.py): sessions on any of them, and what each holds.
 SPANNING_TOOLS: dict[str, Tool] = {

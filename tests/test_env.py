@@ -10,7 +10,7 @@ from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.env import Limits, ResearchEnv
 from pytest_innovator.ledger import EvalLedger
 from pytest_innovator.remote.client import connect_remote_workspace
-from pytest_innovator.task import load_task
+from pytest_innovator.task import TaskError, load_task
 from pytest_innovator.trajectory import read_trajectory
 from pytest_innovator.workspace import LocalWorkspace, Workspace
 
@@ -229,3 +229,23 @@ def test_disk_limit_is_flagged_once(number_task_dir: Path, tmp_path: Path, serve
         assert result.monitor_flags == 1 and environment.ledger.monitor[0]["check"] == "disk_limit"
     finally:
         environment.workspace.close()
+
+
+def test_a_task_offers_mlgym_names_for_evaluate_and_finish(tmp_path: Path, number_task_dir: Path) -> None:
+    toml = number_task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace('domain = "', 'tools = ["mlgym"]\ndomain = "', 1))
+    env = make_env(number_task_dir, tmp_path / "run")
+    try:
+        names = {tool.name for tool in env.available_tools()}
+        assert {"validate", "submit"} <= names and not names & {"evaluate", "finish"}
+        assert env.step("validate").ok and len(env.ledger.evaluations) == 1
+        assert env.step("submit").done and env.end_reason == "finished"
+    finally:
+        env.workspace.close()
+
+
+def test_an_unknown_tool_group_names_the_known_ones(number_task_dir: Path) -> None:
+    toml = number_task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace('domain = "', 'tools = ["telepathy"]\ndomain = "', 1))
+    with pytest.raises(TaskError, match="tools.*'telepathy'.*memory, web"):
+        load_task(number_task_dir)
