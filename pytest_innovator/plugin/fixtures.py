@@ -1,12 +1,12 @@
-"""The plugin's fixtures (all function-scoped): innovator_task, innovator_run_dir, gpu_lease,
-workspace, sessions, agent, research_env. A user's own test can ask for them with
-``@pytest.mark.innovator_task("mini/scaffold_construction")``.
+"""The plugin's fixtures: innovator_task, innovator_run_dir, gpu_lease, workspace, sessions,
+agent, research_env (function-scoped) and research_services (once per process). A user's own test
+can ask for them with ``@pytest.mark.innovator_task("mini/scaffold_construction")``.
 
 `innovator_task` comes first: an item whose task needs what this host or this harness cannot give
-(GPUs and their memory, a second host, web tools, an API model, its dataset, its workspace at a
-fixed path on a backend that cannot place it) is skipped there with
-everything it lacks, before anything is made for it; a dataset that lacks the task's files is an
-error naming them.
+(GPUs and their memory, a second host, web or literature tools with no provider configured, an API
+model, its dataset, its workspace at a fixed path on a backend that cannot place it) is skipped
+there with everything it lacks, before anything is made for it; a dataset that lacks the task's
+files is an error naming them.
 """
 
 from __future__ import annotations
@@ -117,8 +117,17 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
     usable = usable_gpus(task, settings)
     if resources.gpus > len(usable) and settings.hosts is None:  # a pool's hosts are asked at lease time
         unmet.append(_gpu_shortfall(task, settings, usable))
-    if spec.requires.web_tools:
-        unmet.append("web search and browsing tools for the agent (this harness does not provide them yet)")
+    offered = offered_groups(task)
+    if "web" in offered and settings.search_provider is None:
+        unmet.append(
+            f"web search and browsing tools for the agent (name their provider with "
+            f"{OPTION_BY_NAME['search_provider'].flag} serper, bing or offline; docs/agents.md)"
+        )
+    if "literature" in offered and settings.literature_provider is None:
+        unmet.append(
+            f"literature search for the agent (name its provider with {OPTION_BY_NAME['literature_provider'].flag} "
+            "semantic_scholar, arxiv or offline; docs/agents.md)"
+        )
     if spec.requires.api_model and not settings.task_api_url:
         unmet.append(
             f"an API model its code calls, OpenAI or Azure (an OpenAI-compatible endpoint: "
@@ -131,6 +140,12 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
             f"(use {OPTION_BY_NAME['backend'].flag} sandbox or docker)"
         )
     return unmet
+
+
+def offered_groups(task: Task) -> tuple[str, ...]:
+    """The optional tool groups the task offers its agent: those it names, and web tools when it
+    requires them (as ResearchEnv.tools offers them)."""
+    return task.spec.tools + (("web",) if task.spec.requires.web_tools else ())
 
 
 def _gpu_shortfall(task: Task, settings: Settings, usable: tuple[str, ...]) -> str:
@@ -293,9 +308,34 @@ def agent(request: pytest.FixtureRequest) -> Any:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.fixture(scope="session")
+def research_services(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """What the optional tools reach outside the workspace through (the search and literature
+    providers), built once per process from the options; keys stay in this process."""
+    from ..research_tools.providers import CorpusError, build_services
+
+    settings: Settings = request.config.stash[settings_key]
+    try:
+        services, client = build_services(
+            settings.search_provider, settings.literature_provider, settings.offline_corpus, settings.api_base_urls
+        )
+    except CorpusError as exc:
+        raise pytest.UsageError(f"{OPTION_BY_NAME['offline_corpus'].flag}: {exc}") from None
+    try:
+        yield services
+    finally:
+        if client is not None:
+            client.close()
+
+
 @pytest.fixture
 def research_env(
-    request: pytest.FixtureRequest, innovator_task: Task, workspace: Any, innovator_run_dir: Path, gpu_lease: Any
+    request: pytest.FixtureRequest,
+    innovator_task: Task,
+    workspace: Any,
+    innovator_run_dir: Path,
+    gpu_lease: Any,
+    research_services: dict[str, Any],
 ) -> Iterator[Any]:
     from ..agents import agent_label
     from ..env import Limits, ResearchEnv, SnapshotPolicy
@@ -330,6 +370,7 @@ def research_env(
         snapshots=snapshots,
         resumed=request.node.stash.get(resumed_key, None),
         gpu_memory=gpu_memory,
+        services=research_services,
     )
     if restarted_key in request.node.stash:
         env.keep_spent(*request.node.stash[restarted_key])

@@ -33,6 +33,7 @@ from ..datasets import default_cache_dir
 from ..errors import InnovatorError
 from ..gpus import detect_gpus, gpu_memory
 from ..hosts.inventory import host_name
+from ..research_tools.providers import DEFAULT_BASE_URLS, KEY_ENVS, LITERATURE_PROVIDERS, SEARCH_PROVIDERS
 
 
 class SettingsError(InnovatorError, pytest.UsageError):
@@ -115,6 +116,23 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 
 def _text(value: str) -> str:
+    return value
+
+
+def _optional_choice(*choices: str) -> Callable[[str], str | None]:
+    def convert(value: str) -> str | None:
+        if value == "":
+            return None
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return convert
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
     return value
 
 
@@ -316,6 +334,31 @@ class Settings:
     vllm_command: str = option(
         "command that starts the vLLM server (default: this python -m vllm.entrypoints.openai.api_server)"
     )
+    search_provider: str | None = option(
+        "the provider of web_search and open_page, for tasks that offer web tools: serper (key in $SERPER_API_KEY), "
+        "bing (key in $BING_SEARCH_API_KEY) or offline (--innovator-offline-corpus); unset: such tasks are skipped",
+        "",
+        _optional_choice(*SEARCH_PROVIDERS),
+    )
+    literature_provider: str | None = option(
+        "the provider of literature_search, for tasks that offer it: semantic_scholar (optional key in "
+        "$SEMANTIC_SCHOLAR_API_KEY), arxiv or offline (--innovator-offline-corpus); unset: such tasks are skipped",
+        "",
+        _optional_choice(*LITERATURE_PROVIDERS),
+    )
+    offline_corpus: Path | None = option(
+        "JSONL file of pages (url, title, text; authors and year for papers) that the offline providers search "
+        "and open",
+        "",
+        lambda value: _file(value) if value else None,
+    )
+    api_base_urls: dict[str, str] = option(
+        "base URL of a search or literature API, as NAME=URL (serper, bing, semantic_scholar, arxiv); "
+        "repeatable (a proxy, or a local server that answers in the API's format)",
+        None,
+        _url,
+        per_name=True,
+    )
     resume: str = option(
         "continue the items of an earlier run (RESULTS/runs/RUN_ID) from their last snapshots, "
         "or branch one item from a snapshot (RUN_DIR/ITEM@SNAPSHOT)"
@@ -470,9 +513,26 @@ def resolve_settings(config: pytest.Config) -> Settings:
         values["backend"] = "remote"
     if values["backend"] is None:
         values["backend"] = default_backend()
+    _check_providers(values)
     if not values["results"].is_absolute():
         values["results"] = Path(config.invocation_params.dir) / values["results"]
     return Settings(**values)
+
+
+def _check_providers(values: dict[str, Any]) -> None:
+    """A provider has what it needs: the offline ones their corpus, Serper and Bing their key."""
+    for option in ("search_provider", "literature_provider"):
+        provider = values[option]
+        flag = f"{OPTION_BY_NAME[option].flag} {provider}"
+        if provider == "offline" and values["offline_corpus"] is None:
+            raise SettingsError(f"{flag} searches a local corpus: name its JSONL file with --innovator-offline-corpus")
+        if provider in ("serper", "bing") and not os.environ.get(KEY_ENVS[provider]):
+            raise SettingsError(f"{flag} reads its key from ${KEY_ENVS[provider]}, which is not set")
+    unknown = sorted(set(values["api_base_urls"]) - set(DEFAULT_BASE_URLS))
+    if unknown:
+        raise SettingsError(
+            f"--innovator-api-base-url {unknown[0]}: unknown API; known: {', '.join(DEFAULT_BASE_URLS)}"
+        )
 
 
 def uses_embedded_model(settings: Settings) -> bool:

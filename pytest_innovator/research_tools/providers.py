@@ -1,0 +1,185 @@
+"""What the web and literature tools reach outside the workspace through: the HTTP APIs' shared
+client and error handling, the offline corpus, and the services a run builds from its options.
+
+The harness process makes every request: keys come from its environment (named in KEY_ENVS) and
+never reach the agent's sessions, whose environment drops every variable named like a secret
+(workspace.command_environment). httpx is imported only when a live provider is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InnovatorError
+
+if TYPE_CHECKING:
+    import httpx
+
+# Each live API's key variable (Semantic Scholar's is optional: without it, the shared rate limit).
+KEY_ENVS = {"serper": "SERPER_API_KEY", "bing": "BING_SEARCH_API_KEY", "semantic_scholar": "SEMANTIC_SCHOLAR_API_KEY"}
+DEFAULT_BASE_URLS = {
+    "serper": "https://google.serper.dev",
+    "bing": "https://api.bing.microsoft.com",
+    "semantic_scholar": "https://api.semanticscholar.org",
+    "arxiv": "https://export.arxiv.org",
+}
+SEARCH_PROVIDERS = ("serper", "bing", "offline")
+LITERATURE_PROVIDERS = ("semantic_scholar", "arxiv", "offline")
+TIMEOUT_S = 30.0
+RESULTS = 10  # hits a search returns
+USER_AGENT = "pytest-innovator (research-agent benchmark harness)"
+
+
+class ProviderError(InnovatorError):
+    """A provider failed (refused key, rate limit, timeout, malformed answer): the agent sees
+    the message as an error observation."""
+
+
+class CorpusError(InnovatorError):
+    """The offline corpus file is not what it must be: the message names the line."""
+
+
+def http_client() -> httpx.Client:
+    import httpx
+
+    return httpx.Client(timeout=TIMEOUT_S, follow_redirects=True, headers={"User-Agent": USER_AGENT})
+
+
+def request(client: httpx.Client, provider: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """The provider's answer; a failure of any kind is a ProviderError that says what happened."""
+    import httpx
+
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.TimeoutException:
+        raise ProviderError(f"{provider} did not answer within {TIMEOUT_S:.0f} s; try again later") from None
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"{provider} could not be reached ({type(exc).__name__}: {exc})") from None
+    status = response.status_code
+    if status < 400:
+        return response
+    detail = " ".join(response.text.split())[:200]
+    if status in (401, 403):
+        key = KEY_ENVS.get(provider)
+        raise ProviderError(
+            f"{provider} refused the harness's key (HTTP {status}: {detail}); "
+            f"this tool will not work in this run{f' (the run must set a valid ${key})' if key else ''}"
+        )
+    if status == 429:
+        raise ProviderError(f"{provider} is rate limiting (HTTP 429: {detail}); wait a while before the next call")
+    raise ProviderError(f"{provider} answered HTTP {status}: {detail}")
+
+
+def json_body(response: httpx.Response, provider: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderError(
+            f"{provider} answered with malformed JSON: {' '.join(response.text.split())[:120]!r}"
+        ) from None
+
+
+def malformed(provider: str, exc: Exception) -> ProviderError:
+    """A JSON answer without the fields the API's format promises."""
+    return ProviderError(f"{provider} answered in an unexpected format ({type(exc).__name__}: {exc})")
+
+
+# --- the offline corpus ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusEntry:
+    url: str
+    title: str
+    text: str
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. authors, year for literature_search
+
+
+def _terms(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+class Corpus:
+    """Pages from a JSONL file (one object a line: url, title, text; other keys kept as extra),
+    searched by BM25 over title and text, opened by URL. For air-gapped runs and tests."""
+
+    K1, B = 1.5, 0.75
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: list[CorpusEntry] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                self.entries.append(self._entry(line, number))
+        if not self.entries:
+            raise CorpusError(f"{path}: the offline corpus holds no entries (one JSON object a line: url, title, text)")
+        self.by_url = {entry.url: entry for entry in self.entries}
+        self._counts = [Counter(_terms(f"{e.title} {e.title} {e.text}")) for e in self.entries]
+        self._lengths = [sum(c.values()) for c in self._counts]
+        self._average = sum(self._lengths) / len(self._lengths) or 1.0
+        frequency = Counter(term for counts in self._counts for term in counts)
+        n = len(self.entries)
+        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in frequency.items()}
+
+    def _entry(self, line: str, number: int) -> CorpusEntry:
+        where = f"{self.path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise CorpusError(f"{where}: must be a JSON object with url, title and text")
+        missing = [k for k in ("url", "title", "text") if not isinstance(record.get(k), str)]
+        if missing:
+            raise CorpusError(f"{where}: {', '.join(missing)} missing or not a string")
+        url, title, text = record.pop("url"), record.pop("title"), record.pop("text")
+        return CorpusEntry(url, title, text, record)
+
+    def search(self, query: str, count: int = RESULTS) -> list[CorpusEntry]:
+        terms = set(_terms(query))
+        scored = []
+        for index, counts in enumerate(self._counts):
+            norm = self.K1 * (1 - self.B + self.B * self._lengths[index] / self._average)
+            score = sum(self._idf[t] * counts[t] * (self.K1 + 1) / (counts[t] + norm) for t in terms if counts.get(t))
+            if score > 0:
+                scored.append((score, index))
+        scored.sort(key=lambda pair: (-pair[0], pair[1]))
+        return [self.entries[index] for _, index in scored[:count]]
+
+
+# --- what a run builds from its options ------------------------------------------------------
+
+
+def build_services(
+    search: str | None, literature: str | None, corpus_path: Path | None, base_urls: dict[str, str]
+) -> tuple[dict[str, Any], httpx.Client | None]:
+    """The services by tool group ("web", "literature") and the HTTP client they share (None
+    when no live provider is configured; the caller closes it)."""
+    from . import literature as literature_tools
+    from . import web as web_tools
+
+    corpus = Corpus(corpus_path) if corpus_path is not None and "offline" in (search, literature) else None
+    live = [p for p in (search, literature) if p not in (None, "offline")]
+    client = http_client() if live else None
+
+    def base(name: str) -> str:
+        return base_urls.get(name, DEFAULT_BASE_URLS[name]).rstrip("/")
+
+    services: dict[str, Any] = {}
+    if search is not None:
+        services["web"] = web_tools.make_provider(search, client, base(search) if client else "", corpus)
+    if literature is not None:
+        base_url = base(literature) if literature != "offline" else ""
+        services["literature"] = literature_tools.make_provider(literature, client, base_url, corpus)
+    return services, client
+
+
+def key_from_environment(provider: str) -> str:
+    return os.environ.get(KEY_ENVS.get(provider, ""), "")
