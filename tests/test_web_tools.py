@@ -201,7 +201,10 @@ def make_env(number_task_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Re
         if "tools =" not in toml.read_text():
             toml.write_text(toml.read_text().replace('domain = "', 'tools = ["web", "literature"]\ndomain = "', 1))
         task = load_task(number_task_dir)
-        services, client = build_services(search, literature, corpus(tmp_path / "corpus.jsonl"), base_urls or {})
+        corpus_file = tmp_path / "corpus.jsonl"  # a test may have written its own
+        services, client = build_services(
+            search, literature, corpus_file if corpus_file.exists() else corpus(corpus_file), base_urls or {}
+        )
         run_dir = tmp_path / f"run{len(made)}"
         workspace, _ = LocalWorkspace.create(task, run_dir)
         limits = Limits(time_limit_s=300.0, step_limit=50, eval_budget=3, hints="off")

@@ -312,15 +312,16 @@ def agent(request: pytest.FixtureRequest) -> Any:
 def research_services(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """What the optional tools reach outside the workspace through (the search and literature
     providers), built once per process from the options; keys stay in this process."""
-    from ..research_tools.providers import CorpusError, build_services
+    from ..errors import InnovatorError
+    from ..research_tools.providers import build_services
 
     settings: Settings = request.config.stash[settings_key]
     try:
         services, client = build_services(
             settings.search_provider, settings.literature_provider, settings.offline_corpus, settings.api_base_urls
         )
-    except CorpusError as exc:
-        raise pytest.UsageError(f"{OPTION_BY_NAME['offline_corpus'].flag}: {exc}") from None
+    except InnovatorError as exc:  # a broken corpus, a missing extra
+        raise pytest.UsageError(str(exc)) from None
     try:
         yield services
     finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InnovatorError
+from ..errors import InnovatorError, pip_hint
 
 if TYPE_CHECKING:
     import httpx
@@ -47,7 +47,10 @@ class CorpusError(InnovatorError):
 
 
 def http_client() -> httpx.Client:
-    import httpx
+    try:
+        import httpx
+    except ImportError:
+        raise InnovatorError(f"live providers need the web extra: {pip_hint('web')}") from None
 
     return httpx.Client(timeout=TIMEOUT_S, follow_redirects=True, headers={"User-Agent": USER_AGENT})
 
