@@ -328,3 +328,19 @@ def test_a_bad_dataset_option_is_a_usage_error_naming_where_it_came_from(
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
+
+
+def test_a_task_that_requires_web_tools_runs_once_a_search_provider_is_configured(
+    pytester: pytest.Pytester, suite: Path
+) -> None:
+    dataset = make_dataset(pytester.path / "dataset", 8)
+    (pytester.path / "corpus.jsonl").write_text('{"url": "https://example.org/a", "title": "A", "text": "a"}\n')
+    common = ("-k", "task_8", "--innovator-dataset", f"innovatorbench={dataset}", "--innovator-gpus", "0,1,2,3,4,5,6,7")
+    skipped = run(pytester, *common)
+    assert skip_reasons(skipped)["task_8"].startswith(
+        "web search and browsing tools for the agent (name their provider with --innovator-search-provider"
+    )
+    offline = ("--innovator-search-provider", "offline", "--innovator-offline-corpus", "corpus.jsonl")
+    result = run(pytester, *common, *offline)
+    result.assert_outcomes(failed=1)  # the null agent's answer: the evaluation's 0
+    result.stdout.fnmatch_lines(["*final score 0.00 is below the pass score 1 (task task_8, agent null@1*"])
