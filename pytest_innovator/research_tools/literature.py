@@ -125,12 +125,12 @@ class OfflineLiterature:
         return papers
 
 
-def make_provider(name: str, client: httpx.Client | None, base_url: str, corpus: Corpus | None) -> LiteratureProvider:
-    if name == "offline":
-        assert corpus is not None, "the options check that an offline provider has its corpus"
-        return OfflineLiterature(corpus)
-    assert client is not None
-    return {"semantic_scholar": SemanticScholar, "arxiv": Arxiv}[name](client, base_url)
+# By --innovator-literature-provider, as web.PROVIDERS.
+PROVIDERS: dict[str, type[SemanticScholar | Arxiv | OfflineLiterature]] = {
+    "semantic_scholar": SemanticScholar,
+    "arxiv": Arxiv,
+    "offline": OfflineLiterature,
+}
 
 
 class LiteratureSearch(ToolArgs):

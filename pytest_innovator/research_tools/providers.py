@@ -172,15 +172,17 @@ def build_services(
     live = [p for p in (search, literature) if p not in (None, "offline")]
     client = http_client() if live else None
 
-    def base(name: str) -> str:
-        return base_urls.get(name, DEFAULT_BASE_URLS[name]).rstrip("/")
-
     services: dict[str, Any] = {}
-    if search is not None:
-        services["web"] = web_tools.make_provider(search, client, base(search) if client else "", corpus)
-    if literature is not None:
-        base_url = base(literature) if literature != "offline" else ""
-        services["literature"] = literature_tools.make_provider(literature, client, base_url, corpus)
+    for group, module, name in (("web", web_tools, search), ("literature", literature_tools, literature)):
+        if name == "offline":
+            if corpus is None:
+                raise InnovatorError(
+                    "the offline provider searches a corpus: name its file with --innovator-offline-corpus"
+                )
+            services[group] = module.PROVIDERS[name](corpus)
+        elif name is not None:
+            base_url = base_urls.get(name, DEFAULT_BASE_URLS[name]).rstrip("/")
+            services[group] = module.PROVIDERS[name](client, base_url)
     return services, client
 
 

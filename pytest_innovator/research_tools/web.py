@@ -211,12 +211,13 @@ class OfflineWeb:
         return Page(entry.title, entry.text)
 
 
-def make_provider(name: str, client: httpx.Client | None, base_url: str, corpus: Corpus | None) -> WebProvider:
-    if name == "offline":
-        assert corpus is not None, "the options check that an offline provider has its corpus"
-        return OfflineWeb(corpus)
-    assert client is not None
-    return {"serper": SerperSearch, "bing": BingSearch}[name](client, base_url)
+# By --innovator-search-provider: the offline one takes the corpus, the others the HTTP client
+# and the API's base URL.
+PROVIDERS: dict[str, type[SerperSearch | BingSearch | OfflineWeb]] = {
+    "serper": SerperSearch,
+    "bing": BingSearch,
+    "offline": OfflineWeb,
+}
 
 
 # --- the tools ---------------------------------------------------------------------------------
