@@ -6,9 +6,9 @@ item again from the named snapshot (a branch: its history after the snapshot is 
 
 What a resume keeps: the workspace as the snapshot saved it, the ledger (the evaluation budget
 is never reset: evaluations recorded after the snapshot are kept too, and so is a viewed hint),
-the working time used (downtime does not count), the agent's saved state, and the trajectory up
-to the snapshot, followed by a ``resume`` event. What it cannot keep: processes. The agent is told
-which sessions existed and what they were running.
+the working time used (downtime does not count), the agent's saved state, the item's memory as it
+was at the snapshot, and the trajectory up to the snapshot, followed by a ``resume`` event. What
+it cannot keep: processes. The agent is told which sessions existed and what they were running.
 
 An item with no snapshot (lost before its first one, or on a pool host, whose workspaces are not
 snapshotted) starts again from the beginning, but what its earlier attempt spent stays spent: its
@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import InnovatorError
 from ..ledger import EvalLedger
-from ..rundir import RunDir, write_json_atomic
+from ..rundir import RunDir, write_bytes_atomic, write_json_atomic
 from .store import SnapshotStore
 
 
@@ -126,6 +126,9 @@ def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
     merged_ledger(point).save(RunDir(run_dir).ledger)
     with open(RunDir(point.item_dir).trajectory, "rb") as source, open(RunDir(run_dir).trajectory, "wb") as dest:
         dest.write(source.read(point.state["trajectory_bytes"]))
+    if point.state.get("memory_bytes") is not None:  # the item's memory as it was at the snapshot
+        with open(RunDir(point.item_dir).memory, "rb") as source:
+            write_bytes_atomic(RunDir(run_dir).memory, source.read(point.state["memory_bytes"]))
     old_sessions = RunDir(point.item_dir).sessions
     if old_sessions.is_dir():  # the lost sessions' output, for the record
         shutil.copytree(

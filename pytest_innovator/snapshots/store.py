@@ -775,7 +775,7 @@ def _sync_filesystem(path: Path) -> None:
 def run_dir_state(run_dir: Path) -> dict[str, Any]:
     """What an item's run directory says about its episode, for a snapshot taken from outside:
     the ledger, the trajectory position (complete lines and bytes), the result if there is one,
-    and the session logs present."""
+    the session logs present, and the complete lines of the item's memory (bytes)."""
     run_dir = Path(run_dir)
     ledger_path, result_path = RunDir(run_dir).ledger, RunDir(run_dir).result
     state: dict[str, Any] = {
@@ -784,6 +784,7 @@ def run_dir_state(run_dir: Path) -> dict[str, Any]:
         "trajectory": _trajectory_position(RunDir(run_dir).trajectory),
         "result": json.loads(result_path.read_text()) if result_path.is_file() else None,
         "session_logs": sorted(p.name for p in (RunDir(run_dir).sessions).glob("*.log")),
+        "memory_bytes": _trajectory_position(memory)["bytes"] if (memory := RunDir(run_dir).memory).is_file() else None,
     }
     return state
 
