@@ -171,10 +171,14 @@ def test_a_missing_seed_file_is_a_task_error(tmp_path: Path) -> None:
         load_task(task_dir)
 
 
-def test_a_jsonl_seed_is_read_line_by_line(tmp_path: Path) -> None:
+def test_a_jsonl_seed_is_read_line_by_line_and_other_keys_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "memory.jsonl"
-    path.write_text('{"text": "one", "tags": "a"}\n"two"\n')
-    assert memory.read_seed(path) == [{"text": "one", "tags": ["a"]}, {"text": "two", "tags": []}]
+    path.write_text('{"text": "one", "tags": "a"}\n"two"\n{"content": "three", "embedding": [0.1, 0.2]}\n')
+    assert memory.read_seed(path) == [
+        {"text": "one", "tags": ["a"]},
+        {"text": "two", "tags": []},
+        {"text": "three", "tags": []},
+    ]
 
 
 # --- the react agent, killed and resumed, from the pytest command line ------------------------

@@ -79,9 +79,9 @@ class MemoryRead(ToolArgs):
 
 
 def read_seed(path: Path) -> list[dict[str, Any]]:
-    """Entries of a seed file: JSON (a list whose items are strings or objects with "text" and
-    optional "tags") or JSONL (one such item a line, as an item's own memory.jsonl). Keys other
-    than text and tags (an embedding stored beside them) are ignored. ValueError names the problem."""
+    """Entries of a seed file: JSON (a list whose items are strings or objects with "text", or
+    "content", and optional "tags") or JSONL (one such item a line, as an item's own memory.jsonl).
+    Other keys (an embedding stored beside them) are ignored. ValueError names the problem."""
     raw = path.read_text(encoding="utf-8")
     try:
         items = (
@@ -99,7 +99,7 @@ def read_seed(path: Path) -> list[dict[str, Any]]:
             item = {"text": item}
         tags = item.get("tags", []) if isinstance(item, dict) else None
         tags = [tags] if isinstance(tags, str) else tags
-        text = item.get("text") if isinstance(item, dict) else None
+        text = item.get("text", item.get("content")) if isinstance(item, dict) else None
         if not isinstance(text, str) or not text.strip() or not isinstance(tags, list):
             raise ValueError(f'memory seed {path}: entry {number} needs "text" (a string) and optional "tags" (a list)')
         entries.append({"text": text, "tags": [str(t) for t in tags]})
