@@ -19,6 +19,7 @@ import pytest
 from pytest_innovator.env import ResearchEnv
 from pytest_innovator.research_tools import memory
 from pytest_innovator.rundir import RunDir
+from pytest_innovator.snapshots.resume import parse_resume_option, prepare_run_dir, resume_point
 from pytest_innovator.task import TaskError, load_task
 
 from .scripted_llm import ScriptedLLMServer
@@ -179,6 +180,25 @@ def test_a_jsonl_seed_is_read_line_by_line_and_other_keys_are_ignored(tmp_path: 
         {"text": "two", "tags": []},
         {"text": "three", "tags": []},
     ]
+
+
+def test_a_branch_from_an_earlier_snapshot_has_the_memory_of_that_snapshot(env: ResearchEnv, tmp_path: Path) -> None:
+    write(env, LR)
+    first = env.snapshot().name
+    write(env, OOM)
+    env.snapshot()
+    write(env, ROWS)
+    point = resume_point(parse_resume_option(f"{env.run_dir}@{first}"), env.run_dir.name)
+    assert point is not None
+    branch = tmp_path / "branch" / "number"
+    branch.mkdir(parents=True)
+    prepare_run_dir(point, branch)
+    assert [e["text"] for e in memory.entries(RunDir(branch).memory)] == [SEED[0]["text"], SEED[1], LR]  # type: ignore[index]
+    resumed = make_env(env.task.root, branch)
+    try:
+        assert resumed.step("memory_read", {"query": "rows", "k": 10}).output.startswith("3 of 3 entries")
+    finally:
+        resumed.workspace.close()
 
 
 # --- the react agent, killed and resumed, from the pytest command line ------------------------
