@@ -36,7 +36,8 @@ def test_semantic_scholar_papers_with_the_optional_key(
         "   The dominant sequence transduction models are based on complex recurrent networks.",
     ]
     (request,) = api.requests_to("/graph/v1/paper/search")
-    assert "x-api-key" not in request.headers and request.query["query"] == ["transformers attention"]
+    assert "x-api-key" not in request.headers
+    assert (request.query["query"], request.query["limit"]) == (["transformers attention"], ["5"])
     monkeypatch.setenv("SEMANTIC_SCHOLAR_API_KEY", "s2-key")
     env.step("literature_search", {"query": "BERT"})
     assert api.requests_to("/graph/v1/paper/search")[-1].headers["x-api-key"] == "s2-key"
@@ -58,7 +59,7 @@ def test_arxiv_reads_the_atom_feed(make_env: Callable[..., ResearchEnv], api: Se
     assert api.requests_to("/api/query")[0].query == {
         "search_query": ["all:bidirectional"],
         "start": ["0"],
-        "max_results": ["10"],
+        "max_results": ["5"],
     }
     api.fail["/api/query"] = {"body": "<feed><entry>"}
     broken = env.step("literature_search", {"query": "bidirectional"})

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 
 from ..tools import Observation, Tool, ToolArgs
-from .providers import RESULTS, Corpus, ProviderError, json_body, key_from_environment, malformed, request
+from .providers import Corpus, ProviderError, json_body, key_from_environment, malformed, request
 from .web import service
 
 if TYPE_CHECKING:
@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
     from ..env import ResearchEnv
 
-ABSTRACT_CHARS = 600
+# Five papers with 400 characters of abstract each keep an answer under the 4000 characters a
+# trajectory line holds whole (trajectory.summarize).
+PAPERS = 5
+ABSTRACT_CHARS = 400
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
@@ -50,7 +53,7 @@ class SemanticScholar:
     def search(self, query: str) -> list[Paper]:
         key = key_from_environment(self.name)
         headers = {"x-api-key": key} if key else {}
-        params = {"query": query, "limit": RESULTS, "fields": self.FIELDS}
+        params = {"query": query, "limit": PAPERS, "fields": self.FIELDS}
         url = f"{self.base_url}/graph/v1/paper/search"
         body = json_body(request(self.client, self.name, "GET", url, params=params, headers=headers), self.name)
         try:
@@ -77,7 +80,7 @@ class Arxiv:
         self.client, self.base_url = client, base_url
 
     def search(self, query: str) -> list[Paper]:
-        params = {"search_query": f"all:{query}", "start": 0, "max_results": RESULTS}
+        params = {"search_query": f"all:{query}", "start": 0, "max_results": PAPERS}
         response = request(self.client, self.name, "GET", f"{self.base_url}/api/query", params=params)
         try:
             feed = ElementTree.fromstring(response.content)
@@ -110,7 +113,7 @@ class OfflineLiterature:
 
     def search(self, query: str) -> list[Paper]:
         papers = []
-        for entry in self.corpus.search(query):
+        for entry in self.corpus.search(query, PAPERS):
             authors = entry.extra.get("authors", [])
             year = entry.extra.get("year")
             papers.append(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 PAGE_CHARS = 3000  # a page and its header fit in a trajectory line (observations are cut at 4000)
 MAX_FOUND_LINES = 60
+SNIPPET_CHARS = 200  # ten results stay under the 4000 characters a trajectory line holds whole
 MAX_PAGE_BYTES = 5 * 2**20  # a page's body is cut here: a research page is far smaller
 CACHED_PAGES = 32  # paging through a page fetches it once
 
@@ -248,7 +249,9 @@ def web_search(env: ResearchEnv, a: WebSearch) -> Observation:
         hits = provider.search(a.query)
     except ProviderError as exc:
         return Observation("web_search", False, str(exc))
-    rows = [f"{n}. {h.title}\n   {h.url}\n   {' '.join(h.snippet.split())}" for n, h in enumerate(hits, 1)]
+    rows = [
+        f"{n}. {h.title}\n   {h.url}\n   {' '.join(h.snippet.split())[:SNIPPET_CHARS]}" for n, h in enumerate(hits, 1)
+    ]
     header = f"[{provider.name}: {len(hits)} results for {a.query!r}]"
     return Observation("web_search", True, "\n".join([header, *rows]), {"urls": [h.url for h in hits]})
 
