@@ -49,22 +49,39 @@ class GraderAccess:
 
 def grader_argv(task: Task, workspace_path: str | None) -> list[str]:
     """The grader's command: the task's own, or its dataset's evaluation run by `dataset_evaluation`
-    under the interpreter the user named for the dataset (default: the harness's)."""
+    (an MLGym task's evaluate.py by `mlgym_evaluation`) under the interpreter the user named for
+    the dataset (default: the harness's)."""
     if task.spec.grader.command is not None:
         return ["bash", "-c", task.spec.grader.command]
-    dataset = task.spec.dataset
-    assert dataset is not None and dataset.evaluation is not None and workspace_path is not None
     python = str(task.dataset_python or sys.executable)
+    assert workspace_path is not None
+    if task.spec.mlgym is not None:
+        return [python, "-m", "pytest_innovator.mlgym_evaluation", mlgym_evaluation_spec(task), workspace_path]
+    dataset = task.spec.dataset
+    assert dataset is not None and dataset.evaluation is not None
     evaluation = task.in_dataset(dataset.evaluation)
     return [python, "-m", "pytest_innovator.dataset_evaluation", str(evaluation), workspace_path]
 
 
+def mlgym_evaluation_spec(task: Task) -> str:
+    """What mlgym_evaluation needs of an MLGym task, as its JSON argument."""
+    mlgym = task.spec.mlgym
+    assert mlgym is not None
+    files = {relative: str(task.in_dataset(pristine)) for relative, pristine in mlgym.files.items()}
+    spec = {"entrypoint": mlgym.entrypoint, "script": mlgym.script, "files": files, "metric": task.spec.scoring.metric}
+    return json.dumps(spec)
+
+
 def evaluation_access(task: Task) -> GraderAccess:
     """A dataset's evaluation sees the workspace and its own folder (the parent of
-    evaluations/task_N: its shared classes too), and the interpreter that runs it; the network
-    when the task has it (an evaluation may call an API judge)."""
-    assert task.spec.dataset is not None and task.spec.dataset.evaluation is not None
-    readable = [task.in_dataset(task.spec.dataset.evaluation).parent]
+    evaluations/task_N: its shared classes too; an MLGym task's evaluation files in the checkout),
+    and the interpreter that runs it; the network when the task has it (an evaluation may call an
+    API judge)."""
+    if task.spec.mlgym is not None:
+        readable = sorted({task.in_dataset(pristine) for pristine in task.spec.mlgym.files.values()})
+    else:
+        assert task.spec.dataset is not None and task.spec.dataset.evaluation is not None
+        readable = [task.in_dataset(task.spec.dataset.evaluation).parent]
     if task.dataset_python is not None:
         readable += interpreter_prefixes(task.dataset_python)
     return GraderAccess(readable=tuple(readable), workspace=True, network=task.spec.network)
@@ -186,8 +203,12 @@ def run_grader(
     if timed_out:
         return GradeOutcome("grader_failed", None, f"grader timed out after {task.spec.grader.timeout:g}s", seconds)
     if proc.returncode != 0:
+        said = _last_line(log_path)
         return GradeOutcome(
-            "grader_failed", None, f"grader exited with status {proc.returncode} (see {log_path.name})", seconds
+            "grader_failed",
+            None,
+            f"grader exited with status {proc.returncode}{': ' + said if said else ''} (see {log_path.name})",
+            seconds,
         )
     result = parse_result(stdout.decode("utf-8", "replace"), nonce)
     if result is None:
@@ -204,6 +225,13 @@ def grade_workspace(task: Task, workspace: Any, log_path: Path, seed: int = 0) -
             workspace.copy_out(output, submission / output)
 
     return run_grader(task, fill, log_path, seed=seed, wrap=workspace.wrap_grader, workspace_path=workspace.root)
+
+
+def _last_line(log_path: Path) -> str:
+    """The grader's last word on its standard error (the log before the stdout section)."""
+    text = log_path.read_bytes()[-65536:].decode("utf-8", "replace").split("\n--- stdout ---\n")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
 
 
 def _kill_group(pid: int) -> None:

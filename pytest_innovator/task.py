@@ -146,9 +146,12 @@ class Scoring(_Strict):
     mode "linear": baseline -> 0, reference -> reference_score, linear, clipped. mode "as_is": the
     metric already is a score in [0, 100] (a foreign evaluation that normalises, as InnovatorBench's
     do), used as it is, clipped; baseline, reference, direction and reference_score do not apply.
+    mode "improvement" (MLGym's tasks, which have a baseline and no reference): the percentage by
+    which the metric beats the baseline in the task's direction, 100 * gain / |baseline|, clipped;
+    any gain scores at least 0.01 (reference and reference_score do not apply).
     """
 
-    mode: Literal["linear", "as_is"] = "linear"
+    mode: Literal["linear", "as_is", "improvement"] = "linear"
     metric: str = "metric"
     direction: Literal["maximize", "minimize"] = "maximize"
     baseline: float | None = None
@@ -169,6 +172,13 @@ class Scoring(_Strict):
             unused = {"direction", "baseline", "reference", "reference_score"} & self.model_fields_set
             message = "not used when mode is 'as_is' (the metric is the score)"
             _field_problems("Scoring", [((name,), message) for name in sorted(unused)])
+            return self
+        if self.mode == "improvement":
+            unused = {"reference", "reference_score"} & self.model_fields_set
+            problems = [((name,), "not used when mode is 'improvement'") for name in sorted(unused)]
+            if self.baseline is None:
+                problems.append((("baseline",), "required field is missing"))
+            _field_problems("Scoring", problems)
             return self
         missing = [name for name in ("baseline", "reference") if getattr(self, name) is None]
         _field_problems("Scoring", [((name,), "required field is missing") for name in missing])
@@ -242,6 +252,24 @@ class Dataset(_Strict):
 
 NO_DATASET = Dataset.model_construct(name="")  # what a task without [dataset] takes: nothing
 
+# MLGym's task classes (task_entrypoint), each with its own evaluate.py command line and output rule.
+MLGYM_ENTRYPOINTS = ("CSVSubmissionTasks", "ModelSubmissionTasks", "LMSubmissionTasks", "PythonSubmissionTasks")
+
+
+class MLGymEvaluation(_Strict):
+    """How an MLGym task's evaluate.py grades it (mlgym_evaluation.py runs it in the grader's sandbox).
+
+    `files` maps each workspace path of the evaluation (the config's `evaluation_paths`) to the
+    checkout's file the starter code copied there: the grader runs those pristine copies, never
+    the agent's. `script` is the first of them (MLGym runs only the first)."""
+
+    entrypoint: Literal[MLGYM_ENTRYPOINTS]  # type: ignore[valid-type]
+    config: str  # the task config, relative to the checkout (for messages)
+    script: str
+    files: dict[str, str]
+    baseline: dict[str, float] = {}  # the config's first baseline_scores entry
+    hub_datasets: tuple[str, ...] = ()  # datasets on a hub (not in the checkout): the item is skipped
+
 
 # The root directories of a Linux system: a workspace mounted over one would hide it.
 SYSTEM_ROOT_NAMES = frozenset(
@@ -250,7 +278,7 @@ SYSTEM_ROOT_NAMES = frozenset(
 
 
 class TaskSpec(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")  # upper case for MLGym's ids (titanicSurvival)
     name: str
     domain: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
     version: str = "1"
@@ -268,12 +296,12 @@ class TaskSpec(_Strict):
     resources: Resources = Resources()
     requires: Requires = Requires()
     tools: tuple[str, ...] = ()  # optional tool groups (TOOL_GROUPS) the agent is offered
-    memory_seed: str | None = None  # a file of entries the item's memory starts with (tools has "memory")
     grader: Grader
     scoring: Scoring
     hint: Hint | None = None
     solution: Solution | None = None
     dataset: Dataset | None = None
+    mlgym: MLGymEvaluation | None = None  # an MLGym task config's evaluation (mlgym.py), instead of a grader
 
     @field_validator("time_limit", mode="before")
     @classmethod
@@ -310,7 +338,7 @@ class TaskSpec(_Strict):
         """The grader, the instruction and the hint come from the task directory or the dataset."""
         dataset = self.dataset or NO_DATASET
         problems: list[tuple[tuple[str, ...], str]] = []
-        if self.grader.command is None and dataset.evaluation is None:
+        if self.grader.command is None and dataset.evaluation is None and self.mlgym is None:
             missing = "required field is missing (or name the dataset's own evaluation in dataset.evaluation)"
             problems.append((("grader", "command"), missing))
         if dataset.instruction is not None and "instruction" in self.model_fields_set:
@@ -335,6 +363,8 @@ class Task:
     root: Path
     dataset_root: Path | None = None
     dataset_python: Path | None = None  # the interpreter that runs the dataset's evaluation; None: the harness's
+    instruction_text: str | None = None  # the instruction itself, from a foreign config (MLGym's description)
+    config_path: Path | None = None  # the file the task was read from, where it is not root/task.toml
 
     @property
     def id(self) -> str:
@@ -342,7 +372,7 @@ class Task:
 
     @property
     def toml_path(self) -> Path:
-        return self.root / "task.toml"
+        return self.config_path or self.root / "task.toml"
 
     @property
     def instruction_path(self) -> Path:
@@ -371,11 +401,6 @@ class Task:
         return self.root / self.spec.hint.file
 
     @property
-    def memory_seed_path(self) -> Path | None:
-        """Relative to the task directory (an adapter may give an absolute path)."""
-        return self.root / self.spec.memory_seed if self.spec.memory_seed else None
-
-    @property
     def hidden_paths(self) -> tuple[Path, ...]:
         """Parts of the task the agent must never see."""
         paths = [self.grader_dir, self.solution_dir, self.root / "README.md"]
@@ -388,6 +413,8 @@ class Task:
         return tuple(paths)
 
     def instruction(self) -> str:
+        if self.instruction_text is not None:
+            return self.instruction_text
         return self.instruction_path.read_text(encoding="utf-8")
 
     def in_dataset(self, path: str) -> Path:
@@ -455,27 +482,9 @@ def load_task(path: Path | str) -> Task:
         problems.append(f"hint.file: file {spec.hint.file!r} not found in the task directory")
     if spec.solution and not task.solution_dir.is_dir():
         problems.append("solution.command: given, but the solution/ directory is missing")
-    problems += _memory_seed_problems(task)
     if problems:
         raise TaskError("\n".join(f"{toml_path}: {p}" for p in problems))
     return task
-
-
-def _memory_seed_problems(task: Task) -> list[str]:
-    seed = task.memory_seed_path
-    if seed is None:
-        return []
-    if "memory" not in task.spec.tools:
-        return ['memory_seed: given, but tools does not offer "memory" (add it to tools)']
-    if not seed.is_file():
-        return [f"memory_seed: file {task.spec.memory_seed!r} not found in the task directory"]
-    from .research_tools.memory import read_seed
-
-    try:
-        read_seed(seed)
-    except ValueError as exc:
-        return [f"memory_seed: {exc}"]
-    return []
 
 
 def find_tasks(root: Path) -> list[Path]:

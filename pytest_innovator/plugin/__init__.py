@@ -1,9 +1,9 @@
 """The pytest plugin (entry point ``pytest_innovator.plugin``): its hooks.
 
-Every task.toml becomes a test item (items.py) whose fixtures (fixtures.py) provision the
-workspace and whose body runs the agent; options.py resolves the settings, report.py writes the
-results log and the terminal summary, progress.py the live lines while items run,
-llm_servers.py serves models to LLM agents.
+Every task.toml (and every MLGym task config, mlgym.py) becomes a test item (items.py) whose
+fixtures (fixtures.py) provision the workspace and whose body runs the agent; options.py resolves
+the settings, report.py writes the results log and the terminal summary, progress.py the live
+lines while items run, llm_servers.py serves models to LLM agents.
 """
 
 from __future__ import annotations
@@ -109,4 +109,9 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.name == "task.toml":
         return TaskFile.from_parent(parent, path=file_path)
+    if file_path.suffix in (".yaml", ".yml"):
+        from ..mlgym import is_task_config
+
+        if is_task_config(file_path):  # an MLGym checkout's configs/tasks/<task>.yaml
+            return TaskFile.from_parent(parent, path=file_path)
     return None

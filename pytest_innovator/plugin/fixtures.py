@@ -68,7 +68,8 @@ def innovator_task(request: pytest.FixtureRequest) -> Task:
         return task
     try:
         name = task.spec.dataset.name
-        return task.with_dataset(settings.datasets[name], settings.evaluation_pythons.get(name))
+        root = task.dataset_root or settings.datasets[name]  # bound already where the suite lives (MLGym)
+        return task.with_dataset(root, settings.evaluation_pythons.get(name))
     except TaskError as exc:
         missing = str(exc)
     pytest.fail(missing, pytrace=False)  # outside the except: the message alone, not two chained errors
@@ -101,7 +102,7 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
     """What the task needs that this host or this harness cannot give, one phrase each."""
     spec = task.spec
     unmet = []
-    if spec.dataset is not None and spec.dataset.name not in settings.datasets:
+    if spec.dataset is not None and task.dataset_root is None and spec.dataset.name not in settings.datasets:
         name, option = spec.dataset.name, OPTION_BY_NAME["datasets"]
         source = f"; get it from {spec.dataset.source}" if spec.dataset.source else ""
         unmet.append(

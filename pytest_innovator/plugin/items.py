@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ..errors import InnovatorError
+from ..scores import MINIMUM_GAIN_SCORE
 from ..task import Task, TaskError, load_task
 from . import report
 from .options import Settings, settings_key
@@ -25,9 +26,16 @@ broken_task_files_key = pytest.StashKey[int]()
 
 
 class TaskFile(pytest.File):
+    """A task.toml, or an MLGym task config (`configs/tasks/<task>.yaml` of an MLGym checkout)."""
+
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            task = load_task(self.path)
+            if self.path.suffix in (".yaml", ".yml"):
+                from ..mlgym import load_mlgym_task
+
+                task = load_mlgym_task(self.path)
+            else:
+                task = load_task(self.path)
         except TaskError as exc:
             self.config.stash[broken_task_files_key] = self.config.stash.get(broken_task_files_key, 0) + 1
             raise self.CollectError(str(exc)) from None
@@ -55,6 +63,13 @@ class TaskFile(pytest.File):
         if task.spec.resources.gpus:
             item.add_marker(pytest.mark.gpu(task.spec.resources.gpus))
         item.add_marker(pytest.mark.timeout(item_timeout(task, settings)))
+        if task.spec.mlgym is not None and task.spec.mlgym.hub_datasets:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"task {task.id} needs {', '.join(task.spec.mlgym.hub_datasets)}, which is not in the "
+                    "checkout: this harness runs MLGym tasks whose datasets are local (is_local: true)"
+                )
+            )
         yield item
 
     class CollectError(InnovatorError):
@@ -66,9 +81,16 @@ class TaskFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
+# Grader runs an item's timeout allows for beyond the final one when its evaluations are unlimited
+# (MLGym's validate): each takes the agent's working time, so they cannot outlast it by much.
+UNLIMITED_EVALS_IN_TIMEOUT = 10
+
+
 def item_timeout(task: Task, settings: Settings) -> float:
     """Working time, every possible grader run, and a grace period: kills a hung item, never a slow honest one."""
     budget = settings.max_evals if settings.max_evals is not None else task.spec.eval_budget
+    if task.spec.mlgym is not None and settings.max_evals is None:
+        budget = UNLIMITED_EVALS_IN_TIMEOUT
     return round(
         task.spec.time_limit * settings.time_scale + task.spec.grader.timeout * (budget + 1) + settings.timeout_grace, 1
     )
@@ -99,9 +121,15 @@ def run_task_body(request: pytest.FixtureRequest, research_env: Any, agent: Any)
         raise cut_off(request.node, research_env, exc)
     record_result(request.node, result)
     settings: Settings = request.config.stash[settings_key]
-    failure = report.verdict(result, settings.pass_score, research_env)
+    failure = report.verdict(result, pass_score(research_env.task, settings), research_env)
     if failure is not None:
         raise failure
+
+
+def pass_score(task: Task, settings: Settings) -> float:
+    """The final score an item needs: an MLGym task's is a final metric that beats the baseline
+    in the task's direction (MLGym has no reference solution), which scores at least 0.01."""
+    return MINIMUM_GAIN_SCORE if task.spec.scoring.mode == "improvement" else settings.pass_score
 
 
 def cut_off(node: pytest.Item, env: Any, exc: BaseException) -> BaseException:
@@ -162,8 +190,25 @@ def carry_over_body(request: pytest.FixtureRequest) -> None:
 
 
 def record_result(node: pytest.Item, result: Any, **no_result: Any) -> None:
-    """The item's properties, once; with no result (the final evaluation failed), what is known."""
+    """The item's properties, once; with no result (the final evaluation failed), what is known.
+    An MLGym item adds every metric of its final evaluation and of its baseline (mlgym_final.<name>,
+    mlgym_baseline.<name>), as evaluate.py printed them and as the config gives them."""
     if result_key in node.stash:
         return
     node.stash[result_key] = result
     node.user_properties.extend(result.properties() if result is not None else no_result.items())
+    task = node.stash.get(task_key, None)
+    if result is not None and task is not None and task.spec.mlgym is not None:
+        final = _final_metrics(Path(result.run_dir))
+        node.user_properties.extend((f"mlgym_final.{name}", value) for name, value in final.items())
+        node.user_properties.extend((f"mlgym_baseline.{k}", v) for k, v in task.spec.mlgym.baseline.items())
+
+
+def _final_metrics(run_dir: Path) -> dict[str, float]:
+    """The metrics of the final evaluation in an item's saved ledger."""
+    from ..ledger import EvalLedger
+    from ..rundir import RunDir
+
+    ledger = EvalLedger.load(RunDir(run_dir).ledger)
+    final = ledger.final_evaluation
+    return dict(final.metrics) if final is not None else {}
