@@ -18,7 +18,7 @@ from pytest_innovator.research_tools.providers import build_services
 from pytest_innovator.research_tools.web import PAGE_CHARS, split_pages
 from pytest_innovator.task import load_task
 from pytest_innovator.trajectory import read_trajectory
-from pytest_innovator.workspace import LocalWorkspace
+from pytest_innovator.workspace import LocalWorkspace, command_environment
 
 from .scripted_llm import ScriptedLLMServer
 from .test_plugin import add_task, results_log
@@ -340,3 +340,9 @@ def test_a_broken_corpus_line_is_named(pytester: pytest.Pytester) -> None:
         "--innovator-offline-corpus=corpus.jsonl",
     )
     assert "corpus.jsonl:2: title, text missing or not a string" in result.stdout.str() + result.stderr.str()
+
+
+def test_no_provider_key_is_in_the_environment_the_agents_commands_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in providers.KEY_ENVS.values():
+        monkeypatch.setenv(variable, "secret")
+    assert set(command_environment()) & set(providers.KEY_ENVS.values()) == set()
