@@ -9,10 +9,7 @@ never reach the agent's sessions, whose environment drops every variable named l
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,15 +102,9 @@ class CorpusEntry:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. authors, year for literature_search
 
 
-def _terms(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
 class Corpus:
     """Pages from a JSONL file (one object a line: url, title, text; other keys kept as extra),
-    searched by BM25 over title and text, opened by URL. For air-gapped runs and tests."""
-
-    K1, B = 1.5, 0.75
+    searched by BM25 (memory's) over title and text, opened by URL. For air-gapped runs and tests."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -124,12 +115,7 @@ class Corpus:
         if not self.entries:
             raise CorpusError(f"{path}: the offline corpus holds no entries (one JSON object a line: url, title, text)")
         self.by_url = {entry.url: entry for entry in self.entries}
-        self._counts = [Counter(_terms(f"{e.title} {e.title} {e.text}")) for e in self.entries]
-        self._lengths = [sum(c.values()) for c in self._counts]
-        self._average = sum(self._lengths) / len(self._lengths) or 1.0
-        frequency = Counter(term for counts in self._counts for term in counts)
-        n = len(self.entries)
-        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in frequency.items()}
+        self._documents = [f"{e.title} {e.title} {e.text}" for e in self.entries]  # the title counts twice
 
     def _entry(self, line: str, number: int) -> CorpusEntry:
         where = f"{self.path}:{number}"
@@ -146,15 +132,11 @@ class Corpus:
         return CorpusEntry(url, title, text, record)
 
     def search(self, query: str, count: int = RESULTS) -> list[CorpusEntry]:
-        terms = set(_terms(query))
-        scored = []
-        for index, counts in enumerate(self._counts):
-            norm = self.K1 * (1 - self.B + self.B * self._lengths[index] / self._average)
-            score = sum(self._idf[t] * counts[t] * (self.K1 + 1) / (counts[t] + norm) for t in terms if counts.get(t))
-            if score > 0:
-                scored.append((score, index))
-        scored.sort(key=lambda pair: (-pair[0], pair[1]))
-        return [self.entries[index] for _, index in scored[:count]]
+        from .memory import bm25_scores  # not at import: the plugin's options import this module
+
+        scores = bm25_scores(query, self._documents)
+        ranked = sorted((i for i, score in enumerate(scores) if score > 0), key=lambda i: (-scores[i], i))
+        return [self.entries[i] for i in ranked[:count]]
 
 
 # --- what a run builds from its options ------------------------------------------------------
