@@ -337,7 +337,7 @@ class ResearchEnv:
         return {
             "ledger": self.ledger.to_json(),
             "trajectory_bytes": self.trajectory.position,
-            "memory_bytes": memory.stat().st_size if (memory := RunDir(self.run_dir).memory).exists() else None,
+            "memory": memory.read_text(encoding="utf-8") if (memory := RunDir(self.run_dir).memory).is_file() else None,
             "agent": self.agent_state() if self.agent_state else None,
             "agent_name": self.agent_name,
             "sessions": sessions,

@@ -120,19 +120,15 @@ class RunDir:
         return self.path / "llm_messages.jsonl"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write, sync and rename: a reader (or a crash) sees the old file or the new one, never a torn
     one. The temporary name is unique, so concurrent writers do not trip over each other."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

