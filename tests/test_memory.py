@@ -20,6 +20,7 @@ from pytest_innovator.env import ResearchEnv
 from pytest_innovator.research_tools import memory
 from pytest_innovator.rundir import RunDir
 from pytest_innovator.snapshots.resume import parse_resume_option, prepare_run_dir, resume_point
+from pytest_innovator.snapshots.store import run_dir_state
 from pytest_innovator.task import TaskError, load_task
 
 from .scripted_llm import ScriptedLLMServer
@@ -199,6 +200,15 @@ def test_a_branch_from_an_earlier_snapshot_has_the_memory_of_that_snapshot(env: 
         assert resumed.step("memory_read", {"query": "rows", "k": 10}).output.startswith("3 of 3 entries")
     finally:
         resumed.workspace.close()
+
+
+def test_a_snapshot_taken_from_outside_holds_the_memory_without_a_line_being_written(env: ResearchEnv) -> None:
+    write(env, LR)
+    path = RunDir(env.run_dir).memory
+    complete = path.read_text()
+    with open(path, "a") as stream:
+        stream.write('{"text": "half wri')
+    assert run_dir_state(env.run_dir)["memory"] == complete
 
 
 # --- the react agent, killed and resumed, from the pytest command line ------------------------
