@@ -68,7 +68,8 @@ def mlgym_evaluation_spec(task: Task) -> str:
     mlgym = task.spec.mlgym
     assert mlgym is not None
     files = {relative: str(task.in_dataset(pristine)) for relative, pristine in mlgym.files.items()}
-    spec = {"entrypoint": mlgym.entrypoint, "script": mlgym.script, "files": files, "metric": task.spec.scoring.metric}
+    spec = {"entrypoint": mlgym.entrypoint, "script": mlgym.script, "files": files}
+    spec |= {"metric": task.spec.scoring.metric, "baseline": mlgym.baseline}
     return json.dumps(spec)
 
 

@@ -6,7 +6,8 @@ The harness runs it as a grader (grading.grader_argv) under the interpreter the 
 MLGym (default: the harness's), in the grader's sandbox: the workspace read-only at WORKSPACE,
 the checkout's evaluation files readable. SPEC is a JSON object: the task class (`entrypoint`),
 the evaluation script's workspace path (`script`), every evaluation file's workspace path and the
-checkout's pristine copy of it (`files`), the task's metric (`metric`).
+checkout's pristine copy of it (`files`), the task's metric (`metric`) and the config's baseline
+scores (`baseline`, shown beside the metrics as MLGym's validate shows them).
 
 evaluate.py runs in a directory of its own (the current one, the grader's scratch): each top-level
 entry of the workspace appears there as a link, except the evaluation files, which are the
@@ -154,7 +155,9 @@ def main(argv: list[str]) -> int:
     if metric not in found:
         print(f"{script} printed no number for the task's metric {metric!r}: {metrics!r}", file=sys.stderr)
         return 1
-    report(request, valid=True, metric=found[metric], metrics=found, message=f"{script}: {json.dumps(metrics)}")
+    baseline = f"\nBaseline Score: {json.dumps(spec['baseline'])}" if spec.get("baseline") else ""
+    message = f"{script}: {json.dumps(metrics)}{baseline}"  # as MLGym's validate shows both
+    report(request, valid=True, metric=found[metric], metrics=found, message=message)
     return 0
 
 

@@ -74,7 +74,14 @@ def test_csv_python_and_model_tasks_report_the_starter_codes_metrics(
         f"mlgym={python}",
     )
     result.assert_outcomes(failed=3)
-    result.stdout.fnmatch_lines(["final score 0.00 is below the pass score 0.01 (task titanicSurvival*"])
+    result.stdout.fnmatch_lines(
+        [
+            "final score 0.00 is below the pass score 0.01 (task titanicSurvival*",
+            "*last evaluation's message:",
+            '  evaluate.py: {"Accuracy": 0.6, "Correct": 6}',
+            'Baseline Score: {"Accuracy": 0.6}',
+        ]
+    )
     results = results_by_task(pytester)
     expected = {
         "titanicSurvival": evaluate_by_hand(
@@ -260,7 +267,7 @@ def test_the_adapter_gives_the_task_mlgyms_layout_and_description() -> None:
     assert "{dataset_docs}" not in task.instruction()
     assert task.spec.protected == ("evaluate.py",) and task.spec.grader.timeout == 120
     assert task.spec.tools[0] == "mlgym"
-    if "memory" in task.spec.tools:  # memory_path seeds the memory tools
+    if "memory_seed" in type(task.spec).model_fields:  # memory_path seeds the memory tools
         assert task.spec.memory_seed == "data/titanic/memory.json"
     with pytest.raises(TaskError, match="not inside an MLGym checkout"):
         load_mlgym_task(CHECKOUT / "configs" / "datasets" / "titanic.yaml")
