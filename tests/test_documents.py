@@ -145,6 +145,8 @@ def test_a_document_read_from_the_pytest_command_line_goes_to_the_trajectory(pyt
     (pytester.path / "replay.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     result = pytester.runpytest_subprocess("suite", "--innovator-agent=replay", "--innovator-replay=replay.jsonl")
     result.assert_outcomes(failed=1)  # the replay writes no answer
-    run_dir = Path(results_log(pytester)[-1]["run_dir"])
+    record = results_log(pytester)[-1]
+    assert record["final_status"] == "scored"
+    run_dir = Path(record["run_dir"])
     (step,) = [s for s in read_trajectory(run_dir / "trajectory.jsonl") if s.get("tool") == "parse_document"]
     assert step["ok"] and "Train for 3 epochs with warmup." in step["observation"]

@@ -117,7 +117,9 @@ def test_a_literature_search_from_the_pytest_command_line_goes_to_the_trajectory
         f"--innovator-api-base-url=semantic_scholar={api.base_url}",
     )
     result.assert_outcomes(failed=1)  # the replay writes no answer: the baseline's score
-    run_dir = Path(results_log(pytester)[-1]["run_dir"])
+    record = results_log(pytester)[-1]
+    assert record["final_status"] == "scored"
+    run_dir = Path(record["run_dir"])
     (step,) = [s for s in read_trajectory(run_dir / "trajectory.jsonl") if s.get("tool") == "literature_search"]
     assert step["ok"] and step["arguments"] == {"query": "attention"}
     assert "1. Attention is All you Need (2017)" in step["observation"]
