@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .gpu_monitor import GpuMemoryMonitor
 from .grading import grade_workspace
-from .ledger import EvalKind, EvalLedger, Evaluation
+from .ledger import UNLIMITED_EVALS, EvalKind, EvalLedger, Evaluation
 from .protected import from_json, to_json
 from .results import EpisodeResult
 from .rundir import RunDir, write_json_atomic
@@ -453,7 +453,11 @@ class ResearchEnv:
         )
 
     def _describe(self, e: Evaluation) -> str:
-        left = f"{self.ledger.evals_remaining} of {self.ledger.budget} evaluations left"
+        left = (
+            "evaluations are unlimited"
+            if self.ledger.budget >= UNLIMITED_EVALS
+            else f"{self.ledger.evals_remaining} of {self.ledger.budget} evaluations left"
+        )
         if e.status == "grader_failed":
             return f"the grader failed ({e.message}); this did not use an evaluation ({left})"
         if e.status == "invalid":

@@ -38,6 +38,16 @@ class Evaluation:
     log: str = ""  # the grader's output, relative to the run directory
 
 
+# A budget this large is no limit: MLGym's validate (mlgym.py). Shown as "unlimited" / "∞".
+UNLIMITED_EVALS = 1_000_000
+
+
+def budget_text(budget: int | None, *, short: bool = False) -> str:
+    if budget is not None and budget >= UNLIMITED_EVALS:
+        return "∞" if short else "unlimited"
+    return "?" if budget is None else str(budget)
+
+
 @dataclass
 class EvalLedger:
     task_id: str

@@ -27,11 +27,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .ledger import UNLIMITED_EVALS  # validate is unlimited in MLGym (unless --innovator-max-evals)
 from .task import MLGYM_ENTRYPOINTS, Dataset, Grader, MLGymEvaluation, Scoring, Task, TaskError, TaskSpec
 
 DATASET_NAME = "mlgym"  # the name --innovator-evaluation-python takes for MLGym's evaluations
 DEFAULT_TRAINING_TIMEOUT = 3600.0  # MLGym's MLGYM_AGENT_LONG_TIMEOUT
-UNLIMITED_EVALS = 1_000_000  # validate is unlimited in MLGym (unless --innovator-max-evals)
 TIME_LIMIT_TRAINING_RUNS = 4  # an item's working time: room for this many training runs
 TASK_KEYS = {
     "id",

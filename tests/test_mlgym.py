@@ -156,9 +156,13 @@ def test_validate_is_unlimited_submit_ends_and_the_leaderboard_has_best_at_k(
         str(tmp_path),
     )
     result.assert_outcomes(passed=1, failed=1)  # blotto's replay is missing: the agent fails
+    result.stdout.fnmatch_lines(["titanicSurvival*mlgym*4/∞*passed"])
     record = results_by_task(pytester)["titanicSurvival"]
     truth_count = perfect.count("\n") - 1
     assert record["evals_used"] == 4 and record["end_reason"] == "finished"
+    steps = [json.loads(line) for line in (Path(record["run_dir"]) / "trajectory.jsonl").read_text().splitlines()]
+    validations = [s["observation"] for s in steps if s.get("tool") == "validate"]
+    assert len(validations) == 4 and all("evaluations are unlimited" in o for o in validations)
     assert record["metric_best"] == 1.0
     assert record["metric_final"] == (truth_count - 1) / truth_count == record["mlgym_final.Accuracy"]
     task = load_mlgym_task(checkout / "configs" / "tasks" / "titanic.yaml")

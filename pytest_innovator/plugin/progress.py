@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ..ledger import EvalLedger, Evaluation
+from ..ledger import EvalLedger, Evaluation, budget_text
 from ..reporting.status import (
     ItemFiles,
     clock,
@@ -51,7 +51,7 @@ def start_line(item: ItemFiles) -> str:
     return (
         f"{PREFIX} {header.get('task') or item.path.name} started (agent {agent}, model {model.rstrip(']') or '–'}, "
         f"limits {clock(limits.get('time_limit_s'))} working time, {limits.get('step_limit', '?')} steps, "
-        f"{limits.get('eval_budget', '?')} evaluations)"
+        f"{budget_text(limits.get('eval_budget'))} evaluations)"
     )
 
 
@@ -61,7 +61,7 @@ def evaluation_line(task: str, ledger: EvalLedger, index: int) -> str:
         which = "final evaluation"
     else:
         counted = [e for e in ledger.evaluations[: index + 1] if e.kind == "agent" and e.status != "grader_failed"]
-        which = f"evaluation {len(counted)}/{ledger.budget}"
+        which = f"evaluation {len(counted)}/{budget_text(ledger.budget, short=True)}"
     status = {"scored": "", "invalid": " (invalid)", "grader_failed": " (grader failed, not counted)"}
     metric = "–" if evaluation.metric is None else f"{evaluation.metric:.4g}"
     message = (evaluation.message.strip().splitlines() or [""])[0][:MESSAGE_CHARS]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..errors import InnovatorError
-from ..ledger import EvalLedger
+from ..ledger import EvalLedger, budget_text
 from ..results import RESULTS_SCHEMA, EpisodeResult
 from ..rundir import RunDir, results_log_path, runs_dir
 from ..trajectory import read_trajectory
@@ -198,7 +198,7 @@ class ResultsReporter:
         terminalreporter.section(f"innovator results (run {self.run_id})")
         write(f"{'task':<28} {'domain':<22} {'final':>6} {'best':>6} {'evals':>6} {'hint':>4} {'time':>8}  outcome")
         for r in self.records:
-            evals = f"{r.get('evals_used', '-')}/{r.get('evals_budget', '-')}"
+            evals = f"{r.get('evals_used', '-')}/{budget_text(r.get('evals_budget'), short=True)}"
             hint = "yes" if r.get("hint_used") else "no"
             time_s = r.get("working_time_s")
             write(

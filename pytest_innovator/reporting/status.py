@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InnovatorError
-from ..ledger import EvalLedger
+from ..ledger import EvalLedger, budget_text
 from ..rundir import RunDir
 
 TAIL_BYTES = 64 * 1024
@@ -176,7 +176,7 @@ def working_time_text(item: dict[str, Any]) -> str:
 
 
 def evals_text(item: dict[str, Any]) -> str:
-    return f"{item['evals_used']}/{item['evals_budget'] if item['evals_budget'] is not None else '?'}"
+    return f"{item['evals_used']}/{budget_text(item['evals_budget'], short=True)}"
 
 
 def format_status(runs: list[dict[str, Any]]) -> str:
