@@ -272,6 +272,12 @@ def test_open_page_errors_say_what_went_wrong(
     assert "not a web address" in live.step("open_page", {"url": "file:///etc/passwd"}).output
     too_far = live.step("open_page", {"url": f"{api.base_url}/pages/cooking", "page": 2})
     assert not too_far.ok and too_far.output.endswith("has 1 page(s); there is no page 2")
+    api.fail["/pages/blocked"] = {"status": 403, "body": "Forbidden", "type": "text/plain"}
+    blocked = live.step("open_page", {"url": f"{api.base_url}/pages/blocked"})
+    assert blocked.output.endswith("answered HTTP 403: Forbidden") and "key" not in blocked.output
+    api.fail["/pages/image"] = {"body": "GIF89a", "type": "image/gif"}
+    image = live.step("open_page", {"url": f"{api.base_url}/pages/image"})
+    assert image.output.endswith("is image/gif, not a page that can be read as text")
     offline = make_env("offline")
     unknown = offline.step("open_page", {"url": "https://example.org/elsewhere"})
     assert not unknown.ok and "not in the offline corpus" in unknown.output
@@ -279,6 +285,18 @@ def test_open_page_errors_say_what_went_wrong(
     assert (
         no_provider.step("web_search", {"query": "x"}).output == "web_search: this run has no web provider configured"
     )
+
+
+def test_a_pdf_on_the_web_is_read_as_text(
+    make_env: Callable[..., ResearchEnv], api: SearchAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_documents import pdf_bytes
+
+    monkeypatch.setenv("SERPER_API_KEY", SERPER_KEY)
+    env = make_env("serper", {"serper": api.base_url})
+    api.fail["/papers/results.pdf"] = {"body": pdf_bytes(), "type": "application/pdf"}
+    page = env.step("open_page", {"url": f"{api.base_url}/papers/results.pdf", "find": "accuracy"})
+    assert page.ok and page.output.splitlines()[1] == "[page 1] Results: accuracy 0.91 on the held-out set"
 
 
 def test_pages_are_cut_at_line_ends_and_long_lines_are_split() -> None:

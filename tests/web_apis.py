@@ -5,7 +5,7 @@ and arXiv (GET /api/query, an Atom feed), and the web pages the search results p
 (GET /pages/NAME). A wrong key gets the API's own refusal.
 
 `fail[path] = {"status": 429, "body": "..."}` makes a path answer an error; `{"delay_s": 5}`
-answers late; `{"body": "not json"}` answers 200 with that body. Every request is recorded.
+answers late; `{"body": "not json"}` answers 200 with that body (`"type"`: its content type). Every request is recorded.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def _handler(server: SearchAPIServer) -> type[BaseHTTPRequestHandler]:
             failure = server.fail.get(split.path)
             if failure:
                 time.sleep(failure.get("delay_s", 0))
-                self._send(failure.get("status", 200), failure.get("body", ""))
+                self._send(failure.get("status", 200), failure.get("body", ""), failure.get("type", "application/json"))
                 return
             if split.path == "/search" and method == "POST":
                 if headers.get("x-api-key") != SERPER_KEY:

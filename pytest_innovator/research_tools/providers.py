@@ -52,25 +52,30 @@ def http_client() -> httpx.Client:
     return httpx.Client(timeout=TIMEOUT_S, follow_redirects=True, headers={"User-Agent": USER_AGENT})
 
 
-def request(client: httpx.Client, provider: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """The provider's answer; a failure of any kind is a ProviderError that says what happened."""
+def request(
+    client: httpx.Client, provider: str, method: str, url: str, *, stream: bool = False, **kwargs: Any
+) -> httpx.Response:
+    """The provider's answer; a failure of any kind is a ProviderError that says what happened.
+    With `stream`, a successful answer's body is left unread (the caller reads and closes it)."""
     import httpx
 
     try:
-        response = client.request(method, url, **kwargs)
+        response = client.send(client.build_request(method, url, **kwargs), stream=stream)
+        status = response.status_code
+        if status >= 400 and stream:
+            response.read()
+            response.close()
     except httpx.TimeoutException:
         raise ProviderError(f"{provider} did not answer within {TIMEOUT_S:.0f} s; try again later") from None
     except httpx.HTTPError as exc:
         raise ProviderError(f"{provider} could not be reached ({type(exc).__name__}: {exc})") from None
-    status = response.status_code
     if status < 400:
         return response
     detail = " ".join(response.text.split())[:200]
-    if status in (401, 403):
-        key = KEY_ENVS.get(provider)
+    if status in (401, 403) and provider in KEY_ENVS:
         raise ProviderError(
             f"{provider} refused the harness's key (HTTP {status}: {detail}); "
-            f"this tool will not work in this run{f' (the run must set a valid ${key})' if key else ''}"
+            f"this tool will not work in this run (the run must set a valid ${KEY_ENVS[provider]})"
         )
     if status == 429:
         raise ProviderError(f"{provider} is rate limiting (HTTP 429: {detail}); wait a while before the next call")

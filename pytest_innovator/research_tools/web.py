@@ -133,14 +133,27 @@ class LiveWeb:
         return self._pages[url]
 
     def _fetch(self, url: str) -> Page:
+        import httpx
+
         host = url.split("/")[2]
-        response = request(self.client, host, "GET", url)
+        response = request(self.client, host, "GET", url, stream=True)
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = response.content[:MAX_PAGE_BYTES]
+        body = b""
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) >= MAX_PAGE_BYTES:  # the rest is never read
+                    break
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{host} broke off the page ({type(exc).__name__}: {exc})") from None
+        finally:
+            response.close()
+        body = body[:MAX_PAGE_BYTES]
+        encoding = response.encoding or "utf-8"
         if kind in ("text/html", "application/xhtml+xml") or (not kind and body.lstrip()[:1] == b"<"):
-            return html_to_text(body.decode(response.encoding or "utf-8", "replace"))
+            return html_to_text(body.decode(encoding, "replace"))
         if kind.startswith("text/") or kind in ("application/json", "application/xml"):
-            return Page("", body.decode(response.encoding or "utf-8", "replace"))
+            return Page("", body.decode(encoding, "replace"))
         if kind == "application/pdf":
             from .documents import DocumentError, pdf_text
 
