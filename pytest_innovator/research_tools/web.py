@@ -216,7 +216,7 @@ class OfflineWeb:
         self.corpus = corpus
 
     def search(self, query: str) -> list[SearchHit]:
-        return [SearchHit(e.title, e.url, " ".join(e.text.split())[:200]) for e in self.corpus.search(query)]
+        return [SearchHit(e.title, e.url, " ".join(e.text.split())[:SNIPPET_CHARS]) for e in self.corpus.search(query)]
 
     def open(self, url: str) -> Page:
         entry = self.corpus.by_url.get(url)
