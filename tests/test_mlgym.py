@@ -61,6 +61,7 @@ def test_csv_python_and_model_tasks_report_the_starter_codes_metrics(
     """The null agent on three entry point kinds: each item's final metrics are exactly what the
     checkout's evaluate.py prints for the starter code, and it fails for not beating the baseline.
     The evaluation runs under the interpreter named for mlgym."""
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in checkout.rglob("*"))
     python = tmp_path / "evaluation-python"
     python.write_text(f'#!/bin/sh\necho "evaluation-python ran: $@" >&2\nexec {sys.executable} "$@"\n')
     python.chmod(0o755)
@@ -102,6 +103,7 @@ def test_csv_python_and_model_tasks_report_the_starter_codes_metrics(
     for record in results.values():  # the grader's standard error is its log
         (log,) = (Path(record["run_dir"]) / "grader").glob("*.log")
         assert "evaluation-python ran: -m pytest_innovator.mlgym_evaluation" in log.read_text()
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in checkout.rglob("*")) == before  # read where it is
 
 
 def test_a_folder_of_configs_collects_the_tasks_and_skips_a_hub_dataset(
@@ -183,20 +185,38 @@ def test_validate_is_unlimited_submit_ends_and_the_leaderboard_has_best_at_k(
     assert row["aup"]["best_attempt"] is not None and row["aup"]["best_submission"] is not None
 
 
-def test_max_evals_limits_validate(pytester: pytest.Pytester, checkout: Path, tmp_path: Path) -> None:
-    calls = [{"tool": "validate", "arguments": {}}] * 3 + [{"tool": "submit", "arguments": {"summary": ""}}]
-    (tmp_path / "blotto.yaml").write_text(yaml.safe_dump(calls))
+def test_max_evals_limits_validate_and_a_limit_submits_the_last_artefact(
+    pytester: pytest.Pytester, checkout: Path, tmp_path: Path
+) -> None:
+    """blotto: two validations are allowed, the third is refused. titanic: the step limit ends the
+    episode before the agent submits; the final evaluation scores what the workspace holds."""
+    (tmp_path / "blotto.yaml").write_text(
+        yaml.safe_dump([{"tool": "validate", "arguments": {}}] * 3 + [{"tool": "submit", "arguments": {}}])
+    )
+    perfect = perfect_submission(checkout)
+    titanic = [
+        {"tool": "write_file", "arguments": {"path": "submission.csv", "content": perfect}},
+        *[{"tool": "think", "arguments": {"thought": "done, but not submitted"}}] * 3,
+        {"tool": "write_file", "arguments": {"path": "submission.csv", "content": "PassengerId,Survived\n"}},
+    ]
+    (tmp_path / "titanicSurvival.yaml").write_text(yaml.safe_dump(titanic))
     pytester.runpytest_subprocess(
         f"{TASKS}/blotto.yaml",
+        f"{TASKS}/titanic.yaml",
         "--innovator-agent",
         "replay",
         "--innovator-replay",
         str(tmp_path),
         "--innovator-max-evals",
         "2",
+        "--innovator-max-steps",
+        "4",
     )
-    record = results_by_task(pytester)["blotto"]
-    assert record["evals_used"] == 2 and record["evals_budget"] == 2
+    results = results_by_task(pytester)
+    assert results["blotto"]["evals_used"] == 2 and results["blotto"]["evals_budget"] == 2
+    record = results["titanicSurvival"]
+    assert record["end_reason"] == "step_limit" and record["steps"] == 4
+    assert record["metric_final"] == 1.0 and record["outcome"] == "passed"
 
 
 def test_edited_evaluation_does_not_count_and_a_crash_is_a_grader_failure(
