@@ -82,7 +82,8 @@ class _Problems:
     """The problems of one config file, each `file: field: what is wrong`."""
 
     def __init__(self, path: Path):
-        self.path, self.lines = path, []  # type: ignore[var-annotated]
+        self.path = path
+        self.lines: list[str] = []
 
     def add(self, field: str, message: str) -> None:
         self.lines.append(f"{self.path}: {field}: {message}")
@@ -294,7 +295,7 @@ def load_mlgym_task(config: Path) -> Task:
         "dataset": Dataset(name=DATASET_NAME, source="the MLGym checkout", workspace=parts),
         "mlgym": MLGymEvaluation(
             entrypoint=entrypoint,
-            config=str(config.relative_to(root)) if config.is_relative_to(root) else str(config),
+            config=str(config.relative_to(root)),
             script=next(iter(files)),
             files=files,
             baseline=baseline,
