@@ -20,7 +20,6 @@ A config that cannot be used raises TaskError naming the file and the field.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,7 +27,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from .ledger import UNLIMITED_EVALS  # validate is unlimited in MLGym (unless --innovator-max-evals)
-from .task import MLGYM_ENTRYPOINTS, Dataset, Grader, MLGymEvaluation, Scoring, Task, TaskError, TaskSpec
+from .task import (
+    MLGYM_ENTRYPOINTS,
+    Dataset,
+    Grader,
+    MLGymEvaluation,
+    Scoring,
+    Task,
+    TaskError,
+    TaskSpec,
+    memory_seed_problems,
+)
 
 DATASET_NAME = "mlgym"  # the name --innovator-evaluation-python takes for MLGym's evaluations
 DEFAULT_TRAINING_TIMEOUT = 3600.0  # MLGym's MLGYM_AGENT_LONG_TIMEOUT
@@ -277,7 +286,6 @@ def load_mlgym_task(config: Path) -> Task:
 
     metric = next(iter(baseline))
     read_only = tuple(files) if data.get("evaluation_read_only") else ()
-    tools = ("mlgym", "memory") if importlib.util.find_spec("pytest_innovator.research_tools.memory") else ("mlgym",)
     fields: dict[str, Any] = {
         "id": data["id"],
         "name": data["name"],
@@ -287,7 +295,7 @@ def load_mlgym_task(config: Path) -> Task:
         "outputs": ("submission.csv",) if entrypoint == "CSVSubmissionTasks" else (next(iter(files)),),
         "protected": read_only,
         "read_only": read_only,
-        "tools": tools,
+        "tools": ("mlgym", "memory"),
         "grader": Grader(command=None, timeout=timeout),
         "scoring": Scoring(
             mode="improvement", metric=metric, direction=metric_direction(metric), baseline=baseline[metric]
@@ -303,11 +311,15 @@ def load_mlgym_task(config: Path) -> Task:
         ),
     }
     memory = data.get("memory_path")
-    if memory and "memory" in tools and "memory_seed" in TaskSpec.model_fields and (root / memory).is_file():
+    if memory and (root / memory).is_file():
         fields["memory_seed"] = str(PurePosixPath(memory))  # MLGym starts an empty memory where it is missing
     try:
         spec = TaskSpec(**fields)
     except ValidationError as exc:
         lines = [f"{config}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise TaskError("\n".join(lines)) from None
-    return Task(spec=spec, root=root, dataset_root=root, instruction_text=description, config_path=config)
+    task = Task(spec=spec, root=root, dataset_root=root, instruction_text=description, config_path=config)
+    seed_problems = memory_seed_problems(task)
+    if seed_problems:
+        raise TaskError("\n".join(f"{config}: {p}" for p in seed_problems))
+    return task

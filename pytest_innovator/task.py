@@ -296,6 +296,7 @@ class TaskSpec(_Strict):
     resources: Resources = Resources()
     requires: Requires = Requires()
     tools: tuple[str, ...] = ()  # optional tool groups (TOOL_GROUPS) the agent is offered
+    memory_seed: str | None = None  # a file of entries the item's memory starts with (tools has "memory")
     grader: Grader
     scoring: Scoring
     hint: Hint | None = None
@@ -401,6 +402,11 @@ class Task:
         return self.root / self.spec.hint.file
 
     @property
+    def memory_seed_path(self) -> Path | None:
+        """Relative to the task directory (an adapter may give an absolute path)."""
+        return self.root / self.spec.memory_seed if self.spec.memory_seed else None
+
+    @property
     def hidden_paths(self) -> tuple[Path, ...]:
         """Parts of the task the agent must never see."""
         paths = [self.grader_dir, self.solution_dir, self.root / "README.md"]
@@ -482,9 +488,27 @@ def load_task(path: Path | str) -> Task:
         problems.append(f"hint.file: file {spec.hint.file!r} not found in the task directory")
     if spec.solution and not task.solution_dir.is_dir():
         problems.append("solution.command: given, but the solution/ directory is missing")
+    problems += memory_seed_problems(task)
     if problems:
         raise TaskError("\n".join(f"{toml_path}: {p}" for p in problems))
     return task
+
+
+def memory_seed_problems(task: Task) -> list[str]:
+    seed = task.memory_seed_path
+    if seed is None:
+        return []
+    if "memory" not in task.spec.tools:
+        return ['memory_seed: given, but tools does not offer "memory" (add it to tools)']
+    if not seed.is_file():
+        return [f"memory_seed: file {task.spec.memory_seed!r} not found in the task directory"]
+    from .research_tools.memory import read_seed
+
+    try:
+        read_seed(seed)
+    except ValueError as exc:
+        return [f"memory_seed: {exc}"]
+    return []
 
 
 def find_tasks(root: Path) -> list[Path]:

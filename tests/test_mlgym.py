@@ -291,8 +291,7 @@ def test_the_adapter_gives_the_task_mlgyms_layout_and_description() -> None:
     assert "{dataset_docs}" not in task.instruction()
     assert task.spec.protected == ("evaluate.py",) and task.spec.grader.timeout == 120
     assert task.spec.tools[0] == "mlgym"
-    if "memory_seed" in type(task.spec).model_fields:  # memory_path seeds the memory tools
-        assert task.spec.memory_seed == "data/titanic/memory.json"
+    assert task.spec.memory_seed == "data/titanic/memory.json"  # memory_path seeds the memory tools
     with pytest.raises(TaskError, match="not inside an MLGym checkout"):
         load_mlgym_task(CHECKOUT / "configs" / "datasets" / "titanic.yaml")
 
@@ -333,3 +332,9 @@ def test_the_lm_entry_point_runs_torchrun_beside_the_interpreter(tmp_path: Path)
     assert command[0] == str(torchrun)
     assert gpu_count({"CUDA_VISIBLE_DEVICES": "0,3"}) == 2 and gpu_count({}) == 0
     assert gpu_count(dict(os.environ, CUDA_VISIBLE_DEVICES="-1")) == 0
+
+
+def test_a_malformed_memory_seed_is_a_collection_error(checkout: Path) -> None:
+    (checkout / "data" / "titanic" / "memory.json").write_text("{not json")
+    with pytest.raises(TaskError, match="titanic.yaml: memory_seed: .*not valid JSON"):
+        load_mlgym_task(checkout / "configs" / "tasks" / "titanic.yaml")

@@ -209,7 +209,11 @@ def test_a_dataset_without_a_task_file_names_each_missing_path(tmp_path: Path) -
         ("gpus = 2", "gpus = 0", "resources.gpu_memory: given, but gpus is 0"),
         ('gpu_memory = "24G"', 'gpu_memory = "lots"', "resources.gpu_memory: must be a size like"),
         ('mode = "as_is"', 'mode = "as_is"\nbaseline = 0.3', "scoring.baseline: not used when mode is 'as_is'"),
-        ('mode = "as_is"', 'mode = "scaled"', "scoring.mode: must be 'linear' or 'as_is' or 'improvement', got 'scaled'"),
+        (
+            'mode = "as_is"',
+            'mode = "scaled"',
+            "scoring.mode: must be 'linear' or 'as_is' or 'improvement', got 'scaled'",
+        ),
         ('mode = "as_is"', 'mode = "linear"', "scoring.reference: required field is missing"),
         ("[hint]\npenalty = 0.1", "", "hint: required with dataset.hint"),
         ("penalty = 0.1", 'penalty = 0.1\nfile = "hint.md"', "hint.file: given, but dataset.hint names the hint"),
