@@ -77,7 +77,7 @@ def test_csv_python_and_model_tasks_report_the_starter_codes_metrics(
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(
         [
-            "final score 0.00 is below the pass score 0.01 (task titanicSurvival*",
+            "final Accuracy 0.6 does not beat the baseline 0.6 (higher is better) (task titanicSurvival*",
             "*last evaluation's message:",
             '  evaluate.py: {"Accuracy": 0.6, "Correct": 6}',
             'Baseline Score: {"Accuracy": 0.6}',

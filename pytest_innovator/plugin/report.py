@@ -72,9 +72,15 @@ def verdict(result: EpisodeResult, pass_score: float, env: ResearchEnv) -> ItemF
     if result.final_status == "grader_failed":
         headline = f"harness error: the final evaluation's grader failed: {last_message}"
     elif result.score_final is None or result.score_final < pass_score:
+        scoring = env.task.spec.scoring
+        if scoring.mode == "improvement":  # an MLGym task: passing means beating its baseline
+            reached = f"final {scoring.metric} {final.metric:g}" if final and final.metric is not None else "no metric"
+            better = "lower" if scoring.direction == "minimize" else "higher"
+            shortfall = f"{reached} does not beat the baseline {scoring.baseline:g} ({better} is better)"
+        else:
+            shortfall = f"final score {result.score_final or 0:.2f} is below the pass score {pass_score:g}"
         headline = (
-            f"final score {result.score_final or 0:.2f} is below the pass score {pass_score:g} "
-            f"(task {result.innovator_task}, agent {result.innovator_agent}, ended by {result.end_reason})"
+            f"{shortfall} (task {result.innovator_task}, agent {result.innovator_agent}, ended by {result.end_reason})"
         )
     else:
         return None
