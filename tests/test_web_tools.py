@@ -275,6 +275,14 @@ def test_open_page_errors_say_what_went_wrong(
     api.fail["/pages/blocked"] = {"status": 403, "body": "Forbidden", "type": "text/plain"}
     blocked = live.step("open_page", {"url": f"{api.base_url}/pages/blocked"})
     assert blocked.output.endswith("answered HTTP 403: Forbidden") and "key" not in blocked.output
+    for address in ("http://127.0.0.1:9/admin", "http://[::1]/", "http://169.254.169.254/latest/meta-data/"):
+        refused = live.step("open_page", {"url": address})
+        assert not refused.ok and refused.output.endswith("open_page reads the public web only"), address
+    api.fail["/pages/hop"] = {"status": 302, "location": "http://127.0.0.1:9/admin", "type": "text/plain"}
+    hop = live.step("open_page", {"url": f"{api.base_url}/pages/hop"})
+    assert not hop.ok and "127.0.0.1:9/admin is on the harness's own host" in hop.output
+    api.fail["/pages/moved"] = {"status": 301, "location": "/pages/warmup", "type": "text/plain"}
+    assert "Learning rate warmup" in live.step("open_page", {"url": f"{api.base_url}/pages/moved"}).output
     api.fail["/pages/image"] = {"body": "GIF89a", "type": "image/gif"}
     image = live.step("open_page", {"url": f"{api.base_url}/pages/image"})
     assert image.output.endswith("is image/gif, not a page that can be read as text")

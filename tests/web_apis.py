@@ -4,7 +4,7 @@ Ocp-Apim-Subscription-Key), Semantic Scholar (GET /graph/v1/paper/search, x-api-
 and arXiv (GET /api/query, an Atom feed), and the web pages the search results point to
 (GET /pages/NAME). A wrong key gets the API's own refusal.
 
-`fail[path] = {"status": 429, "body": "..."}` makes a path answer an error; `{"delay_s": 5}`
+`fail[path] = {"status": 429, "body": "..."}` makes a path answer an error (`"location"`: a redirect); `{"delay_s": 5}`
 answers late; `{"body": "not json"}` answers 200 with that body (`"type"`: its content type). Every request is recorded.
 """
 
@@ -197,10 +197,14 @@ def _handler(server: SearchAPIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._answer("POST")
 
-        def _send(self, status: int, body: str | bytes, content_type: str = "application/json") -> None:
+        def _send(
+            self, status: int, body: str | bytes, content_type: str = "application/json", location: str = ""
+        ) -> None:
             data = body.encode() if isinstance(body, str) else body
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if location:
+                self.send_header("Location", location)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -214,7 +218,8 @@ def _handler(server: SearchAPIServer) -> type[BaseHTTPRequestHandler]:
             failure = server.fail.get(split.path)
             if failure:
                 time.sleep(failure.get("delay_s", 0))
-                self._send(failure.get("status", 200), failure.get("body", ""), failure.get("type", "application/json"))
+                status, body = failure.get("status", 200), failure.get("body", "")
+                self._send(status, body, failure.get("type", "application/json"), failure.get("location", ""))
                 return
             if split.path == "/search" and method == "POST":
                 if headers.get("x-api-key") != SERPER_KEY:

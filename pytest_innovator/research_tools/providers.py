@@ -53,14 +53,22 @@ def http_client() -> httpx.Client:
 
 
 def request(
-    client: httpx.Client, provider: str, method: str, url: str, *, stream: bool = False, **kwargs: Any
+    client: httpx.Client,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    stream: bool = False,
+    follow_redirects: bool = True,
+    **kwargs: Any,
 ) -> httpx.Response:
     """The provider's answer; a failure of any kind is a ProviderError that says what happened.
     With `stream`, a successful answer's body is left unread (the caller reads and closes it)."""
     import httpx
 
     try:
-        response = client.send(client.build_request(method, url, **kwargs), stream=stream)
+        request = client.build_request(method, url, **kwargs)
+        response = client.send(request, stream=stream, follow_redirects=follow_redirects)
         status = response.status_code
         if status >= 400 and stream:
             response.read()

@@ -8,9 +8,12 @@ offline corpus for both. The agent gets a page's text in pages of PAGE_CHARS cha
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -28,6 +31,7 @@ MAX_FOUND_LINES = 60
 SNIPPET_CHARS = 200  # ten results stay under the 4000 characters a trajectory line holds whole
 MAX_PAGE_BYTES = 5 * 2**20  # a page's body is cut here: a research page is far smaller
 CACHED_PAGES = 32  # paging through a page fetches it once
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -135,8 +139,16 @@ class LiveWeb:
     def _fetch(self, url: str) -> Page:
         import httpx
 
-        host = url.split("/")[2]
-        response = request(self.client, host, "GET", url, stream=True)
+        for _ in range(MAX_REDIRECTS + 1):  # followed here, so that every hop's address is checked
+            self._check_address(url)
+            host = url.split("/")[2]
+            response = request(self.client, host, "GET", url, stream=True, follow_redirects=False)
+            if not response.is_redirect:
+                break
+            response.close()
+            url = str(response.next_request.url) if response.next_request else url
+        else:
+            raise ProviderError(f"{url} redirected more than {MAX_REDIRECTS} times")
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         body = b""
         try:
@@ -162,6 +174,28 @@ class LiveWeb:
             except DocumentError as exc:
                 raise ProviderError(str(exc)) from None
         raise ProviderError(f"{url} is {kind or 'of an unknown type'}, not a page that can be read as text")
+
+    def _check_address(self, url: str) -> None:
+        """Pages come from the public web only: an address on the harness's own host or network
+        (loopback, private, link-local: a model server, a cloud's metadata service) is refused,
+        but for the provider's own server (a local one that answers in its API's format)."""
+        parts = urlsplit(url)
+        if parts.hostname is None:
+            raise ProviderError(f"{url!r} names no host")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        base = urlsplit(self.base_url)
+        if (parts.hostname, port) == (base.hostname, base.port or (443 if base.scheme == "https" else 80)):
+            return
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ProviderError(f"{parts.hostname} could not be resolved ({exc})") from None
+        private = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global)
+        if private:
+            raise ProviderError(
+                f"{url} is on the harness's own host or network ({', '.join(private)}); open_page reads the public "
+                "web only"
+            )
 
 
 class SerperSearch(LiveWeb):
