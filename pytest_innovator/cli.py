@@ -4,6 +4,7 @@ plots, HTML reports, the progress of a running benchmark)."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
@@ -151,6 +152,31 @@ def copy_workspace(item_dir: str, dest: str) -> int:
     return 0
 
 
+def guide(item_dir: str, text: str, author: str, action: str) -> int:
+    """guide, pause or resume one running item (guidance.py)."""
+    from . import guidance
+
+    item = Path(item_dir)
+    try:
+        if action == "guide":
+            message = guidance.send(item, text, author)
+            print(f"guidance {message['id']} for {item}: the agent reads it after its current step")
+        elif action == "pause":
+            guidance.pause(item)
+            print(
+                f"{item} pauses after its current step (its working time keeps running); resume it with "
+                f"pytest-innovator resume {item}"
+            )
+        elif guidance.release(item):
+            print(f"{item} goes on")
+        else:
+            print(f"{item} was not paused")
+    except guidance.GuidanceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def slurm_tx(gpus: list[int], srun_args: str, directory: Path | None, python: str) -> int:
     import shlex
 
@@ -254,6 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     final.add_argument("dest", metavar="DEST", help="a directory that does not exist yet")
     snap = commands.add_parser("snapshot", help="snapshot one item of a running or finished run, now")
     snap.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
+    to_item = commands.add_parser(
+        "guide", help="send a running item's agent guidance it reads at its next step, marked as a person's"
+    )
+    to_item.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
+    to_item.add_argument("text", help="the message")
+    to_item.add_argument("--author", default=getpass.getuser(), help="who sends it (default: the login name)")
+    for name, what in (
+        ("pause", "hold a running item's agent after its current step"),
+        ("resume", "release a paused item"),
+    ):
+        held = commands.add_parser(name, help=f"{what} (the working time keeps running)")
+        held.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
     slurm = commands.add_parser(
         "slurm-tx",
         help="pytest's --tx arguments for xdist workers started through srun, each with the GPUs it asks for: "
@@ -282,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         return snapshot(args.item_dir)
     if args.command == "workspace":
         return copy_workspace(args.item_dir, args.dest)
+    if args.command in ("guide", "pause", "resume"):
+        return guide(args.item_dir, getattr(args, "text", ""), getattr(args, "author", ""), args.command)
     if args.command == "slurm-tx":
         return slurm_tx(args.gpus, args.srun_args, args.directory, args.python)
     if args.command == "leaderboard":

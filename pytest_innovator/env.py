@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from . import guidance
 from .gpu_monitor import GpuMemoryMonitor
 from .grading import grade_workspace
 from .ledger import UNLIMITED_EVALS, EvalKind, EvalLedger, Evaluation
@@ -165,6 +166,12 @@ class ResearchEnv:
         self.resumed = resumed
         self.lost_sessions: list[dict[str, Any]] = list((resumed or {}).get("sessions", []))
         self._notice = ""
+        # Guidance from a person (guidance.py): the messages already handed to the agent, which a
+        # snapshot holds so that a resume never hands one over twice. An agent that takes guidance
+        # as a message of its own (react) sets guidance_in_observation to False.
+        self.guidance_delivered: list[str] = list((resumed or {}).get("guidance_delivered", []))
+        self._guidance_in_flight: list[str] = []  # delivered with the step being returned
+        self.guidance_in_observation = True
         if resumed is not None:
             self._notice = resume_notice(resumed)
             self.trajectory.event(
@@ -250,6 +257,9 @@ class ResearchEnv:
             )
             self._record(name, arguments, observation, started)
             return observation
+        if self._guidance_in_flight:  # the agent has taken it in: now a snapshot may hold it as delivered
+            self._guidance_in_flight = []
+            self._snapshot_due = True
         self.ledger.steps += 1
         observation = self._dispatch(name, arguments)
         for said in self._limit_events():  # an OOM kill, a refused fork, a full disk, GPU memory
@@ -263,8 +273,39 @@ class ResearchEnv:
             observation.output = f"{self._notice}\n{observation.output}"
             self._notice = ""
         self._record(name, arguments, observation, started)
+        self._hold_while_paused(observation)
+        self._deliver_guidance(observation)
         self._maybe_snapshot(force=self._snapshot_due)
         return observation
+
+    def _hold_while_paused(self, observation: Observation) -> None:
+        """Hold the agent between steps while a person pauses the item; the working clock runs on,
+        so the time limit still ends a paused item."""
+        if not guidance.is_paused(self.run_dir):
+            return
+        self.trajectory.event("paused", step=self.ledger.steps, working_time_s=self.working_time_s)
+        while guidance.is_paused(self.run_dir) and not self.done:
+            if self.remaining_time_s <= 0:
+                self.end("time_limit")
+                observation.output += "\n[the working time ran out while the item was paused; it is evaluated now]"
+                observation.done = True
+            else:
+                time.sleep(min(guidance.PAUSE_POLL_S, self.remaining_time_s))
+        self.trajectory.event("released", step=self.ledger.steps, working_time_s=self.working_time_s)
+
+    def _deliver_guidance(self, observation: Observation) -> None:
+        """Hand the mailbox's new messages to the agent with this step's observation."""
+        if self.done:
+            return
+        messages = guidance.pending(self.run_dir, set(self.guidance_delivered))
+        for message in messages:
+            self.guidance_delivered.append(message["id"])
+            self._guidance_in_flight.append(message["id"])
+            self.trajectory.event("guidance", step=self.ledger.steps, working_time_s=self.working_time_s, **message)
+        if messages:
+            observation.data["guidance"] = [guidance.render(m) for m in messages]
+            if self.guidance_in_observation:
+                observation.output += "".join(f"\n\n{text}" for text in observation.data["guidance"])
 
     def _limit_events(self) -> list[str]:
         gpu = self.gpu_memory.new_events() if self.gpu_memory else []
@@ -341,6 +382,9 @@ class ResearchEnv:
             "agent": self.agent_state() if self.agent_state else None,
             "agent_name": self.agent_name,
             "sessions": sessions,
+            # A message delivered with the step being returned is not in the agent's state yet: a
+            # resume from this snapshot delivers it again.
+            "guidance_delivered": [m for m in self.guidance_delivered if m not in self._guidance_in_flight],
         }
 
     def snapshot(self) -> Any:

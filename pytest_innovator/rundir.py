@@ -119,6 +119,21 @@ class RunDir:
     def llm_messages(self) -> Path:
         return self.path / "llm_messages.jsonl"
 
+    @property
+    def guidance(self) -> Path:
+        """The item's mailbox: one JSON file per message a person sent it (guidance.py)."""
+        return self.path / "guidance"
+
+    @property
+    def pause_request(self) -> Path:
+        """Present while a person holds the item between steps (guidance.py)."""
+        return self.path / "paused"
+
+    @property
+    def labels(self) -> Path:
+        """Keep/drop labels for the trajectory's steps (training/labels.py); the trajectory stays untouched."""
+        return self.path / "labels.json"
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write, sync and rename: a reader (or a crash) sees the old file or the new one, never a torn

@@ -217,6 +217,7 @@ class ReactAgent:
         self._tools: list[dict[str, Any]] = []
         self._tools_tokens = 0
         self._last_steps: list[tuple[str, str]] = []  # the last two actions (tool, arguments), to spot a loop
+        self._guidance: list[str] = []  # a person's guidance delivered with the current reply's steps
 
     @property
     def model(self) -> str:
@@ -237,6 +238,7 @@ class ReactAgent:
 
     def run(self, env: ResearchEnv) -> None:
         self._log = MessageLog(RunDir(env.run_dir).llm_messages)
+        env.guidance_in_observation = False  # the model reads it as a user message (_add_guidance)
         try:
             if not self.model:
                 models = self.client.list_models()
@@ -427,6 +429,7 @@ class ReactAgent:
             self.action_replies += 1
             observation = self._step(env, action.tool, action.arguments)
             self.context.append(text_protocol.observation_message(action.tool, f"{observation}\n{status_line(env)}"))
+            self._add_guidance()
             return True
         calls = completion.tool_calls
         if not calls:
@@ -442,7 +445,16 @@ class ReactAgent:
                 if number == len(calls) or env.done:
                     content += f"\n{status_line(env)}"
             self.context.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": content})
+        self._add_guidance()
         return True
+
+    def _add_guidance(self) -> None:
+        """A person's guidance delivered with this reply's observations, as the user messages it is
+        (after the tool results: a tool message must follow its call)."""
+        assert self.context is not None
+        for text in self._guidance:
+            self.context.append({"role": "user", "content": text})
+        self._guidance = []
 
     def _idle(self, env: ResearchEnv, nudge: dict[str, Any]) -> bool:
         assert self.context is not None
@@ -472,6 +484,7 @@ class ReactAgent:
         assert self.facts is not None
         self._last_steps = [*self._last_steps[-1:], (tool, json.dumps(parse_arguments(arguments), sort_keys=True))]
         observation = env.step(tool, arguments)
+        self._guidance += observation.data.get("guidance", [])
         self.facts.note_step(env.steps, tool, parse_arguments(arguments), observation.ok, observation.output)
         return observation
 

@@ -133,6 +133,9 @@ def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
         shutil.copytree(
             old_sessions, RunDir(run_dir).sessions / "before-resume", ignore=shutil.ignore_patterns("*.ctl")
         )
+    old_mailbox = RunDir(point.item_dir).guidance
+    if old_mailbox.is_dir():  # messages sent to the earlier run; those delivered before the snapshot stay delivered
+        shutil.copytree(old_mailbox, RunDir(run_dir).guidance, dirs_exist_ok=True)
     resumed = {
         "source": str(point.item_dir),
         "snapshot": point.snapshot,
@@ -141,6 +144,7 @@ def prepare_run_dir(point: ResumePoint, run_dir: Path) -> dict[str, Any]:
         "agent": point.state.get("agent"),
         "agent_name": point.state.get("agent_name"),
         "sessions": point.state.get("sessions", []),
+        "guidance_delivered": point.state.get("guidance_delivered", []),
     }
     write_json_atomic(RunDir(run_dir).resume_record, {k: v for k, v in resumed.items() if k != "agent"})
     return resumed
