@@ -552,7 +552,12 @@ class ResearchEnv:
         log_path = RunDir(self.run_dir).grader_log(index)
 
         with self.clock.paused():
-            if getattr(self.workspace, "grades_on_host", False):  # a pool host grades where the item ran
+            if self.task.spec.experiment is not None:  # judged phase by phase (experiments/grading.py)
+                from .experiments.grading import grade_experiment
+
+                trajectory = RunDir(self.run_dir).trajectory
+                outcome = grade_experiment(self.task, self.workspace, trajectory, self.services.get("judge"), log_path)
+            elif getattr(self.workspace, "grades_on_host", False):  # a pool host grades where the item ran
                 outcome = self.workspace.grade(self.grade_seed, index, log_path)
             else:
                 outcome = grade_workspace(self.task, self.workspace, log_path, self.grade_seed)

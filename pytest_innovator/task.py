@@ -271,6 +271,43 @@ class MLGymEvaluation(_Strict):
     hub_datasets: tuple[str, ...] = ()  # datasets on a hub (not in the checkout): the item is skipped
 
 
+class Experiment(_Strict):
+    """An experiment task (EXP-Bench's kind): the deliverables the agent leaves in the workspace
+    and the hidden rubric they are judged against (experiments/grading.py)."""
+
+    design: str = "design.md"  # the design: constant, independent and dependent variables
+    reproduction: str = "reproduce.sh"  # run with bash from a fresh copy of the starter files plus the agent's changes
+    conclusion: str = "conclusion.md"
+    results: tuple[str, ...] = Field(min_length=1)  # files the reproduction script writes
+    rubric: str = "rubric.toml"  # relative to grader/
+    execution_timeout: float = 600.0
+
+    @field_validator("design", "reproduction", "conclusion")
+    @classmethod
+    def _in_workspace(cls, path: str) -> str:
+        return _inside(path, "the workspace", whole=False)
+
+    @field_validator("results")
+    @classmethod
+    def _results_in_workspace(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            _inside(path, "the workspace", whole=False)
+        return paths
+
+    @field_validator("rubric")
+    @classmethod
+    def _in_grader(cls, path: str) -> str:
+        return _inside(path, "grader/", whole=False)
+
+    @field_validator("execution_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    def deliverables(self) -> tuple[str, ...]:
+        return (self.design, self.reproduction, self.conclusion, *self.results)
+
+
 # The root directories of a Linux system: a workspace mounted over one would hide it.
 SYSTEM_ROOT_NAMES = frozenset(
     "bin boot dev etc home lib lib32 lib64 libx32 media mnt opt proc root run sbin srv sys tmp usr var".split()
@@ -297,12 +334,13 @@ class TaskSpec(_Strict):
     requires: Requires = Requires()
     tools: tuple[str, ...] = ()  # optional tool groups (TOOL_GROUPS) the agent is offered
     memory_seed: str | None = None  # a file of entries the item's memory starts with (tools has "memory")
-    grader: Grader
+    grader: Grader = Grader()  # an [experiment] or an MLGym task has no grader command
     scoring: Scoring
     hint: Hint | None = None
     solution: Solution | None = None
     dataset: Dataset | None = None
     mlgym: MLGymEvaluation | None = None  # an MLGym task config's evaluation (mlgym.py), instead of a grader
+    experiment: Experiment | None = None  # judged phase by phase (experiments/), instead of a grader command
 
     @field_validator("time_limit", mode="before")
     @classmethod
@@ -339,7 +377,9 @@ class TaskSpec(_Strict):
         """The grader, the instruction and the hint come from the task directory or the dataset."""
         dataset = self.dataset or NO_DATASET
         problems: list[tuple[tuple[str, ...], str]] = []
-        if self.grader.command is None and dataset.evaluation is None and self.mlgym is None:
+        if self.experiment is not None:
+            problems += _experiment_problems(self)
+        elif self.grader.command is None and dataset.evaluation is None and self.mlgym is None:
             missing = "required field is missing (or name the dataset's own evaluation in dataset.evaluation)"
             problems.append((("grader", "command"), missing))
         if dataset.instruction is not None and "instruction" in self.model_fields_set:
@@ -350,6 +390,21 @@ class TaskSpec(_Strict):
             problems.append((("hint", "file"), "given, but dataset.hint names the hint: keep one"))
         _field_problems("TaskSpec", problems)
         return self
+
+
+def _experiment_problems(spec: TaskSpec) -> list[tuple[tuple[str, ...], str]]:
+    assert spec.experiment is not None
+    problems: list[tuple[tuple[str, ...], str]] = []
+    if spec.grader.command is not None:
+        problems.append((("grader", "command"), "given, but [experiment] tasks are judged, not graded by a command"))
+    if spec.dataset is not None or spec.mlgym is not None:
+        problems.append((("experiment",), "cannot be combined with [dataset] or [mlgym]"))
+    if spec.scoring.mode != "as_is":
+        problems.append((("scoring", "mode"), "must be 'as_is' for [experiment] tasks (the score is 100 or 0)"))
+    missing = [path for path in spec.experiment.deliverables() if path not in spec.outputs]
+    if missing:
+        problems.append((("outputs",), f"must list every deliverable of [experiment]; add {', '.join(missing)}"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -392,6 +447,10 @@ class Task:
     @property
     def solution_dir(self) -> Path:
         return self.root / "solution"
+
+    @property
+    def rubric_path(self) -> Path | None:
+        return self.grader_dir / self.spec.experiment.rubric if self.spec.experiment else None
 
     @property
     def hint_path(self) -> Path | None:
@@ -482,13 +541,17 @@ def load_task(path: Path | str) -> Task:
         problems.append(f"instruction: file {spec.instruction!r} not found in the task directory")
     if not (dataset.workspace or dataset.environment) and not task.workspace_dir.is_dir():
         problems.append("workspace/: directory not found (the agent's starter files go there)")
-    if spec.grader.command is not None and not task.grader_dir.is_dir():
+    if (spec.grader.command is not None or spec.experiment) and not task.grader_dir.is_dir():
         problems.append("grader/: directory not found (the grading program and held-out data go there)")
     if spec.hint and dataset.hint is None and not (root / spec.hint.file).is_file():
         problems.append(f"hint.file: file {spec.hint.file!r} not found in the task directory")
     if spec.solution and not task.solution_dir.is_dir():
         problems.append("solution.command: given, but the solution/ directory is missing")
     problems += memory_seed_problems(task)
+    if spec.experiment is not None and task.grader_dir.is_dir():
+        from .experiments.rubric import rubric_problems
+
+        problems += rubric_problems(task)
     if problems:
         raise TaskError("\n".join(f"{toml_path}: {p}" for p in problems))
     return task

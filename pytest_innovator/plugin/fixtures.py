@@ -118,6 +118,9 @@ def unmet_requirements(task: Task, settings: Settings) -> list[str]:
     usable = usable_gpus(task, settings)
     if resources.gpus > len(usable) and settings.hosts is None:  # a pool's hosts are asked at lease time
         unmet.append(_gpu_shortfall(task, settings, usable))
+    if spec.experiment is not None and not settings.judge_model:
+        judge_flag = OPTION_BY_NAME["judge_model"].flag
+        unmet.append(f"a judge for its phases (name its model with {judge_flag}; docs/experiments.md)")
     offered = offered_groups(task)
     if "web" in offered and settings.search_provider is None:
         unmet.append(
@@ -324,11 +327,32 @@ def research_services(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]
     except InnovatorError as exc:  # a broken corpus, a missing extra
         raise pytest.UsageError(str(exc)) from None
     services["memory"] = settings.memory_ranking
+    if settings.judge_model:
+        services["judge"] = build_judge(settings)
     try:
         yield services
     finally:
         if client is not None:
             client.close()
+
+
+def build_judge(settings: Settings) -> Any:
+    """The judge of experiment tasks, on its own endpoint and key, with the agent's retry settings."""
+    from ..experiments.judge import Judge
+    from ..llm.client import DEFAULT_PRICES, LLMClient, RetryPolicy, load_price_table
+
+    prices = dict(DEFAULT_PRICES)
+    if settings.price_table:
+        prices.update(load_price_table(settings.price_table))
+    client = LLMClient(
+        model=settings.judge_model,
+        base_url=settings.judge_base_url or None,
+        api_key=os.environ.get(settings.judge_api_key_env, "") or "unset",
+        timeout_s=settings.llm_timeout,
+        retry=RetryPolicy(retries=settings.llm_retries, base_delay_s=settings.llm_backoff),
+        prices=prices,
+    )
+    return Judge(client, samples=settings.judge_samples)
 
 
 @pytest.fixture

@@ -198,10 +198,29 @@ def record_result(node: pytest.Item, result: Any, **no_result: Any) -> None:
     node.stash[result_key] = result
     node.user_properties.extend(result.properties() if result is not None else no_result.items())
     task = node.stash.get(task_key, None)
+    if result is not None and task is not None and task.spec.experiment is not None:
+        node.user_properties.extend(experiment_properties(_final_metrics(Path(result.run_dir))))
     if result is not None and task is not None and task.spec.mlgym is not None:
         final = _final_metrics(Path(result.run_dir))
         node.user_properties.extend((f"mlgym_final.{name}", value) for name, value in final.items())
         node.user_properties.extend((f"mlgym_baseline.{k}", v) for k, v in task.spec.mlgym.baseline.items())
+
+
+def experiment_properties(metrics: dict[str, float]) -> list[tuple[str, Any]]:
+    """An experiment item's phases (exp_D, exp_I, exp_E, exp_C: 1 passed; exp_M: 1 flagged), their
+    conjunctions with the monitor's zeroing (exp_IE, exp_DIC, exp_DICE) and the judge's usage."""
+    if "M" not in metrics:  # the final evaluation failed: no phase was decided
+        return []
+    phase = {key: int(metrics.get(key, 0.0)) for key in "DICE"}
+    clean = 1 - int(metrics["M"])
+    properties: list[tuple[str, Any]] = [(f"exp_{key}", value) for key, value in phase.items()]
+    properties.append(("exp_M", int(metrics["M"])))
+    for conjunction in ("IE", "DIC", "DICE"):
+        properties.append((f"exp_{conjunction}", int(all(phase[k] for k in conjunction)) * clean))
+    for usage in ("judge_calls", "judge_tokens_in", "judge_tokens_out"):
+        properties.append((usage, int(metrics.get(usage, 0))))
+    properties.append(("judge_cost_usd", round(metrics.get("judge_cost_usd", 0.0), 6)))
+    return properties
 
 
 def _final_metrics(run_dir: Path) -> dict[str, float]:

@@ -276,6 +276,15 @@ class Settings:
         "OPENAI_API_KEY",
         for_agent=True,
     )
+    judge_model: str = option(
+        "the model that judges experiment tasks' phases (design, implementation, execution, conclusion); "
+        "unset: experiment items are skipped"
+    )
+    judge_base_url: str = option(
+        "OpenAI-compatible endpoint of the judge (default: OpenAI's); apart from the agent's --innovator-base-url"
+    )
+    judge_api_key_env: str = option("name of the environment variable that holds the judge's API key", "OPENAI_API_KEY")
+    judge_samples: int = option("verdicts asked per phase; the majority decides", "1", _positive_int)
     max_tokens: int | None = option(
         "end an LLM agent's episode (end_reason cost_limit) once its tokens in + out reach this; 0: no limit",
         "",
