@@ -177,6 +177,74 @@ def guide(item_dir: str, text: str, author: str, action: str) -> int:
     return 0
 
 
+def label(item_dir: str, step: int | None, drop: str | None, keep: str | None, author: str) -> int:
+    from .training.labels import LabelError
+    from .training.labels import label as make_labels
+
+    if step is not None and not (drop or keep):
+        print("error: with --step, give --drop WHY or --keep WHY", file=sys.stderr)
+        return 2
+    if (drop or keep) and step is None:
+        print("error: --drop and --keep mark one step: give --step N", file=sys.stderr)
+        return 2
+    mark = None
+    if step is not None:
+        mark = {"step": step, "label": "drop" if drop else "keep", "reason": drop or keep, "author": author}
+    try:
+        labels = make_labels(Path(item_dir), mark)
+    except LabelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    dropped = [entry for entry in labels["steps"] if entry["label"] == "drop"]
+    print(f"{len(labels['steps'])} steps labelled, {len(dropped)} dropped; {Path(item_dir) / 'labels.json'}")
+    for entry in dropped:
+        print(f"  step {entry['step']}: drop ({entry['source']}) {entry['reason']}")
+    return 0
+
+
+def export(
+    inputs: list[str],
+    out: str | None,
+    check: str | None,
+    min_score: float | None,
+    domains: list[str],
+    agents: list[str],
+) -> int:
+    from .training.export import ExportError, ExportFilter, check_file
+    from .training.export import export as write_export
+
+    if check:
+        problems = check_file(Path(check))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            print(f"{check}: every line is a valid chat fine-tuning example")
+        return 1 if problems else 0
+    if not inputs or not out:
+        print("error: give RUN_DIR... and -o FILE (or --check FILE)", file=sys.stderr)
+        return 2
+    selection = ExportFilter(min_score, tuple(domains), tuple(agents))
+    try:
+        items, examples = write_export([Path(p) for p in inputs], Path(out), selection)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{examples} examples from {items} items in {out}")
+    return 0
+
+
+def import_researchgym(nodes: list[str], out: str, task: str, domain: str) -> int:
+    from .training.researchgym import NodeImportError, import_nodes
+
+    try:
+        steps = import_nodes([Path(p) for p in nodes], Path(out), task, domain)
+    except NodeImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{steps} steps imported into {out}; label it with pytest-innovator label {out}")
+    return 0
+
+
 def slurm_tx(gpus: list[int], srun_args: str, directory: Path | None, python: str) -> int:
     import shlex
 
@@ -292,6 +360,32 @@ def main(argv: list[str] | None = None) -> int:
     ):
         held = commands.add_parser(name, help=f"{what} (the working time keeps running)")
         held.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
+    labelling = commands.add_parser(
+        "label", help="keep/drop labels for every step of a finished item, into labels.json beside its trajectory"
+    )
+    labelling.add_argument("item_dir", metavar="RUN_DIR/ITEM", help="<results>/runs/<run id>/<task id>")
+    labelling.add_argument("--step", type=int, metavar="N", help="a person's mark on step N (wins over the rules)")
+    mark = labelling.add_mutually_exclusive_group()
+    mark.add_argument("--drop", metavar="WHY", help="mark step N dropped, and why")
+    mark.add_argument("--keep", metavar="WHY", help="mark step N kept, and why")
+    labelling.add_argument("--author", default=getpass.getuser(), help="who marks (default: the login name)")
+    out = commands.add_parser("export", help="finished items as training data (JSONL), dropped steps with weight 0")
+    out.add_argument("inputs", nargs="*", metavar="RUN_DIR", help="item, run or results directories")
+    out.add_argument("--format", choices=("openai-chat",), default="openai-chat")
+    out.add_argument("-o", "--out", metavar="FILE", help="the JSONL file to write")
+    out.add_argument("--check", metavar="FILE", help="check every line of FILE against the format instead")
+    out.add_argument("--min-score", type=float, metavar="SCORE", help="only items whose final score is at least SCORE")
+    out.add_argument("--domain", action="append", default=[], help="only items of this domain (repeatable)")
+    out.add_argument("--agent", action="append", default=[], help="only items of this agent, e.g. react (repeatable)")
+    rg = commands.add_parser(
+        "import-researchgym", help="ResearchGym (InnovatorBench) node files as an item's trajectory and message log"
+    )
+    rg.add_argument(
+        "nodes", nargs="+", metavar="NODE_FILE", help="nodes/react_<uuid>_<time>.json, every step of one run"
+    )
+    rg.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="a new item directory to write")
+    rg.add_argument("--task", default="researchgym", help="the task id to record (default: researchgym)")
+    rg.add_argument("--domain", default="", help="the task's domain, for export --domain")
     slurm = commands.add_parser(
         "slurm-tx",
         help="pytest's --tx arguments for xdist workers started through srun, each with the GPUs it asks for: "
@@ -322,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         return copy_workspace(args.item_dir, args.dest)
     if args.command in ("guide", "pause", "resume"):
         return guide(args.item_dir, getattr(args, "text", ""), getattr(args, "author", ""), args.command)
+    if args.command == "label":
+        return label(args.item_dir, args.step, args.drop, args.keep, args.author)
+    if args.command == "export":
+        return export(args.inputs, args.out, args.check, args.min_score, args.domain, args.agent)
+    if args.command == "import-researchgym":
+        return import_researchgym(args.nodes, args.out, args.task, args.domain)
     if args.command == "slurm-tx":
         return slurm_tx(args.gpus, args.srun_args, args.directory, args.python)
     if args.command == "leaderboard":
