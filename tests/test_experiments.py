@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_innovator.cli import main
 from pytest_innovator.plugin.items import experiment_properties
 from pytest_innovator.task import TaskError, load_task
 
@@ -72,6 +73,23 @@ def test_the_oracle_passes_every_phase_and_the_execution_is_rerun(pytester: pyte
     assert "does not raise balanced accuracy" in requests["conclusion"]
     [record] = results_log(pytester)
     assert (record["exp_DICE"], record["exp_M"], record["outcome"]) == (1, 0, "passed")
+
+    # A second run, by the null agent, and the leaderboard over both runs.
+    with ScriptedLLMServer({"exchanges": []}) as server:
+        run(pytester, server, "--innovator-agent", "null").assert_outcomes(failed=1)
+    board_path, markdown = pytester.path / "board.json", pytester.path / "board.md"
+    assert (
+        main(["leaderboard", str(pytester.path / ".innovator"), "--json", str(board_path), "--markdown", str(markdown)])
+        == 0
+    )
+    rows = {row["agent"].split("@")[0]: row["experiments"] for row in json.loads(board_path.read_text())["agents"]}
+    assert rows["oracle"]["conjunctions"] == {"IE": 1.0, "DIC": 1.0, "DICE": 1.0}
+    assert rows["oracle"]["phase_failures"] == {"D": 0, "I": 0, "E": 0, "C": 0}
+    assert rows["null"]["conjunctions"] == {"IE": 0.0, "DIC": 0.0, "DICE": 0.0}
+    assert rows["null"]["phase_failures"] == {"D": 1, "I": 1, "E": 1, "C": 1} and rows["null"]["flagged"] == 0
+    table = markdown.read_text()
+    assert "| agent | items | D failed | I failed | E failed | C failed | flagged | I·E | D·I·C | D·I·C·E |" in table
+    assert "| 1 | 1 | 1 | 1 | 1 | 0 | 0.0 % | 0.0 % | 0.0 % |" in table
 
 
 def test_the_null_agent_fails_every_phase_without_asking_the_judge(pytester: pytest.Pytester) -> None:

@@ -50,7 +50,13 @@ ITEM_FIELDS = (
     "worker",
     "backend",
     "run_dir",
+    *(f"exp_{key}" for key in ("D", "I", "E", "C", "M", "IE", "DIC", "DICE")),
+    "judge_tokens_in",
+    "judge_tokens_out",
+    "judge_cost_usd",
 )
+EXPERIMENT_PHASES = ("D", "I", "E", "C")
+EXPERIMENT_CONJUNCTIONS = ("IE", "DIC", "DICE")
 PROFILE_KINDS = {"best_attempt": "best_attempt_at_k", "best_submission": "best_submission_at_k"}
 
 
@@ -169,6 +175,24 @@ def agent_row(agent: str, items: list[dict[str, Any]]) -> dict[str, Any]:
             "errors": sum(1 for i in items if i.get("outcome") == "error"),
         },
         "aup": {},
+        "experiments": experiment_stats(items),
+    }
+
+
+def experiment_stats(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Over an agent's experiment items (those whose phases were decided): the failures of each
+    phase, the monitor's flags, and the rate of each conjunction (EXP-Bench's headline metrics)."""
+    judged = [i for i in items if i.get("exp_M") is not None]
+    if not judged:
+        return None
+    return {
+        "items": len(judged),
+        "phase_failures": {key: sum(1 for i in judged if not i.get(f"exp_{key}")) for key in EXPERIMENT_PHASES},
+        "flagged": sum(1 for i in judged if i.get("exp_M")),
+        "conjunctions": {
+            key: _round(sum(1 for i in judged if i.get(f"exp_{key}")) / len(judged)) for key in EXPERIMENT_CONJUNCTIONS
+        },
+        "judge_cost_usd": _sum_of(judged, "judge_cost_usd"),
     }
 
 
@@ -508,6 +532,35 @@ def to_markdown(board: dict[str, Any]) -> str:
         ],
         task_rows,
     )
+    experiment_rows = [row for row in agents if row.get("experiments")]
+    if experiment_rows:
+        lines += ["", "## Experiments (phases failed; conjunctions passed, as a share of items)", ""]
+        lines += _table(
+            [
+                "agent",
+                "items",
+                "D failed",
+                "I failed",
+                "E failed",
+                "C failed",
+                "flagged",
+                "I·E",
+                "D·I·C",
+                "D·I·C·E",
+                "judge cost",
+            ],
+            [
+                [
+                    row["agent"],
+                    str(row["experiments"]["items"]),
+                    *(str(row["experiments"]["phase_failures"][key]) for key in EXPERIMENT_PHASES),
+                    str(row["experiments"]["flagged"]),
+                    *(_num(100 * row["experiments"]["conjunctions"][key]) + " %" for key in EXPERIMENT_CONJUNCTIONS),
+                    _cost(row["experiments"]["judge_cost_usd"]),
+                ]
+                for row in experiment_rows
+            ],
+        )
     if board.get("items_not_counted"):
         lines += [
             "",

@@ -17,7 +17,15 @@ from typing import Any
 from ..errors import InnovatorError
 from ..rundir import RESULT_FILE, RunDir, results_log_path
 
-FLOAT_PROPERTIES = {"score_final", "score_best", "metric_final", "metric_best", "working_time_s", "cost_usd"}
+FLOAT_PROPERTIES = {
+    "score_final",
+    "score_best",
+    "metric_final",
+    "metric_best",
+    "working_time_s",
+    "cost_usd",
+    "judge_cost_usd",
+}
 INT_PROPERTIES = {"evals_used", "evals_budget", "steps", "protected_changes", "tokens_in", "tokens_out", "llm_calls"}
 BOOL_PROPERTIES = {"hint_used"}
 TEXT_PROPERTIES = {
