@@ -225,11 +225,13 @@ def export(
         return 2
     selection = ExportFilter(min_score, tuple(domains), tuple(agents))
     try:
-        items, examples = write_export([Path(p) for p in inputs], Path(out), selection)
+        items, examples, without_log = write_export([Path(p) for p in inputs], Path(out), selection)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{examples} examples from {items} items in {out}")
+    for item in without_log:
+        print(f"left out {item}: no llm_messages.jsonl (only the react agent and imported runs record the context)")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_innovator.agents import run_episode
+from pytest_innovator.agents import load_agent, run_episode
 from pytest_innovator.agents.react import ReactAgent
 from pytest_innovator.cli import main as cli
 from pytest_innovator.rundir import RunDir
@@ -148,3 +148,18 @@ def test_the_validator_names_what_breaks_the_format(tmp_path: Path, capsys: Any)
     assert cli(["export", "--check", str(path)]) == 1
     err = capsys.readouterr().err
     assert "line 1: unknown key 'extra'" in err and "line 2: not JSON" in err
+
+
+def test_export_leaves_out_and_names_an_item_without_a_message_log(
+    finished_run: Path, number_task_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    plain = finished_run.parent / "plain"
+    env = make_env(number_task_dir, plain)
+    try:
+        run_episode(load_agent("null"), env)
+    finally:
+        env.workspace.close()
+    out = tmp_path / "train.jsonl"
+    assert cli(["export", str(finished_run.parent), "-o", str(out)]) == 0
+    assert f"left out {plain}: no llm_messages.jsonl" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == 1

@@ -147,13 +147,18 @@ def well_formed_calls(message: dict[str, Any]) -> bool:
     return True
 
 
-def export(paths: list[Path], out: Path, selection: ExportFilter) -> tuple[int, int]:
-    """Write the examples of every admitted item; returns (items exported, examples written)."""
+def export(paths: list[Path], out: Path, selection: ExportFilter) -> tuple[int, int, list[Path]]:
+    """Write the examples of every admitted item; returns (items exported, examples written, the
+    admitted items left out for want of a message log: agents other than react record none)."""
     items = exported = 0
     lines = []
+    without_log = []
     for item in item_dirs(paths):
         records = read_trajectory(RunDir(item).trajectory)
         if not records or not selection.admits(records[0], final_score(item, records)):
+            continue
+        if not RunDir(item).llm_messages.is_file():
+            without_log.append(item)
             continue
         examples = item_examples(item)
         items += 1
@@ -161,7 +166,7 @@ def export(paths: list[Path], out: Path, selection: ExportFilter) -> tuple[int, 
         lines += [json.dumps(example, ensure_ascii=False) for example in examples]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return items, exported
+    return items, exported, without_log
 
 
 def check_example(example: Any) -> list[str]:
