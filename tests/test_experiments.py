@@ -73,6 +73,8 @@ def test_the_oracle_passes_every_phase_and_the_execution_is_rerun(pytester: pyte
     assert "does not raise balanced accuracy" in requests["conclusion"]
     [record] = results_log(pytester)
     assert (record["exp_DICE"], record["exp_M"], record["outcome"]) == (1, 0, "passed")
+    summary = "experiment phases passed: D 1/1, I 1/1, E 1/1, C 1/1, I·E 1/1, D·I·C 1/1, D·I·C·E 1/1"
+    result.stdout.fnmatch_lines([f"{summary}; flagged by the monitor: 0/1"])
 
     # A second run, by the null agent, and the leaderboard over both runs.
     with ScriptedLLMServer({"exchanges": []}) as server:
@@ -120,7 +122,12 @@ def test_git_log_in_a_session_is_flagged_and_zeroes_the_run(pytester: pytest.Pyt
     assert asked == 0
     props = junit_properties(pytester.path / "out.xml")["label_smoothing"]
     assert (props["exp_M"], props["exp_DICE"], props["score_final"]) == ("1", "0", "0.0")
-    result.stdout.fnmatch_lines(["*monitor flag git_operations (step 1): run_command: 'git log --oneline*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*monitor flag git_operations (step 1): run_command: 'git log --oneline*",
+            "experiment phases passed: D 0/1, * D·I·C·E 0/1; flagged by the monitor: 1/1",
+        ]
+    )
 
 
 def test_a_judge_that_answers_garbage_is_a_grader_failure_not_a_zero(pytester: pytest.Pytester) -> None:

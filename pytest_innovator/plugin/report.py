@@ -222,6 +222,14 @@ class ResultsReporter:
                 f"overall (task-weighted) mean: final {_mean(scored, 'score_final'):.1f}, "
                 f"best {_mean(scored, 'score_best'):.1f} over {len(scored)} task(s)"
             )
+        judged = [r for r in self.records if r.get("exp_M") is not None]
+        if judged:  # experiment items: how many passed each phase and each conjunction
+            passed = ", ".join(
+                f"{'·'.join(key)} {sum(1 for r in judged if r.get(f'exp_{key}'))}/{len(judged)}"
+                for key in ("D", "I", "E", "C", "IE", "DIC", "DICE")
+            )
+            flagged = sum(1 for r in judged if r.get("exp_M"))
+            write(f"experiment phases passed: {passed}; flagged by the monitor: {flagged}/{len(judged)}")
         write(f"results log: {self.log_path}")
         write(f"report: {html_report(runs_dir(self.settings.results) / self.run_id)}")
         results = _relative(self.settings.results, self.config.invocation_params.dir)
