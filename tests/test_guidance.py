@@ -21,6 +21,7 @@ from pytest_innovator.env import ResearchEnv
 from pytest_innovator.trajectory import read_trajectory
 
 from .scripted_llm import RecordedRequest, ScriptedLLMServer, _Script, check_request
+from .session_server import ServerProcess, session_server  # noqa: F401
 from .test_env import make_env
 from .test_memory import pytest_command
 from .test_plugin import add_task
@@ -30,9 +31,11 @@ pytest_plugins = ["pytester"]
 ADVICE = "Stop tuning the learning rate; the data loader drops half the rows."
 
 
-@pytest.fixture
-def env(number_task_dir: Path, tmp_path: Path) -> Iterator[ResearchEnv]:
-    environment = make_env(number_task_dir, tmp_path / "run")
+@pytest.fixture(params=["local", "remote"])
+def env(request: pytest.FixtureRequest, number_task_dir: Path, tmp_path: Path) -> Iterator[ResearchEnv]:
+    """On the in-process backend and the remote one: the harness reads the mailbox, not the workspace."""
+    server: ServerProcess | None = request.getfixturevalue("session_server") if request.param == "remote" else None
+    environment = make_env(number_task_dir, tmp_path / "run", server)
     yield environment
     environment.workspace.close()
 
