@@ -1,5 +1,5 @@
 """`pytest-innovator`: commands around the plugin (checking task files, listing agents and backends, leaderboards,
-plots, HTML reports, the progress of a running benchmark)."""
+plots, HTML reports, the progress of a running benchmark, guidance to a running item, runs as training data)."""
 
 from __future__ import annotations
 
