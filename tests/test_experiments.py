@@ -22,6 +22,7 @@ pytest_plugins = ["pytester"]
 
 SUITE = Path(__file__).resolve().parent.parent / "task_suites" / "experiments"
 PHASE_NAMES = ("design", "implementation", "execution", "conclusion")
+TASKS = ("class_reweighting", "label_smoothing")
 
 
 def verdict(phase: str, answer: str = "pass", reasons: str = "meets the rubric") -> dict[str, Any]:
@@ -53,56 +54,75 @@ def run(pytester: pytest.Pytester, server: ScriptedLLMServer, *args: str) -> pyt
     )
 
 
-def test_the_oracle_passes_every_phase_and_the_execution_is_rerun(pytester: pytest.Pytester) -> None:
-    copy_task(pytester, "label_smoothing")
-    with ScriptedLLMServer({"exchanges": [verdict(phase) for phase in PHASE_NAMES]}) as server:
+def test_the_oracle_passes_every_phase_of_both_experiments_and_the_execution_is_rerun(
+    pytester: pytest.Pytester,
+) -> None:
+    for task_id in TASKS:
+        copy_task(pytester, task_id)
+    exchanges = [verdict(phase) for _ in TASKS for phase in PHASE_NAMES]
+    with ScriptedLLMServer({"exchanges": exchanges}) as server:
         result = run(pytester, server, "--innovator-agent", "oracle")
         server.assert_transcript_done()
-        requests = {phase: request.text for phase, request in zip(PHASE_NAMES, server.requests)}
-    result.assert_outcomes(passed=1)
-    props = junit_properties(pytester.path / "out.xml")["label_smoothing"]
-    phases = {name: props[name] for name in ("exp_D", "exp_I", "exp_E", "exp_C", "exp_M")}
-    assert phases == {"exp_D": "1", "exp_I": "1", "exp_E": "1", "exp_C": "1", "exp_M": "0"}
-    assert (props["exp_IE"], props["exp_DIC"], props["exp_DICE"], props["score_final"]) == ("1", "1", "1", "100.0")
-    assert (props["judge_calls"], props["judge_tokens_in"], props["judge_tokens_out"]) == ("4", "2000", "120")
+        requests = {
+            ("label_smoothing" if "label smoothing" in r.text else "class_reweighting", phase): r.text
+            for r, phase in zip(server.requests, PHASE_NAMES * len(TASKS))
+        }
+    result.assert_outcomes(passed=2)
+    for task_id in TASKS:
+        props = junit_properties(pytester.path / "out.xml")[task_id]
+        phases = {name: props[name] for name in ("exp_D", "exp_I", "exp_E", "exp_C", "exp_M")}
+        assert phases == {"exp_D": "1", "exp_I": "1", "exp_E": "1", "exp_C": "1", "exp_M": "0"}
+        assert (props["exp_IE"], props["exp_DIC"], props["exp_DICE"], props["score_final"]) == ("1", "1", "1", "100.0")
+        assert (props["judge_calls"], props["judge_tokens_in"], props["judge_tokens_out"]) == ("4", "2000", "120")
+    assert len(requests) == 8  # each task's four phases, each asked once
     # Each phase's rubric and deliverable reach the judge; the rerun's own results reach E.
-    assert "independent: the label smoothing factor" in requests["design"] and "Constant:" in requests["design"]
-    assert "+++ agent/experiment.py" in requests["implementation"] and "log_softmax" in requests["implementation"]
-    assert "exit status 0" in requests["execution"] and "balanced_accuracy_by_smoothing" in requests["execution"]
-    assert "Expected outcome: No reliable gain" in requests["conclusion"]
-    assert "does not raise balanced accuracy" in requests["conclusion"]
-    [record] = results_log(pytester)
-    assert (record["exp_DICE"], record["exp_M"], record["outcome"]) == (1, 0, "passed")
-    summary = "experiment phases passed: D 1/1, I 1/1, E 1/1, C 1/1, I·E 1/1, D·I·C 1/1, D·I·C·E 1/1"
-    result.stdout.fnmatch_lines([f"{summary}; flagged by the monitor: 0/1"])
+    smoothing = {phase: requests["label_smoothing", phase] for phase in PHASE_NAMES}
+    assert "independent: the label smoothing factor" in smoothing["design"] and "Constant:" in smoothing["design"]
+    assert "+++ agent/experiment.py" in smoothing["implementation"] and "log_softmax" in smoothing["implementation"]
+    assert "exit status 0" in smoothing["execution"] and "balanced_accuracy_by_smoothing" in smoothing["execution"]
+    assert "Expected outcome: No reliable gain" in smoothing["conclusion"]
+    assert "does not raise balanced accuracy" in smoothing["conclusion"]
+    assert "balanced_accuracy_by_power" in requests["class_reweighting", "execution"]
+    assert "Expected outcome: A large gain" in requests["class_reweighting", "conclusion"]
+    assert [r["exp_DICE"] for r in results_log(pytester)] == [1, 1]
+    summary = "experiment phases passed: D 2/2, I 2/2, E 2/2, C 2/2, I·E 2/2, D·I·C 2/2, D·I·C·E 2/2"
+    result.stdout.fnmatch_lines([f"{summary}; flagged by the monitor: 0/2"])
 
     # A second run, by the null agent, and the leaderboard over both runs.
     with ScriptedLLMServer({"exchanges": []}) as server:
-        run(pytester, server, "--innovator-agent", "null").assert_outcomes(failed=1)
+        run(pytester, server, "--innovator-agent", "null").assert_outcomes(failed=2)
     board_path, markdown = pytester.path / "board.json", pytester.path / "board.md"
-    assert (
-        main(["leaderboard", str(pytester.path / ".innovator"), "--json", str(board_path), "--markdown", str(markdown)])
-        == 0
-    )
+    arguments = [
+        "leaderboard",
+        str(pytester.path / ".innovator"),
+        "--json",
+        str(board_path),
+        "--markdown",
+        str(markdown),
+    ]
+    assert main(arguments) == 0
     rows = {row["agent"].split("@")[0]: row["experiments"] for row in json.loads(board_path.read_text())["agents"]}
     assert rows["oracle"]["conjunctions"] == {"IE": 1.0, "DIC": 1.0, "DICE": 1.0}
     assert rows["oracle"]["phase_failures"] == {"D": 0, "I": 0, "E": 0, "C": 0}
     assert rows["null"]["conjunctions"] == {"IE": 0.0, "DIC": 0.0, "DICE": 0.0}
-    assert rows["null"]["phase_failures"] == {"D": 1, "I": 1, "E": 1, "C": 1} and rows["null"]["flagged"] == 0
+    assert rows["null"]["phase_failures"] == {"D": 2, "I": 2, "E": 2, "C": 2} and rows["null"]["flagged"] == 0
     table = markdown.read_text()
     assert "| agent | items | D failed | I failed | E failed | C failed | flagged | I·E | D·I·C | D·I·C·E |" in table
-    assert "| 1 | 1 | 1 | 1 | 1 | 0 | 0.0 % | 0.0 % | 0.0 % |" in table
+    assert "| 2 | 0 | 0 | 0 | 0 | 0 | 100.0 % | 100.0 % | 100.0 % |" in table
+    assert "| 2 | 2 | 2 | 2 | 2 | 0 | 0.0 % | 0.0 % | 0.0 % |" in table
 
 
 def test_the_null_agent_fails_every_phase_without_asking_the_judge(pytester: pytest.Pytester) -> None:
-    copy_task(pytester, "label_smoothing")
+    for task_id in TASKS:
+        copy_task(pytester, task_id)
     with ScriptedLLMServer({"exchanges": []}) as server:
         result = run(pytester, server, "--innovator-agent", "null")
         asked = len(server.requests)
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
     assert asked == 0
-    props = junit_properties(pytester.path / "out.xml")["label_smoothing"]
-    assert [props[f"exp_{k}"] for k in ("D", "I", "E", "C", "M", "IE", "DIC", "DICE")] == ["0"] * 8
+    for task_id in TASKS:
+        props = junit_properties(pytester.path / "out.xml")[task_id]
+        assert [props[f"exp_{k}"] for k in ("D", "I", "E", "C", "M", "IE", "DIC", "DICE")] == ["0"] * 8
     result.stdout.fnmatch_lines(["*D fail: design.md is missing or empty*", "*E fail: reproduce.sh is missing*"])
 
 
