@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from pytest_innovator.agents import run_episode
+from pytest_innovator.agents.react import ReactAgent
 from pytest_innovator.cli import main as cli
 from pytest_innovator.env import ResearchEnv
 from pytest_innovator.trajectory import read_trajectory
@@ -228,3 +230,31 @@ def test_guidance_under_xdist_reaches_only_its_item_at_its_next_step_and_once_ac
     assert (delivered["step"], delivered["author"], delivered["text"]) == (2, "ada", ADVICE)
     assert not [r for r in trajectory(beta) if r.get("event") == "guidance"]
     assert json.loads((resumed_alpha / "result.json").read_text())["score_final"] == 80.0
+
+
+def text_action(tool: str, **arguments: Any) -> dict[str, Any]:
+    return {"respond": {"content": "```json\n" + json.dumps({"tool": tool, "arguments": arguments}) + "\n```"}}
+
+
+def test_the_react_agent_reads_guidance_as_a_user_message_under_the_text_protocol_too(
+    number_task_dir: Path, tmp_path: Path
+) -> None:
+    environment = make_env(number_task_dir, tmp_path / "run")
+    transcript = {
+        "exchanges": [
+            text_action("write_file", path="answer.txt", content="0.9"),
+            {"expect": {"last_role": "user", "last_contains": [ADVICE]}, **text_action("finish", summary="done")},
+        ]
+    }
+    try:
+        with ScriptedLLMServer(transcript) as llm:
+            assert cli(["guide", str(environment.run_dir), ADVICE]) == 0
+            agent = ReactAgent({"base_url": llm.base_url, "tool_protocol": "text", "llm_backoff": 0.01})
+            run_episode(agent, environment)
+            llm.assert_transcript_done()
+            second = llm.requests[1].messages
+    finally:
+        environment.workspace.close()
+    observation, advice = second[-2], second[-1]
+    assert advice["content"].startswith("[guidance from a human researcher (") and ADVICE in advice["content"]
+    assert "write_file" in observation["content"] and ADVICE not in observation["content"]  # the tool's own
