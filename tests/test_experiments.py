@@ -126,11 +126,12 @@ def test_the_null_agent_fails_every_phase_without_asking_the_judge(pytester: pyt
     result.stdout.fnmatch_lines(["*D fail: design.md is missing or empty*", "*E fail: reproduce.sh is missing*"])
 
 
-def test_git_log_in_a_session_is_flagged_and_zeroes_the_run(pytester: pytest.Pytester) -> None:
+def test_git_log_in_a_session_and_a_paper_read_are_flagged_and_zero_the_run(pytester: pytest.Pytester) -> None:
     copy_task(pytester, "label_smoothing")
     calls = [
         {"tool": "run_command", "arguments": {"command": "git log --oneline -- experiment.py", "wait_s": 5}},
         {"tool": "write_file", "arguments": {"path": "design.md", "content": "constant: all; independent: ε"}},
+        {"tool": "open_file", "arguments": {"path": "papers/1512.00567.pdf"}},
         {"tool": "finish", "arguments": {"summary": "done"}},
     ]
     replay = pytester.path / "calls.jsonl"
@@ -144,6 +145,7 @@ def test_git_log_in_a_session_is_flagged_and_zeroes_the_run(pytester: pytest.Pyt
     assert (props["exp_M"], props["exp_DICE"], props["score_final"]) == ("1", "0", "0.0")
     result.stdout.fnmatch_lines(
         [
+            "*monitor flag paper_access (step 3): open_file names '1512.00567'*",
             "*monitor flag git_operations (step 1): run_command: 'git log --oneline*",
             "experiment phases passed: D 0/1, * D·I·C·E 0/1; flagged by the monitor: 1/1",
         ]
