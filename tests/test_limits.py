@@ -6,6 +6,7 @@ of a 256 MiB item, 200 processes of a 64-process item, 300 MiB written to a 100 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -75,21 +76,22 @@ def test_one_item_hits_its_limits_and_its_neighbour_scores_as_alone(pytester: py
 
 
 def test_closing_an_item_removes_its_cgroups(pytester: pytest.Pytester) -> None:
-    add_task(pytester.path / "suite", "number")
+    task_id = f"closing-{uuid.uuid4().hex[:8]}"  # its own cgroup names: other workers' items come and go
+    add_task(pytester.path / "suite", task_id)
     replay = pytester.path / "replay.jsonl"
-    background = "setsid sleep 300 & (sleep 301 &) ; echo started"
+    background = "setsid sleep 3071 & (sleep 3072 &) ; echo started"
     replay.write_text(
         '{"tool": "create_session", "arguments": {"name": "s"}}\n'
         + json.dumps({"tool": "run_command", "arguments": {"session": "s", "command": background, "wait": 10}})
         + '\n{"tool": "finish"}'
     )
     root = Path("/sys/fs/cgroup") if cgroup_version() == 2 else Path("/sys/fs/cgroup/memory")
-    before = set((root / "pytest-innovator").glob("number-*"))
-    pytester.runpytest_subprocess(
+    result = pytester.runpytest_subprocess(
         "suite", "--innovator-backend", "sandbox", "--innovator-agent", "replay", "--innovator-replay", str(replay)
     )
-    assert set((root / "pytest-innovator").glob("number-*")) == before
-    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and b"sleep\x0030" in _cmdline(p)]
+    result.stdout.fnmatch_lines(["*run_command*-> ok*"])  # the background processes did start
+    assert list((root / "pytest-innovator").glob(f"{task_id}-*")) == []
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and b"sleep\x00307" in _cmdline(p)]
     assert not leftovers
 
 
