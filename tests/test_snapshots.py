@@ -683,6 +683,30 @@ def test_take_on_demand_snapshots_a_run_directory_with_its_state(tmp_path: Path)
         take_on_demand(tmp_path / "runs" / "run-1")
 
 
+def test_a_run_resumes_from_an_on_demand_snapshot_with_its_guidance_delivered_once(tmp_path: Path) -> None:
+    from pytest_innovator.snapshots.resume import ResumeTarget, prepare_run_dir, resume_point
+
+    run_dir = tmp_path / "runs" / "run-1" / "mini-number"
+    write_files(run_dir / "workspace", 2, 100)
+    EvalLedger(task_id="mini-number", budget=3, hint_penalty=0.0, steps=2).save(run_dir / "ledger.json")
+    trajectory = TrajectoryWriter(run_dir / "trajectory.jsonl", {"task": "mini-number"})
+    trajectory.step(step=1, working_time_s=1, tool="think", arguments={}, ok=True, observation="ok", duration_s=0.01)
+    trajectory.event("guidance", step=1, working_time_s=1, id="g-1", text="try a smaller learning rate", author="ana")
+    trajectory.step(step=2, working_time_s=2, tool="think", arguments={}, ok=True, observation="ok", duration_s=0.01)
+    trajectory.close()
+    complete = (run_dir / "trajectory.jsonl").read_bytes()
+    with open(run_dir / "trajectory.jsonl", "a") as stream:
+        stream.write('{"type": "step", "step": 3, "t"')  # being written right now
+
+    take_on_demand(run_dir)
+    point = resume_point(ResumeTarget(tmp_path / "runs" / "run-1", None, None), "mini-number")
+    assert point is not None
+    resumed = prepare_run_dir(point, tmp_path / "runs" / "run-2" / "mini-number")
+
+    assert resumed["guidance_delivered"] == ["g-1"] and resumed["step"] == 2
+    assert (tmp_path / "runs" / "run-2" / "mini-number" / "trajectory.jsonl").read_bytes() == complete
+
+
 def test_mistakes_get_messages_that_say_what_to_change(tmp_path: Path) -> None:
     workspace = tmp_path / "workspace"
     write_files(workspace, 2, 100)

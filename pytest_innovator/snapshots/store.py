@@ -778,10 +778,15 @@ def run_dir_state(run_dir: Path) -> dict[str, Any]:
     the session logs present, and the item's memory (its complete lines)."""
     run_dir = Path(run_dir)
     ledger_path, result_path = RunDir(run_dir).ledger, RunDir(run_dir).result
+    trajectory = _trajectory_position(RunDir(run_dir).trajectory)
     state: dict[str, Any] = {
         "source": "on-demand",
         "ledger": json.loads(ledger_path.read_text()) if ledger_path.is_file() else None,
-        "trajectory": _trajectory_position(RunDir(run_dir).trajectory),
+        "trajectory": trajectory,
+        # What a resume from here reads, as from the item's own snapshots: the trajectory up to
+        # these bytes, and the guidance it shows delivered (delivered once, never again).
+        "trajectory_bytes": trajectory["bytes"],
+        "guidance_delivered": trajectory.pop("guidance_delivered"),
         "result": json.loads(result_path.read_text()) if result_path.is_file() else None,
         "session_logs": sorted(p.name for p in (RunDir(run_dir).sessions).glob("*.log")),
         "memory": _complete_lines(memory) if (memory := RunDir(run_dir).memory).is_file() else None,
@@ -796,10 +801,11 @@ def _complete_lines(path: Path) -> str:
 
 
 def _trajectory_position(path: Path) -> dict[str, Any]:
-    """Complete lines, their bytes, and the step of the last one (a trailing partial line is not
-    counted: it is being written)."""
+    """Complete lines, their bytes, the step of the last one and the ids of the guidance they show
+    delivered (a trailing partial line is not counted: it is being written)."""
     lines = size = 0
     last_line = b""
+    delivered = []
     if path.is_file():
         with open(path, "rb") as stream:
             for line in stream:
@@ -808,13 +814,15 @@ def _trajectory_position(path: Path) -> dict[str, Any]:
                 lines += 1
                 size += len(line)
                 last_line = line
+                if b'"event": "guidance"' in line:
+                    delivered.append(json.loads(line)["id"])
     last_step = 0
     if last_line:
         try:
             last_step = int(json.loads(last_line).get("step", 0))
         except (ValueError, AttributeError, TypeError):
             last_step = 0
-    return {"lines": lines, "bytes": size, "last_step": last_step}
+    return {"lines": lines, "bytes": size, "last_step": last_step, "guidance_delivered": delivered}
 
 
 def take_on_demand(run_dir: Path) -> SnapshotInfo:
