@@ -61,6 +61,7 @@ class Conclusion(_Strict):
 class Rubric(_Strict):
     question: str = Field(min_length=1)
     forbidden: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()  # starter files removed whole (EXP-Bench's masked source), which the agent recreates
     design: Design
     implementation: tuple[Requirement, ...] = Field(min_length=1)
     execution: Execution = Execution()
@@ -74,6 +75,8 @@ class Rubric(_Strict):
 
     def implementation_text(self) -> str:
         parts = [f"Research question: {self.question}", "The implementation meets each requirement:"]
+        if self.removed:
+            parts.insert(1, f"These files were removed from the repository: {', '.join(self.removed)}")
         for r in self.implementation:
             where = f"{r.file}, lines {r.lines}" if r.lines else r.file
             parts.append(f"- {r.requirement} ({where})")
@@ -121,7 +124,8 @@ def rubric_problems(task: Task) -> list[str]:
         return [f"experiment.rubric: grader/{task.spec.experiment.rubric}: {exc}"]
     deliverables = set(task.spec.experiment.deliverables())
     named = {r.file for r in rubric.implementation}
-    missing = sorted(f for f in named if f not in deliverables and not (task.workspace_dir / f).exists())
+    known = deliverables | set(rubric.removed)
+    missing = sorted(f for f in named if f not in known and not (task.workspace_dir / f).exists())
     return [
         f"experiment.rubric: grader/{task.spec.experiment.rubric}: implementation.file {name!r} is neither a "
         "starter file in workspace/ nor a deliverable of [experiment]"

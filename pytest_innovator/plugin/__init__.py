@@ -114,4 +114,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
         if is_task_config(file_path):  # an MLGym checkout's configs/tasks/<task>.yaml
             return TaskFile.from_parent(parent, path=file_path)
+    if file_path.suffix == ".json":
+        from ..experiments.expbench import is_task_record
+
+        if is_task_record(file_path):  # EXP-Bench's <conference>/<paper>/<...>complete_final<...>.json
+            return TaskFile.from_parent(parent, path=file_path)
     return None

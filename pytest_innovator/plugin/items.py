@@ -26,19 +26,28 @@ broken_task_files_key = pytest.StashKey[int]()
 
 
 class TaskFile(pytest.File):
-    """A task.toml, or an MLGym task config (`configs/tasks/<task>.yaml` of an MLGym checkout)."""
+    """A task.toml, an MLGym task config (`configs/tasks/<task>.yaml` of an MLGym checkout), or an
+    EXP-Bench task record (experiments/expbench.py)."""
 
     def collect(self) -> Iterator[pytest.Item]:
         try:
             if self.path.suffix in (".yaml", ".yml"):
                 from ..mlgym import load_mlgym_task
 
-                task = load_mlgym_task(self.path)
+                tasks = [load_mlgym_task(self.path)]
+            elif self.path.suffix == ".json":  # an EXP-Bench task record: one item per question
+                from ..experiments.expbench import load_expbench_tasks
+
+                tasks = load_expbench_tasks(self.path, self.config.stash[settings_key].cache_dir)
             else:
-                task = load_task(self.path)
+                tasks = [load_task(self.path)]
         except TaskError as exc:
             self.config.stash[broken_task_files_key] = self.config.stash.get(broken_task_files_key, 0) + 1
             raise self.CollectError(str(exc)) from None
+        for task in tasks:
+            yield self._item(task)
+
+    def _item(self, task: Task) -> pytest.Item:
         carried = None
         if resume_target_key in self.config.stash:
             from ..snapshots.resume import finished_result
@@ -70,7 +79,7 @@ class TaskFile(pytest.File):
                     "checkout: this harness runs MLGym tasks whose datasets are local (is_local: true)"
                 )
             )
-        yield item
+        return item
 
     class CollectError(InnovatorError):
         pass
