@@ -66,7 +66,9 @@ def main() -> None:
     for smoothing in args.smoothing:
         for seed in args.seeds:
             accuracy = run(smoothing, seed)
-            print(json.dumps({"smoothing": smoothing, "seed": seed, "balanced_accuracy": round(accuracy, 4)}), flush=True)
+            print(
+                json.dumps({"smoothing": smoothing, "seed": seed, "balanced_accuracy": round(accuracy, 4)}), flush=True
+            )
 
 
 if __name__ == "__main__":
