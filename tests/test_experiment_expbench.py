@@ -102,3 +102,12 @@ def test_a_record_whose_paper_is_not_listed_is_a_collection_error_naming_it(pyte
     result = pytester.runpytest_subprocess(str(dataset), "--co", "--innovator-cache-dir", str(pytester.path / "c"))
     result.stdout.fnmatch_lines(["*conference_data.jsonl: no paper with id '93022'*"])
     assert result.ret != 0
+
+
+def test_the_dataset_option_collects_every_question_of_the_dataset(pytester: pytest.Pytester) -> None:
+    dataset = make_dataset(pytester.path)
+    cache = str(pytester.path / "cache")
+    named = f"expbench={dataset.parent}"
+    result = pytester.runpytest_subprocess("--innovator-dataset", named, "--innovator-cache-dir", cache, "--co", "-q")
+    result.stdout.fnmatch_lines(["*93022_complete_final.json::93022_0", "*93022_complete_final.json::93022_1"])
+    assert result.ret == 0

@@ -31,6 +31,11 @@ DESIGN_KINDS = {
 }
 
 
+def records_root(dataset: Path) -> Path:
+    """Where the records are in the dataset the user named: its `dataset` folder, or itself."""
+    return dataset / "dataset" if (dataset / "dataset").is_dir() else dataset
+
+
 def is_task_record(path: Path) -> bool:
     return (
         path.suffix == ".json"

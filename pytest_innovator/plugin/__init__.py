@@ -45,6 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{domain}: tasks of the {domain} domain")
     settings = resolve_settings(config)
     config.stash[settings_key] = settings
+    if "expbench" in settings.datasets:  # EXP-Bench's records are collected from the dataset itself
+        from ..experiments.expbench import records_root
+
+        collect_also(config, records_root(settings.datasets["expbench"]))
     if settings.resume:
         from ..snapshots.resume import ResumeError, parse_resume_option
 
@@ -96,6 +100,15 @@ class XdistHooks:
 
 
 # --- collection ----------------------------------------------------------------------------
+
+
+def collect_also(config: pytest.Config, path: Path) -> None:
+    """Collect path too; instead of the default paths when the user named none (on the controller
+    and on each xdist worker alike, which parse the same command line)."""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(path)]
+    elif str(path) not in config.args:
+        config.args.append(str(path))
 
 
 @pytest.hookimpl(tryfirst=True)
