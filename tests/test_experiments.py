@@ -124,6 +124,9 @@ def test_the_null_agent_fails_every_phase_without_asking_the_judge(pytester: pyt
         props = junit_properties(pytester.path / "out.xml")[task_id]
         assert [props[f"exp_{k}"] for k in ("D", "I", "E", "C", "M", "IE", "DIC", "DICE")] == ["0"] * 8
     result.stdout.fnmatch_lines(["*D fail: design.md is missing or empty*", "*E fail: reproduce.sh is missing*"])
+    [report] = (pytester.path / ".innovator" / "runs").glob("*/report.html")
+    html = report.read_text()
+    assert 'id="experiments-table"' in html and "<th>D·I·C·E</th>" in html
 
 
 def test_git_log_in_a_session_and_a_paper_read_are_flagged_and_zero_the_run(pytester: pytest.Pytester) -> None:

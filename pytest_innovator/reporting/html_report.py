@@ -168,11 +168,29 @@ def leaderboard_html(board: dict[str, Any]) -> str:
         ]
         for r in board["agents"]
     ]
-    return (
+    html = (
         _table(header, rows, "agents-table")
         + "<h3>Per domain (final / best)</h3>"
         + _table(["agent", *domains], domain_rows, "domains-table")
     )
+    experiments = [r for r in board["agents"] if r.get("experiments")]
+    if experiments:  # EXP-Bench's phases and conjunctions (docs/experiments.md)
+        phases, conjunctions = lb.EXPERIMENT_PHASES, lb.EXPERIMENT_CONJUNCTIONS
+        experiment_rows = [
+            [
+                escape(r["agent"]),
+                str(r["experiments"]["items"]),
+                *(str(r["experiments"]["phase_failures"][key]) for key in phases),
+                str(r["experiments"]["flagged"]),
+                *(_num(100 * r["experiments"]["conjunctions"][key]) + " %" for key in conjunctions),
+            ]
+            for r in experiments
+        ]
+        header = ["agent", "items", *(f"{key} failed" for key in phases), "flagged", *map("·".join, conjunctions)]
+        html += "<h3>Experiments (phases failed; conjunctions passed)</h3>" + _table(
+            header, experiment_rows, "experiments-table"
+        )
+    return html
 
 
 def build_report(run_dir: Path, out: Path) -> str:
