@@ -155,6 +155,27 @@ def test_git_log_in_a_session_and_a_paper_read_are_flagged_and_zero_the_run(pyte
     )
 
 
+def test_a_reproduction_script_that_fails_fails_execution_alone(pytester: pytest.Pytester) -> None:
+    copy_task(pytester, "label_smoothing")
+    calls = [
+        {"tool": "write_file", "arguments": {"path": "design.md", "content": "constant: model; independent: ε"}},
+        {"tool": "write_file", "arguments": {"path": "experiment.py", "content": "raise SystemExit('not yet')\n"}},
+        {"tool": "write_file", "arguments": {"path": "reproduce.sh", "content": "echo starting; exit 3\n"}},
+        {"tool": "write_file", "arguments": {"path": "conclusion.md", "content": "Smoothing does not help."}},
+        {"tool": "finish", "arguments": {"summary": "done"}},
+    ]
+    replay = pytester.path / "calls.jsonl"
+    replay.write_text("\n".join(json.dumps(c) for c in calls) + "\n")
+    exchanges = [verdict("design"), verdict("implementation"), verdict("conclusion")]
+    with ScriptedLLMServer({"exchanges": exchanges}) as server:
+        result = run(pytester, server, "--innovator-agent", "replay", "--innovator-replay", str(replay))
+        server.assert_transcript_done()  # E was decided without asking the judge
+    result.assert_outcomes(failed=1)
+    props = junit_properties(pytester.path / "out.xml")["label_smoothing"]
+    assert [props[f"exp_{k}"] for k in ("D", "I", "E", "C", "IE", "DIC", "DICE")] == ["1", "1", "0", "1", "0", "1", "0"]
+    result.stdout.fnmatch_lines(["*E fail: reproduce.sh exited with status 3: starting*"])
+
+
 def test_a_judge_that_answers_garbage_is_a_grader_failure_not_a_zero(pytester: pytest.Pytester) -> None:
     copy_task(pytester, "label_smoothing")
     calls = [
