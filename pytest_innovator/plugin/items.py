@@ -90,6 +90,10 @@ class TaskFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
+# What an item's timeout allows for the judge in each evaluation of an experiment task (its retries
+# back off up to a minute each).
+JUDGING_ALLOWANCE_S = 600.0
+
 # Grader runs an item's timeout allows for beyond the final one when its evaluations are unlimited
 # (MLGym's validate): each takes the agent's working time, so they cannot outlast it by much.
 UNLIMITED_EVALS_IN_TIMEOUT = 10
@@ -100,9 +104,10 @@ def item_timeout(task: Task, settings: Settings) -> float:
     budget = settings.max_evals if settings.max_evals is not None else task.spec.eval_budget
     if task.spec.mlgym is not None and settings.max_evals is None:
         budget = UNLIMITED_EVALS_IN_TIMEOUT
-    return round(
-        task.spec.time_limit * settings.time_scale + task.spec.grader.timeout * (budget + 1) + settings.timeout_grace, 1
-    )
+    grading_s = task.spec.grader.timeout
+    if task.spec.experiment is not None:  # the execution check's rerun, then the judge's four phases
+        grading_s = task.spec.experiment.execution_timeout + JUDGING_ALLOWANCE_S
+    return round(task.spec.time_limit * settings.time_scale + grading_s * (budget + 1) + settings.timeout_grace, 1)
 
 
 class TaskItem(pytest.Function):
