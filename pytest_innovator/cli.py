@@ -128,6 +128,17 @@ def status(results_dir: str, run_id: str | None, all_runs: bool, as_json: bool, 
         return 1
 
 
+def watch(results_dir: str, port: int) -> int:
+    from .reporting.watch import WatchError
+    from .reporting.watch import watch as serve_page
+
+    try:
+        return serve_page(Path(results_dir), port)
+    except WatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def snapshot(item_dir: str) -> int:
     from .snapshots.store import take_on_demand
 
@@ -299,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     progress.add_argument("--all", dest="all_runs", action="store_true", help="every run in RESULTS_DIR")
     progress.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     progress.add_argument("--watch", type=float, metavar="SECONDS", help="print again every SECONDS until nothing runs")
+    live = commands.add_parser(
+        "watch",
+        help="a live page of RESULTS_DIR's items on 127.0.0.1 (its URL, with a token, is printed): status, "
+        "evaluations, trajectory tail, guidance, pause/resume, keep/drop marks",
+    )
+    live.add_argument("results_dir", metavar="RESULTS_DIR", help="the directory given to --innovator-results")
+    live.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     serve = commands.add_parser(
         "serve", help="the session server: workspaces and sessions over HTTP (remote and docker backends)"
     )
@@ -434,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         return report(args.run_dir, args.out)
     if args.command == "status":
         return status(args.results_dir, args.run_id, args.all_runs, args.as_json, args.watch)
+    if args.command == "watch":
+        return watch(args.results_dir, args.port)
     if args.command == "serve":
         from .remote.server import serve_command
 
