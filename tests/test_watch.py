@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_innovator.cli import main as cli
+from pytest_innovator.rundir import RunDir
 
 from .scripted_llm import RecordedRequest, ScriptedLLMServer
 from .test_guidance import call, trajectory
@@ -140,6 +141,12 @@ def test_the_live_page_shows_a_new_evaluation_and_delivers_guidance_typed_into_i
             card.find_element(By.CSS_SELECTOR, "textarea.guidance-text").send_keys(ADVICE)
             card.find_element(By.CSS_SELECTOR, "button.send").click()
             wait_until("the page's answer", lambda: "sent" in card_state(browser, item_id)["notice"])
+            card.find_element(By.CSS_SELECTOR, "button.pause").click()
+            wait_until("the paused item", lambda: "(paused)" in card_state(browser, item_id)["title"])
+            assert RunDir(item_dir).pause_request.exists()
+            card.find_element(By.CSS_SELECTOR, "button.resume").click()
+            wait_until("the released item", lambda: "paused" not in card_state(browser, item_id)["title"])
+            assert not RunDir(item_dir).pause_request.exists()
             llm.gates["guidance"].set()
 
             output, _ = run.communicate(timeout=60)
