@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_innovator.cli import main as cli
+from pytest_innovator.reporting.watch import collect_items
 from pytest_innovator.rundir import RunDir
 
 from .scripted_llm import RecordedRequest, ScriptedLLMServer
@@ -192,3 +193,21 @@ def test_watch_refuses_a_missing_directory_and_a_port_in_use(tmp_path: Path, cap
         taken.listen()
         assert cli(["watch", str(tmp_path), "--port", str(taken.getsockname()[1])]) == 1
     assert "give another --port, or 0 for any free one" in capsys.readouterr().err
+
+
+def test_the_page_lists_the_latest_run_and_earlier_items_that_have_not_ended(tmp_path: Path) -> None:
+    for run_id, task, ended in (
+        ("20261201-000000-aaaaaa", "old_done", True),
+        ("20261201-000000-aaaaaa", "old_running", False),
+        ("20261202-000000-bbbbbb", "new_done", True),
+    ):
+        item = RunDir.of(tmp_path, run_id, task)
+        item.path.mkdir(parents=True)
+        item.trajectory.write_text(json.dumps({"type": "header", "task": task, "limits": {}}) + "\n")
+        if ended:
+            item.result.write_text(json.dumps({"score_final": 10.0, "end_reason": "finished"}))
+    listed = [(i["id"], i["state"]) for i in collect_items(tmp_path)]
+    assert listed == [
+        ("20261201-000000-aaaaaa/old_running", "running"),
+        ("20261202-000000-bbbbbb/new_done", "finished"),
+    ]

@@ -98,7 +98,9 @@ def item_view(run_id: str, item_dir: Path, now: float) -> dict[str, Any]:
 
 
 def collect_items(results_dir: Path) -> list[dict[str, Any]]:
-    """Every item of every run, running ones first, the latest run's first among equals."""
+    """Every item of the latest run, and those of earlier runs that have not ended (no result.json):
+    a results directory reused for many runs would otherwise be read whole each second. Running
+    items first, the latest run's first among equals."""
     try:
         runs = run_dirs(results_dir)
     except StatusError:  # no run has started yet
@@ -108,7 +110,7 @@ def collect_items(results_dir: Path) -> list[dict[str, Any]]:
         item_view(run.name, item, now)
         for run in reversed(runs)
         for item in sorted(run.iterdir())
-        if RunDir(item).trajectory.exists()
+        if RunDir(item).trajectory.exists() and (run == runs[-1] or not RunDir(item).result.exists())
     ]
     order = {"running": 0, "stopped": 1, "finished": 2}
     return sorted(items, key=lambda i: order[i["state"]])
