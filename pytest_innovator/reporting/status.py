@@ -35,27 +35,34 @@ def first_line(path: Path) -> dict[str, Any]:
         return {}
 
 
-def last_record(path: Path) -> dict[str, Any] | None:
-    """The last complete line of a JSON Lines file, reading only its end (the file may be large)."""
+def last_records(path: Path, count: int = 1) -> list[dict[str, Any]]:
+    """The last `count` complete lines of a JSON Lines file, reading only its end (the file may be
+    large; the window read grows until it holds them)."""
     try:
         size = path.stat().st_size
     except OSError:
-        return None
+        return []
     window = TAIL_BYTES
     with open(path, "rb") as f:
         while True:
             start = max(0, size - window)
             f.seek(start)
             lines = f.read(size - start).split(b"\n")
-            complete = lines[1:] if start > 0 else lines  # the first piece may be a line's tail
-            for raw in reversed(complete):
+            records = []
+            for raw in lines[1:] if start > 0 else lines:  # the first piece may be a line's tail
                 try:
-                    return json.loads(raw)
+                    records.append(json.loads(raw))
                 except ValueError:  # empty, or the partial line being written right now
                     continue
-            if start == 0:
-                return None
+            if len(records) >= count or start == 0:
+                return records[-count:]
             window *= 4
+
+
+def last_record(path: Path) -> dict[str, Any] | None:
+    """The last complete line of a JSON Lines file (see last_records)."""
+    records = last_records(path)
+    return records[0] if records else None
 
 
 @dataclass(frozen=True)

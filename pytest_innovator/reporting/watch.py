@@ -29,7 +29,7 @@ from .. import guidance
 from ..errors import InnovatorError
 from ..rundir import RunDir
 from ..training import labels
-from .status import TAIL_BYTES, StatusError, item_progress, read_item, run_dirs
+from .status import StatusError, item_progress, last_records, read_item, run_dirs
 from .watch_page import PAGE
 
 TAIL_RECORDS = 15
@@ -39,25 +39,6 @@ MAX_BODY_BYTES = 64 * 1024
 
 class WatchError(InnovatorError):
     """What the watch server cannot do; the message says what to give instead."""
-
-
-def tail_records(path: Path, count: int = TAIL_RECORDS) -> list[dict[str, Any]]:
-    """The last `count` complete lines of a trajectory, reading only its end."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            start = max(0, size - TAIL_BYTES)
-            f.seek(start)
-            lines = f.read().split(b"\n")
-    except OSError:
-        return []
-    records = []
-    for raw in lines[1:] if start > 0 else lines:
-        try:
-            records.append(json.loads(raw))
-        except ValueError:  # empty, or the line being written right now
-            continue
-    return records[-count:]
 
 
 def clip(text: str, limit: int = TEXT_CHARS) -> str:
@@ -93,7 +74,8 @@ def item_view(run_id: str, item_dir: Path, now: float) -> dict[str, Any]:
         {"index": e.index, "kind": e.kind, "status": e.status, "score": e.score, "step": e.step, "message": e.message}
         for e in (files.ledger.evaluations if files.ledger else [])
     ]
-    view["tail"] = [describe(r) for r in tail_records(RunDir(item_dir).trajectory) if r.get("type") != "header"]
+    tail = last_records(RunDir(item_dir).trajectory, TAIL_RECORDS)
+    view["tail"] = [describe(r) for r in tail if r.get("type") != "header"]
     return view
 
 
