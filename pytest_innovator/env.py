@@ -8,6 +8,7 @@ the ledger is persisted in the run directory, so a resume continues with the bud
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import traceback
@@ -172,6 +173,10 @@ class ResearchEnv:
         self.guidance_delivered: list[str] = list((resumed or {}).get("guidance_delivered", []))
         self._guidance_in_flight: list[str] = []  # delivered with the step being returned
         self.guidance_in_observation = True
+        # Looked at after every step: one stat each, with the paths made once (building them each
+        # step doubled the harness's cost per step, bench/bench_env.py).
+        self._pause_flag = str(RunDir(run_dir).pause_request)
+        self._mailbox = str(RunDir(run_dir).guidance)
         if resumed is not None:
             self._notice = resume_notice(resumed)
             self.trajectory.event(
@@ -281,7 +286,7 @@ class ResearchEnv:
     def _hold_while_paused(self, observation: Observation) -> None:
         """Hold the agent between steps while a person pauses the item; the working clock runs on,
         so the time limit still ends a paused item."""
-        if not guidance.is_paused(self.run_dir):
+        if not os.path.exists(self._pause_flag):
             return
         self.trajectory.event("paused", step=self.ledger.steps, working_time_s=self.working_time_s)
         while guidance.is_paused(self.run_dir) and not self.done:
@@ -295,7 +300,7 @@ class ResearchEnv:
 
     def _deliver_guidance(self, observation: Observation) -> None:
         """Hand the mailbox's new messages to the agent with this step's observation."""
-        if self.done:
+        if self.done or not os.path.isdir(self._mailbox):
             return
         messages = guidance.pending(self.run_dir, set(self.guidance_delivered))
         for message in messages:
