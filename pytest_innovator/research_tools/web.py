@@ -124,9 +124,6 @@ class LiveWeb:
         self.base_url = base_url
         self._pages: OrderedDict[str, Page] = OrderedDict()
 
-    def search(self, query: str) -> list[SearchHit]:
-        raise NotImplementedError
-
     def open(self, url: str) -> Page:
         if not url.startswith(("http://", "https://")):
             raise ProviderError(f"{url!r} is not a web address; give an http:// or https:// URL")
